@@ -96,12 +96,25 @@ class Decoder(nn.Module):
 
 
 class PedTumorSegNet(nn.Module):
-    """See module docstring. Defaults are the paper configuration (6 stages, decoder 32..320)."""
+    """See module docstring. Defaults are the paper configuration (6 stages, decoder 32..320).
+
+    decoder_widths: D_s per stage; encoder widths are encoder_width_factor * D_s.
+    strides: per stage, int or 3-list (default None = [1, 2, 2, ...]); kernel_sizes: int, or per stage int/3-list.
+    blocks_per_stage: residual SE blocks per encoder stage; decoder_convs_per_stage: ConvUnits per decoder stage.
+    depthwise_separable: separable ConvUnits in the encoder (downsampling convs and residual blocks);
+    decoder_separable: the same for the decoder convs (None = same as depthwise_separable);
+    stem_separable: the first conv (input_channels -> E_0); default False, a standard conv, because a depthwise
+    conv over 4 MRI channels followed by a pointwise mix can only produce rank-4 features (and the dense stem
+    costs only 27*4*64 = 6912 weights).
+    se_reduction: SE hidden width = max(1, C // se_reduction); drop_path: DropPath p in the residual blocks;
+    conv_bias: biases on the convs that are followed by InstanceNorm and on the transposed convs (default
+    False; the seg heads and SE layers always have biases); init_alpha: small-scale init exponent.
+    """
 
     def __init__(self, input_channels: int, num_classes: int, deep_supervision: bool = False, *,
                  decoder_widths: Sequence[int] = (32, 64, 128, 256, 320, 320),
                  encoder_width_factor: int = 2,
-                 strides: Sequence = (1, 2, 2, 2, 2, 2),
+                 strides: Sequence | None = None,
                  kernel_sizes: Sequence | int = 3,
                  blocks_per_stage: Sequence[int] | int = (1, 3, 4, 6, 6, 6),
                  decoder_convs_per_stage: Sequence[int] | int = 2,
@@ -116,6 +129,8 @@ class PedTumorSegNet(nn.Module):
         n = len(decoder_widths)
         if n < 2:
             raise ValueError("need at least 2 stages")
+        if strides is None:  # stage 0 stride 1, every other stage halves the resolution
+            strides = [1] + [2] * (n - 1)
         strides = _per_stage(list(strides) if not isinstance(strides, int) else strides, n, "strides")
         kernel_sizes = _per_stage(kernel_sizes, n, "kernel_sizes")
         blocks_per_stage = _per_stage(blocks_per_stage, n, "blocks_per_stage")
