@@ -336,3 +336,23 @@ def test_paper_preset_forward_128(paper_net):
     assert y.shape == (1, 5, 128, 128, 128)
     assert torch.isfinite(y).all()
     print(f"paper preset 1x4x128^3 forward: {time.time() - t:.1f} s")
+
+
+# --- benchmark script ------------------------------------------------------------------------------------------
+def test_model_report_counts_agree():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "model_report.py"
+    spec = importlib.util.spec_from_file_location("model_report", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    row = mod.report("demo", network_kwargs("demo"), (32, 32, 32))
+    assert row["flops"] == 2 * row["conv_macs_hooks"] > 0
+    assert row["params_total"] == row["params_encoder"] + row["params_decoder"] == 363_159
+    assert row["output_shape"] == [1, 5, 32, 32, 32]
+    # hand check of the hook formula on one layer: Conv3d(4,8,3) on 1x4x8^3 -> 8^3*8 outputs * 4*27 taps
+    conv = nn.Conv3d(4, 8, 3, padding=1)
+    assert mod.hook_macs(conv, torch.zeros(1, 4, 8, 8, 8)) == 512 * 8 * 108
+    up = nn.ConvTranspose3d(8, 4, 2, 2)
+    assert mod.hook_macs(up, torch.zeros(1, 8, 4, 4, 4)) == 64 * 8 * 4 * 8
