@@ -1,0 +1,58 @@
+"""Shared fixtures: the real example case, one small phantom case, and a writer of tiny synthetic cases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REAL_CASE_DIR = REPO_ROOT.parent / "shared" / "data" / "real" / "BraTS-GLI-00001-000"
+
+
+@pytest.fixture(scope="session")
+def real_case_dir() -> Path:
+    if not REAL_CASE_DIR.is_dir():
+        pytest.skip(f"real example case not found at {REAL_CASE_DIR}")
+    return REAL_CASE_DIR
+
+
+@pytest.fixture(scope="session")
+def small_phantom_dir(tmp_path_factory) -> Path:
+    from pedtumorseg.phantom import make_phantom, write_phantom
+
+    return write_phantom(make_phantom(3, "small"), tmp_path_factory.mktemp("phantom"))
+
+
+def write_tiny_case(folder, case_id="CASE-1", size=(12, 10, 8), spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0),
+                    direction=(1, 0, 0, 0, 1, 0, 0, 0, 1), suffixes=("t1n", "t1c", "t2w", "t2f"), sep="-",
+                    ext=".nii.gz", arrays=None, geometries=None, seg=None) -> Path:
+    """Write a 4-modality case with ramp images; ``geometries`` maps a suffix to (size, spacing, origin)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, suffix in enumerate(suffixes):
+        sz, sp, org = (geometries or {}).get(suffix, (size, spacing, origin))
+        if arrays and suffix in arrays:
+            array = arrays[suffix]
+        else:
+            z, y, x = np.meshgrid(*(np.arange(n) for n in reversed(sz)), indexing="ij")
+            array = (10.0 * x + y + z + 100.0 * (i + 1)).astype(np.float32)
+        image = sitk.GetImageFromArray(array)
+        if image.GetDimension() == 3:
+            image.SetSpacing(sp)
+            image.SetOrigin(org)
+            image.SetDirection(tuple(float(d) for d in direction))
+        sitk.WriteImage(image, str(folder / f"{case_id}{sep}{suffix}{ext}"))
+    if seg is not None:
+        image = sitk.GetImageFromArray(seg)
+        image.SetSpacing(spacing)
+        image.SetOrigin(origin)
+        sitk.WriteImage(image, str(folder / f"{case_id}{sep}seg{ext}"))
+    return folder
+
+
+@pytest.fixture
+def tiny_case():
+    return write_tiny_case
