@@ -263,6 +263,38 @@ def _read(path: Path) -> sitk.Image:
         raise InputError(path, f"unreadable image file ({detail[:160]})") from None
 
 
+def _nifti_has_nonfinite(path: Path) -> bool:
+    """Whether a float NIfTI file stores NaN/Inf (ITK's NIfTI reader silently replaces them, so look at the bytes)."""
+    import gzip
+    import struct
+
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        return False
+    try:
+        with (gzip.open if name.endswith(".gz") else open)(path, "rb") as fh:
+            data = fh.read()
+        for endian in ("<", ">"):
+            hdr = struct.unpack(endian + "i", data[:4])[0]
+            if hdr == 348:
+                dtype_code = struct.unpack(endian + "h", data[70:72])[0]
+                offset = int(struct.unpack(endian + "f", data[108:112])[0])
+                break
+            if hdr == 540:
+                dtype_code = struct.unpack(endian + "h", data[12:14])[0]
+                offset = int(struct.unpack(endian + "q", data[168:176])[0])
+                break
+        else:
+            return False
+        kind = {16: "f4", 64: "f8"}.get(dtype_code)
+        if kind is None:
+            return False
+        values = np.frombuffer(data, dtype=endian + kind, offset=offset)
+        return not bool(np.all(np.isfinite(values)))
+    except (OSError, ValueError, struct.error):
+        return False
+
+
 def _check_image(path: Path, image: sitk.Image, what: str) -> np.ndarray:
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(path, f"{what} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
@@ -271,7 +303,7 @@ def _check_image(path: Path, image: sitk.Image, what: str) -> np.ndarray:
     if image.GetDimension() != 3 or min(size) < 2:
         raise InputError(path, f"{what} is {image.GetDimension()}D with size {size}; expected a 3D volume")
     array = sitk.GetArrayFromImage(image)
-    if not np.all(np.isfinite(array)):
+    if not np.all(np.isfinite(array)) or (array.dtype.kind == "f" and _nifti_has_nonfinite(Path(path))):
         raise InputError(path, f"{what} contains NaN or infinite values")
     return array
 
