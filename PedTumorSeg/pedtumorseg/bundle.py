@@ -1,0 +1,472 @@
+"""Model bundles (DESIGN §5, DEVELOPING "Model bundle"): write, verify and load.
+
+A bundle is a folder or a ``.zip`` holding ``manifest.json`` and one ``fold_K.safetensors`` per fold. Loading
+validates the manifest, checks the sha256 of every file listed in ``manifest["files"]`` and refuses with a
+one-line :class:`~pedtumorseg.errors.BundleError` on any problem. Weights are read with safetensors only —
+nothing is ever unpickled.
+
+Zip bundles are checked member by member before anything is extracted (no absolute paths, no ``..``, no
+symlinks, no duplicate names) and extracted once into a cache folder keyed by the zip's sha256
+(``$PEDTUMORSEG_CACHE`` or ``~/.cache/pedtumorseg/bundles``, falling back to the system temp dir); a cached
+extraction is reused and its checksums are verified again on every load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from .conventions import CHANNELS, LABEL_NAMES, NUM_CLASSES
+from .errors import BundleError
+
+FORMAT = "pedtumorseg-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+DEMO_BUNDLE_NAME = "pedtumorseg-demo.zip"
+DEMO_BUNDLE_ENV = "PEDTUMORSEG_DEMO_BUNDLE"
+CACHE_ENV = "PEDTUMORSEG_CACHE"
+
+#: keys every manifest must have (``description``, ``colors``, ``postprocessing``, ``num_classes`` optional)
+REQUIRED_KEYS: tuple[str, ...] = (
+    "format", "format_version", "name", "version", "labels", "channels", "spacing_zyx", "patch_size",
+    "normalization", "network", "folds", "weights", "mirror_axes", "files",
+)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fold_key(fold) -> str:
+    """Manifest key of a fold: ``0`` / ``"0"`` -> ``"0"``; ``"all"`` stays ``"all"``."""
+    if isinstance(fold, bool):
+        raise ValueError(f"invalid fold {fold!r}")
+    if isinstance(fold, int):
+        return str(fold)
+    s = str(fold)
+    if s.isdigit():
+        return str(int(s))
+    if s == "all":
+        return s
+    raise ValueError(f"invalid fold {fold!r}")
+
+
+def _fold_value(key: str):
+    return int(key) if key.isdigit() else key
+
+
+# --- manifest validation ----------------------------------------------------------------------------------
+
+def _is_int_list(v, n=None) -> bool:
+    return (isinstance(v, list) and (n is None or len(v) == n)
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in v))
+
+
+def validate_manifest(manifest, path=None, *, check_files: bool = True) -> None:
+    """Raise ``BundleError(path, problem)`` unless ``manifest`` is a valid bundle manifest.
+
+    ``check_files=False`` skips the checks of ``weights`` / ``files`` (used before writing, when they are not
+    filled in yet).
+    """
+    def bad(problem):
+        raise BundleError(path, problem)
+
+    if not isinstance(manifest, dict):
+        bad("manifest.json is not a JSON object")
+    if manifest.get("format") != FORMAT:
+        bad(f"not a PedTumorSeg bundle (manifest format is {manifest.get('format')!r}, expected {FORMAT!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        bad(f"unsupported bundle format_version {manifest.get('format_version')!r} (this version reads "
+            f"{FORMAT_VERSION})")
+    keys = REQUIRED_KEYS if check_files else tuple(k for k in REQUIRED_KEYS if k not in ("weights", "files"))
+    missing = [k for k in keys if k not in manifest]
+    if missing:
+        bad(f"manifest.json lacks required key(s): {', '.join(missing)}")
+    if list(manifest["channels"]) != list(CHANNELS):
+        bad(f"channel order {manifest['channels']!r} differs from the required {list(CHANNELS)!r}")
+    expected_labels = {str(v): n for v, n in LABEL_NAMES.items()}
+    labels = manifest["labels"]
+    if not isinstance(labels, dict) or {str(k): v for k, v in labels.items()} != expected_labels:
+        bad(f"labels {labels!r} differ from the required {expected_labels!r}")
+    if "num_classes" in manifest and manifest["num_classes"] != NUM_CLASSES:
+        bad(f"num_classes {manifest['num_classes']!r} differs from {NUM_CLASSES}")
+    sp = manifest["spacing_zyx"]
+    if not (isinstance(sp, list) and len(sp) == 3 and all(isinstance(s, (int, float)) and not isinstance(s, bool)
+                                                         and s > 0 for s in sp)):
+        bad(f"spacing_zyx must be 3 positive numbers, got {sp!r}")
+    if not (_is_int_list(manifest["patch_size"], 3) and all(p > 0 for p in manifest["patch_size"])):
+        bad(f"patch_size must be 3 positive integers, got {manifest['patch_size']!r}")
+    axes = manifest["mirror_axes"]
+    if not (_is_int_list(axes) and all(0 <= a <= 2 for a in axes) and len(set(axes)) == len(axes)):
+        bad(f"mirror_axes must be distinct integers in 0..2, got {axes!r}")
+    norm = manifest["normalization"]
+    if not isinstance(norm, dict) or norm.get("scheme") != "zscore":
+        bad(f"unsupported normalization {norm!r} (only scheme 'zscore')")
+    umn = norm.get("use_mask_for_norm", [False] * len(CHANNELS))
+    if not (isinstance(umn, list) and len(umn) == len(CHANNELS) and all(isinstance(b, bool) for b in umn)):
+        bad(f"normalization.use_mask_for_norm must be {len(CHANNELS)} booleans, got {umn!r}")
+    net = manifest["network"]
+    if not isinstance(net, dict) or not isinstance(net.get("class"), str) or not isinstance(net.get("kwargs", {}),
+                                                                                            dict):
+        bad(f"network must be an object with 'class' and 'kwargs', got {net!r}")
+    from .model.presets import ALLOWED_CLASSES
+    if net["class"] not in ALLOWED_CLASSES:
+        bad(f"unknown network class {net['class']!r} (allowed: {', '.join(sorted(ALLOWED_CLASSES))})")
+    folds = manifest["folds"]
+    if not isinstance(folds, list) or not folds:
+        bad(f"folds must be a non-empty list, got {folds!r}")
+    try:
+        fold_keys = [_fold_key(f) for f in folds]
+    except ValueError as e:
+        bad(f"folds {folds!r}: {e}")
+    if len(set(fold_keys)) != len(fold_keys):
+        bad(f"folds {folds!r} has duplicates")
+    pp = manifest.get("postprocessing", {})
+    if not isinstance(pp, dict):
+        bad(f"postprocessing must be an object, got {pp!r}")
+    if not check_files:
+        return
+    weights, files = manifest["weights"], manifest["files"]
+    if not isinstance(weights, dict) or not isinstance(files, dict):
+        bad("weights and files must be objects")
+    for k in fold_keys:
+        if k not in weights:
+            bad(f"fold {k} is listed in folds but has no weights entry")
+        name = weights[k]
+        if not isinstance(name, str) or not name.endswith(".safetensors"):
+            bad(f"fold {k} weights {name!r} is not a .safetensors file")
+        if name not in files:
+            bad(f"fold {k} weights file {name} has no sha256 in files")
+    for name, digest in files.items():
+        if not _safe_member_name(name):
+            bad(f"file name {name!r} in files is not a plain relative path")
+        if not (isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            bad(f"sha256 of {name} is not a 64-digit hex string: {digest!r}")
+
+
+def _safe_member_name(name: str) -> bool:
+    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
+        return False
+    p = PurePosixPath(name)
+    if p.is_absolute() or name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return False
+    return all(part not in ("..", "") for part in p.parts) and ".." not in p.parts
+
+
+# --- the loaded bundle ------------------------------------------------------------------------------------
+
+@dataclass
+class Bundle:
+    """A verified bundle on disk (a folder; zips are extracted to the cache first)."""
+
+    path: Path  # what the user gave (folder or .zip)
+    root: Path  # folder holding manifest.json and the weights
+    manifest: dict
+    _states: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def description(self) -> str:
+        return str(self.manifest.get("description", ""))
+
+    @property
+    def folds(self) -> list:
+        return [_fold_value(_fold_key(f)) for f in self.manifest["folds"]]
+
+    @property
+    def spacing_zyx(self) -> tuple[float, float, float]:
+        return tuple(float(s) for s in self.manifest["spacing_zyx"])
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        return tuple(int(p) for p in self.manifest["patch_size"])
+
+    @property
+    def mirror_axes(self) -> tuple[int, ...]:
+        return tuple(int(a) for a in self.manifest["mirror_axes"])
+
+    @property
+    def normalization(self) -> dict:
+        norm = dict(self.manifest["normalization"])
+        norm.setdefault("use_mask_for_norm", [False] * len(CHANNELS))
+        return norm
+
+    @property
+    def use_mask_for_norm(self) -> tuple[bool, ...]:
+        return tuple(bool(b) for b in self.normalization["use_mask_for_norm"])
+
+    @property
+    def network_class(self) -> str:
+        return self.manifest["network"]["class"]
+
+    @property
+    def network_kwargs(self) -> dict:
+        return dict(self.manifest["network"].get("kwargs", {}))
+
+    @property
+    def postprocessing(self):
+        from .postprocess import PostprocessParams
+        return PostprocessParams.from_dict(dict(self.manifest.get("postprocessing", {})))
+
+    def build_network(self):
+        """A fresh network of the bundle's class (allow-listed), without deep supervision, in eval mode."""
+        from .model.presets import build_network
+        try:
+            net = build_network(self.network_class, self.network_kwargs, len(CHANNELS), NUM_CLASSES,
+                                deep_supervision=False)
+        except (TypeError, ValueError) as e:
+            raise BundleError(self.path, f"cannot build network {self.network_class}: {e}") from e
+        return net.eval()
+
+    def weights_file(self, fold) -> Path:
+        key = _fold_key(fold)
+        if key not in self.manifest["weights"] or key not in [_fold_key(f) for f in self.manifest["folds"]]:
+            raise BundleError(self.path, f"fold {fold!r} is not in this bundle (folds: {self.folds})")
+        return self.root / self.manifest["weights"][key]
+
+    def state_dict(self, fold) -> dict:
+        """The fold's weights as CPU tensors (read with safetensors; cached)."""
+        key = _fold_key(fold)
+        if key not in self._states:
+            from safetensors.torch import load_file
+            path = self.weights_file(fold)
+            try:
+                self._states[key] = load_file(str(path), device="cpu")
+            except Exception as e:  # safetensors raises its own (version-dependent) error types
+                raise BundleError(path, f"cannot read weights: {e}") from e
+        return self._states[key]
+
+
+# --- loading ----------------------------------------------------------------------------------------------
+
+def _read_manifest(root: Path, origin: Path) -> dict:
+    mf = root / MANIFEST
+    if not mf.is_file():
+        raise BundleError(origin, f"no {MANIFEST} in the bundle")
+    try:
+        return json.loads(mf.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(origin, f"{MANIFEST} is not valid JSON: {e}") from e
+
+
+def _verify_files(root: Path, manifest: dict, origin: Path) -> None:
+    for name, digest in manifest["files"].items():
+        f = root / name
+        if not f.is_file():
+            raise BundleError(origin, f"file {name} listed in the manifest is missing")
+        if f.is_symlink():
+            raise BundleError(origin, f"file {name} is a symbolic link")
+        actual = sha256_file(f)
+        if actual != digest:
+            raise BundleError(origin, f"checksum mismatch for {name} (expected sha256 {digest[:12]}..., "
+                                      f"found {actual[:12]}...): the file is corrupt or was modified")
+
+
+def _check_zip_members(zf: zipfile.ZipFile, origin: Path) -> list[zipfile.ZipInfo]:
+    members, seen = [], set()
+    for info in zf.infolist():
+        name = info.filename
+        mode = (info.external_attr >> 16) & 0xFFFF
+        if stat.S_ISLNK(mode):
+            raise BundleError(origin, f"zip member {name!r} is a symbolic link; refusing to extract")
+        clean = name[:-1] if info.is_dir() and name.endswith("/") else name
+        if not _safe_member_name(clean):
+            raise BundleError(origin, f"zip member {name!r} would be extracted outside the bundle folder "
+                                      "(absolute path or '..'); refusing to extract")
+        if clean in seen:
+            raise BundleError(origin, f"zip member {name!r} appears twice")
+        seen.add(clean)
+        members.append(info)
+    return members
+
+
+def cache_dir() -> Path:
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    home = Path.home() / ".cache" / "pedtumorseg" / "bundles"
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        if os.access(home, os.W_OK):
+            return home
+    except OSError:
+        pass
+    return Path(tempfile.gettempdir()) / "pedtumorseg-bundles"
+
+
+def _extract_zip(zpath: Path) -> Path:
+    digest = sha256_file(zpath)
+    target = cache_dir() / digest
+    if target.is_dir():
+        return target
+    try:
+        zf = zipfile.ZipFile(zpath)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise BundleError(zpath, f"not a readable zip file: {e}") from e
+    with zf:
+        members = _check_zip_members(zf, zpath)  # every member checked before anything is written
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}-", dir=target.parent))
+        try:
+            for info in members:
+                dest = tmp.joinpath(*PurePosixPath(info.filename.rstrip("/")).parts)
+                if info.is_dir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(dest, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+            # a bundle zipped as a folder: manifest one level down
+            if not (tmp / MANIFEST).is_file():
+                subs = [p for p in tmp.iterdir() if p.is_dir() and (p / MANIFEST).is_file()]
+                if len(subs) == 1:
+                    inner = subs[0]
+                    staged = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}-", dir=target.parent))
+                    staged.rmdir()
+                    inner.rename(staged)
+                    shutil.rmtree(tmp)
+                    tmp = staged
+            try:
+                tmp.rename(target)
+            except OSError:
+                if not target.is_dir():  # not a concurrent extraction that won the race
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return target
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Validate and verify a bundle folder or ``.zip``; raise ``BundleError`` naming the problem."""
+    origin = Path(path)
+    if not origin.exists():
+        raise BundleError(origin, "model bundle not found")
+    if origin.is_dir():
+        root = origin
+    elif zipfile.is_zipfile(origin):
+        root = _extract_zip(origin)
+    else:
+        raise BundleError(origin, "not a bundle folder or .zip file")
+    manifest = _read_manifest(root, origin)
+    validate_manifest(manifest, origin)
+    for key in [_fold_key(f) for f in manifest["folds"]]:
+        if not (root / manifest["weights"][key]).is_file():
+            raise BundleError(origin, f"weights file {manifest['weights'][key]} of fold {key} is missing")
+    _verify_files(root, manifest, origin)
+    return Bundle(path=origin, root=root, manifest=manifest)
+
+
+# --- writing ----------------------------------------------------------------------------------------------
+
+def write_bundle(out_path: str | os.PathLike, manifest: dict, fold_state_dicts: dict, zip: bool = True) -> Path:
+    """Write a bundle: ``fold_K.safetensors`` per fold, ``manifest.json`` with ``folds``, ``weights`` and the
+    sha256 of every file. ``zip=True`` writes one uncompressed ``.zip`` at ``out_path``, else a folder.
+
+    Atomic: everything is built in a temporary folder next to the target and renamed into place; an existing
+    target is replaced only once the new bundle is complete.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    out = Path(out_path)
+    if not fold_state_dicts:
+        raise BundleError(out, "no fold weights to write")
+    manifest = json.loads(json.dumps(manifest))  # deep copy, and proves it is JSON-serializable
+    manifest.setdefault("format", FORMAT)
+    manifest.setdefault("format_version", FORMAT_VERSION)
+    manifest.setdefault("channels", list(CHANNELS))
+    keys = [_fold_key(f) for f in fold_state_dicts]
+    manifest["folds"] = [_fold_value(k) for k in keys]
+    manifest["weights"] = {k: f"fold_{k}.safetensors" for k in keys}
+    manifest.pop("files", None)
+    validate_manifest(manifest, out, check_files=False)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        content = tmp / "bundle"
+        content.mkdir()
+        files = {}
+        for fold, state in fold_state_dicts.items():
+            name = manifest["weights"][_fold_key(fold)]
+            tensors = {}
+            for k, v in state.items():
+                if not isinstance(v, torch.Tensor):
+                    raise BundleError(out, f"fold {fold}: state entry {k!r} is not a tensor")
+                tensors[k] = v.detach().to("cpu").contiguous().clone()
+            save_file(tensors, str(content / name), metadata={"fold": _fold_key(fold)})
+            files[name] = sha256_file(content / name)
+        manifest["files"] = files
+        (content / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        if zip:
+            staged = tmp / out.name
+            with zipfile.ZipFile(staged, "w", compression=zipfile.ZIP_STORED) as zf:
+                zf.write(content / MANIFEST, MANIFEST)
+                for name in files:
+                    zf.write(content / name, name)
+        else:
+            staged = content
+        _replace(staged, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _replace(staged: Path, out: Path) -> None:
+    if out.is_dir() and not out.is_symlink():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        try:
+            staged.rename(out)
+        except BaseException:
+            old.rename(out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staged, out)
+
+
+# --- the shipped demo bundle ------------------------------------------------------------------------------
+
+def default_bundle_path() -> Path:
+    """The shipped demo bundle: ``$PEDTUMORSEG_DEMO_BUNDLE``, else ``Resources/Models/pedtumorseg-demo.zip`` of
+    the source checkout or of the installed Slicer module."""
+    env = os.environ.get(DEMO_BUNDLE_ENV)
+    if env:
+        p = Path(env)
+        if not p.exists():
+            raise BundleError(p, f"demo bundle named by {DEMO_BUNDLE_ENV} does not exist")
+        return p
+    here = Path(__file__).resolve().parent
+    candidates = [here.parent.parent / "Resources" / "Models" / DEMO_BUNDLE_NAME,  # source checkout
+                  here.parent / "Resources" / "Models" / DEMO_BUNDLE_NAME]  # installed Slicer module
+    for c in candidates:
+        if c.exists():
+            return c
+    raise BundleError(candidates[0], "the demo model bundle is not installed (looked in "
+                      + " and ".join(str(c.parent) for c in candidates)
+                      + f"); pass a bundle with --model or set {DEMO_BUNDLE_ENV}")
