@@ -1,0 +1,433 @@
+"""Post-processing of a raw label map (paper §2.6, DESIGN §7) and the interactive slider session.
+
+Pipeline (the paper's order): ratio relabel first, then small-component removal.
+
+1. Ratio relabel. ``ratio = norm(T1CE) / norm(T1)`` inside the brain mask. NET -> ET where ``ratio >
+   ratio_high``; ET -> NET where ``ratio < ratio_low``; only where the ratio is finite and lies in
+   ``[ratio_min, ratio_max]``. Both rules are applied to the raw labels at once (``ratio_low < ratio_high``, so
+   they never compete). Normalization ``"mean"`` (default): each modality divided by its mean inside the mask;
+   ``"zscore"``: the paper's literal wording, ``(x - mean) / std`` inside the mask (population std).
+2. Small components, per label with a cut-off > 0 (mm^3): dilate the label's mask once with a 3x3x3 cube,
+   take 26-connected components of the dilated mask, volume of a component = number of *original* label
+   voxels inside it x voxel volume (product of the anisotropic spacing). Components with volume strictly
+   below the cut-off are removed: their voxels become background 0 (the paper says "removed"). Labels are
+   treated independently, so the order over labels does not matter.
+
+:class:`Session` gives exactly the labels :func:`postprocess` gives for the same parameters, recomputing only
+what a parameter change touches, inside the tumor bounding box.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, NamedTuple
+
+import numpy as np
+from scipy import ndimage
+
+from .conventions import CC, ED, ET, FOREGROUND_LABELS, NET
+
+NORMALIZATIONS: tuple[str, ...] = ("mean", "zscore")
+
+#: flat parameter name of each label's minimum component volume
+MIN_VOLUME_KEYS: dict[int, str] = {ET: "min_volume_et", NET: "min_volume_net", CC: "min_volume_cc", ED: "min_volume_ed"}
+RATIO_KEYS: frozenset[str] = frozenset({"ratio_enabled", "ratio_high", "ratio_low", "ratio_min", "ratio_max",
+                                        "normalization"})
+
+_CUBE = np.ones((3, 3, 3), dtype=bool)  # 3x3x3 dilation kernel and 26-connectivity
+
+
+@dataclass(frozen=True)
+class PostprocessParams:
+    """Parameters of :func:`postprocess`. Minimum volumes are in mm^3; 0 switches the filter off for a label."""
+
+    ratio_enabled: bool = True
+    ratio_high: float = 1.388
+    ratio_low: float = 0.766
+    ratio_min: float = 0.2
+    ratio_max: float = 5.0
+    normalization: str = "mean"
+    components_enabled: bool = True
+    min_volume_et: float = 160.0
+    min_volume_net: float = 0.0
+    min_volume_cc: float = 50.0
+    min_volume_ed: float = 0.0
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.type in ("bool", bool):
+                if not isinstance(value, (bool, np.bool_)):
+                    raise ValueError(f"{f.name}={value!r}: expected true or false")
+                object.__setattr__(self, f.name, bool(value))
+            elif f.type in ("float", float):
+                if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                    raise ValueError(f"{f.name}={value!r}: expected a number")
+                if not math.isfinite(float(value)):
+                    raise ValueError(f"{f.name}={value!r}: expected a finite number")
+                object.__setattr__(self, f.name, float(value))
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization={self.normalization!r}: expected one of {', '.join(NORMALIZATIONS)}")
+        if not self.ratio_low < self.ratio_high:
+            raise ValueError(f"ratio_low={self.ratio_low} must be below ratio_high={self.ratio_high}")
+        if not self.ratio_min < self.ratio_max:
+            raise ValueError(f"ratio_min={self.ratio_min} must be below ratio_max={self.ratio_max}")
+        for key in MIN_VOLUME_KEYS.values():
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key}={getattr(self, key)}: a volume cannot be negative (0 switches it off)")
+
+    @property
+    def min_volume_mm3(self) -> dict[int, float]:
+        """label value -> minimum component volume in mm^3 (0 = off)."""
+        return {label: getattr(self, key) for label, key in MIN_VOLUME_KEYS.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly flat dict (the bundle's ``postprocessing`` block)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PostprocessParams":
+        """Inverse of :meth:`to_dict`; missing keys take their defaults, unknown keys are refused."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown post-processing parameter(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def replace(self, **changes) -> "PostprocessParams":
+        """A copy with ``changes`` applied (validated; unknown names refused)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"unknown post-processing parameter(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}")
+        return dataclasses.replace(self, **changes)
+
+    def with_overrides(self, items: Iterable[str]) -> "PostprocessParams":
+        """Apply CLI ``--set key=value`` strings, e.g. ``["ratio_high=1.4", "components_enabled=false"]``."""
+        types = {p.name: p.type for p in PARAMETERS}
+        changes: dict[str, Any] = {}
+        for item in items:
+            key, sep, text = str(item).partition("=")
+            key, text = key.strip(), text.strip()
+            if not sep or not key:
+                raise ValueError(f"--set {item!r}: expected key=value")
+            if key not in types:
+                raise ValueError(f"--set {item!r}: unknown parameter {key!r}; known: {', '.join(sorted(types))}")
+            changes[key] = _parse_value(key, text, types[key])
+        return self.replace(**changes)
+
+
+def _parse_value(key: str, text: str, kind: str):
+    if kind == "bool":
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"{key}={text!r}: expected true or false")
+    if kind == "float":
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"{key}={text!r}: expected a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{key}={text!r}: expected a finite number")
+        return value
+    if text not in NORMALIZATIONS:
+        raise ValueError(f"{key}={text!r}: expected one of {', '.join(NORMALIZATIONS)}")
+    return text
+
+
+class Parameter(NamedTuple):
+    """One row of :data:`PARAMETERS`: what a UI needs to build a slider / checkbox / combo box."""
+
+    name: str
+    type: str  # "bool" | "float" | "choice"
+    default: Any
+    min: float | None
+    max: float | None
+    step: float | None
+    label: str
+    unit: str
+    choices: tuple[str, ...] | None = None
+
+
+_D = PostprocessParams()
+#: UI description of every parameter, in display order (slider ranges are hints; validation is in the dataclass)
+PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("ratio_enabled", "bool", _D.ratio_enabled, None, None, None, "T1CE/T1 ratio relabel", ""),
+    Parameter("ratio_high", "float", _D.ratio_high, 1.0, 3.0, 0.01, "NET -> ET above ratio", ""),
+    Parameter("ratio_low", "float", _D.ratio_low, 0.2, 1.0, 0.01, "ET -> NET below ratio", ""),
+    Parameter("ratio_min", "float", _D.ratio_min, 0.0, 1.0, 0.05, "Ratio window minimum", ""),
+    Parameter("ratio_max", "float", _D.ratio_max, 1.0, 20.0, 0.5, "Ratio window maximum", ""),
+    Parameter("normalization", "choice", _D.normalization, None, None, None, "Intensity normalization", "",
+              NORMALIZATIONS),
+    Parameter("components_enabled", "bool", _D.components_enabled, None, None, None, "Remove small components", ""),
+    Parameter("min_volume_et", "float", _D.min_volume_et, 0.0, 2000.0, 10.0, "Minimum ET component", "mm^3"),
+    Parameter("min_volume_net", "float", _D.min_volume_net, 0.0, 2000.0, 10.0, "Minimum NET component", "mm^3"),
+    Parameter("min_volume_cc", "float", _D.min_volume_cc, 0.0, 2000.0, 10.0, "Minimum CC component", "mm^3"),
+    Parameter("min_volume_ed", "float", _D.min_volume_ed, 0.0, 2000.0, 10.0, "Minimum ED component", "mm^3"),
+)
+del _D
+
+
+# --- brain mask and ratio map --------------------------------------------------------------------------------
+
+def brain_mask(images) -> np.ndarray:
+    """Union over channels of ``!= 0``, holes filled (nnU-Net's non-zero crop mask). ``images``: (C, z, y, x)."""
+    images = [np.asarray(c) for c in images]
+    mask = np.zeros(images[0].shape, dtype=bool)
+    for channel in images:
+        mask |= channel != 0
+    return ndimage.binary_fill_holes(mask)
+
+
+def _normalization_stats(t1, t1ce, mask, normalization) -> tuple[float, float, float, float] | None:
+    """(offset_t1, scale_t1, offset_t1ce, scale_t1ce) so that norm = (x - offset) / scale; None if undefined."""
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization={normalization!r}: expected one of {', '.join(NORMALIZATIONS)}")
+    if not mask.any():
+        return None
+    stats = []
+    for image in (t1, t1ce):
+        values = np.asarray(image)[mask].astype(np.float64)
+        mean = float(values.mean())
+        if normalization == "mean":
+            offset, scale = 0.0, mean
+        else:
+            offset, scale = mean, float(values.std())
+        if scale == 0 or not math.isfinite(scale):
+            return None
+        stats += [offset, scale]
+    return tuple(stats)
+
+
+def _ratio_with_stats(t1, t1ce, mask, stats) -> np.ndarray:
+    """Element-wise ratio (identical results on a crop and on the full volume)."""
+    ratio = np.full(np.shape(t1), np.nan, dtype=np.float32)
+    if stats is None:
+        return ratio
+    o1, s1, o2, s2 = stats
+    n1 = (np.asarray(t1)[mask].astype(np.float64) - o1) / s1
+    n2 = (np.asarray(t1ce)[mask].astype(np.float64) - o2) / s2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = np.where(n1 != 0, n2 / np.where(n1 != 0, n1, 1.0), np.nan)
+    ratio[mask] = values.astype(np.float32)
+    return ratio
+
+
+def ratio_map(t1, t1ce, mask, normalization: str = "mean") -> np.ndarray:
+    """T1CE/T1 ratio of the normalized intensities, float32; NaN outside ``mask`` or where norm(T1) == 0."""
+    mask = np.asarray(mask, dtype=bool)
+    return _ratio_with_stats(t1, t1ce, mask, _normalization_stats(t1, t1ce, mask, normalization))
+
+
+def relabel_by_ratio(labels, ratio, params: PostprocessParams) -> np.ndarray:
+    """NET -> ET where ratio > ratio_high, ET -> NET where ratio < ratio_low, inside [ratio_min, ratio_max]."""
+    labels = np.asarray(labels)
+    out = labels.astype(np.uint8, copy=True)
+    if not params.ratio_enabled:
+        return out
+    ratio = np.asarray(ratio)
+    with np.errstate(invalid="ignore"):
+        window = (ratio >= params.ratio_min) & (ratio <= params.ratio_max)  # False for NaN
+        out[window & (labels == NET) & (ratio > params.ratio_high)] = ET
+        out[window & (labels == ET) & (ratio < params.ratio_low)] = NET
+    return out
+
+
+# --- small components ----------------------------------------------------------------------------------------
+
+def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    """Bounding box of ``mask`` grown by ``margin`` voxels (clipped), or None for an empty mask."""
+    slices = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        if hits.size == 0:
+            return None
+        slices.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[axis])))
+    return tuple(slices)
+
+
+def voxel_volume_mm3(spacing_zyx) -> float:
+    sz, sy, sx = (float(s) for s in spacing_zyx)
+    return sz * sy * sx
+
+
+class _ComponentTable(NamedTuple):
+    components: np.ndarray  # int32 component id of each original label voxel (0 elsewhere), on the given crop
+    volumes_mm3: np.ndarray  # float64, index = component id (index 0 unused)
+
+
+def _component_table(label_mask: np.ndarray, voxel_volume: float) -> _ComponentTable:
+    """Components of the 3x3x3-dilated mask, restricted to the original voxels, with their volumes in mm^3.
+
+    The mask must not touch the border of the array unless that border is the volume's border (crops carry
+    a margin of at least 1 voxel), so dilation and labelling on a crop equal those on the full volume.
+    """
+    dilated = ndimage.binary_dilation(label_mask, structure=_CUBE)
+    components, n = ndimage.label(dilated, structure=_CUBE)
+    components[~label_mask] = 0
+    counts = np.bincount(components.ravel(), minlength=n + 1)
+    return _ComponentTable(components, counts * voxel_volume)
+
+
+def _removal_mask(table: _ComponentTable, min_volume: float) -> np.ndarray:
+    small = table.volumes_mm3 < min_volume
+    small[0] = False
+    return small[table.components]
+
+
+def remove_small_components(labels, spacing_zyx, min_volume_mm3: dict[int, float]) -> np.ndarray:
+    """Set to 0 every label-L component (3x3x3-dilation merged, 26-connected) below ``min_volume_mm3[L]``."""
+    out = np.asarray(labels).astype(np.uint8, copy=True)
+    vv = voxel_volume_mm3(spacing_zyx)
+    for label, cutoff in min_volume_mm3.items():
+        if cutoff <= 0:
+            continue
+        mask = out == label
+        box = _bbox(mask, 1)
+        if box is None:
+            continue
+        table = _component_table(mask[box], vv)
+        crop = out[box]
+        crop[_removal_mask(table, float(cutoff))] = 0
+    return out
+
+
+def postprocess(raw_labels, t1, t1ce, spacing_zyx, params: PostprocessParams, mask=None) -> np.ndarray:
+    """Full pipeline: ratio relabel, then small-component removal. Disabled steps are the identity.
+
+    ``mask`` defaults to :func:`brain_mask` of T1 and T1CE (only these two images are at hand here).
+    """
+    labels = np.asarray(raw_labels).astype(np.uint8, copy=True)
+    if params.ratio_enabled:
+        if mask is None:
+            mask = brain_mask([t1, t1ce])
+        labels = relabel_by_ratio(labels, ratio_map(t1, t1ce, mask, params.normalization), params)
+    if params.components_enabled:
+        labels = remove_small_components(labels, spacing_zyx, params.min_volume_mm3)
+    return labels
+
+
+# --- interactive session -------------------------------------------------------------------------------------
+
+class Session:
+    """Post-processing state for the interactive sliders (Slicer module and CLI share it).
+
+    Everything happens in the tumor bounding box (raw labels > 0, plus a 2-voxel margin); outside it the
+    labels are 0 whatever the parameters. Cached: the ratio map of the box (per normalization; the
+    normalization statistics use the whole brain mask), the relabeled box, and per label the component
+    table. A ratio change recomputes the relabel and then only the component tables of ET and NET (CC and ED
+    voxels are never relabeled); a minimum-volume change only re-filters that label's table.
+    """
+
+    _MARGIN = 2
+
+    def __init__(self, raw_labels, t1, t1ce, spacing_zyx, params: PostprocessParams | None = None, mask=None):
+        self._raw_full = np.asarray(raw_labels).astype(np.uint8)
+        self._t1 = np.asarray(t1)
+        self._t1ce = np.asarray(t1ce)
+        self._mask_full = None if mask is None else np.asarray(mask, dtype=bool)
+        self._voxel_volume = voxel_volume_mm3(spacing_zyx)
+        self.spacing_zyx = tuple(float(s) for s in spacing_zyx)
+        self._box = _bbox(self._raw_full > 0, self._MARGIN)
+        self._full = np.zeros_like(self._raw_full)
+        self._ratio_cache: dict[str, np.ndarray] = {}
+        self.reset(params if params is not None else PostprocessParams())
+
+    # -- public ---------------------------------------------------------------------------------------------
+    @property
+    def params(self) -> PostprocessParams:
+        return self._params
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Current final labels (uint8, full volume). A read-only view, updated in place by :meth:`update`."""
+        view = self._full.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def raw_labels(self) -> np.ndarray:
+        view = self._raw_full.view()
+        view.flags.writeable = False
+        return view
+
+    def reset(self, params: PostprocessParams) -> set[int]:
+        """Recompute everything for ``params``; returns the labels whose voxels changed."""
+        self._params = params
+        self._relabeled = None
+        self._tables: dict[int, _ComponentTable] = {}
+        if self._box is None:
+            return set()
+        self._relabeled = self._compute_relabel()
+        return self._assemble()
+
+    def update(self, **changes) -> set[int]:
+        """Apply parameter changes; returns the set of label values whose voxels changed."""
+        new = self._params.replace(**changes)
+        old = self._params
+        self._params = new
+        if self._box is None:
+            return set()
+        changed_fields = {f.name for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(old, f.name)}
+        if not changed_fields:
+            return set()
+        ratio_changed = bool(changed_fields & RATIO_KEYS) and (new.ratio_enabled or old.ratio_enabled)
+        if ratio_changed:
+            relabeled = self._compute_relabel()
+            if not np.array_equal(relabeled, self._relabeled):
+                for label in (ET, NET):
+                    self._tables.pop(label, None)
+            self._relabeled = relabeled
+        return self._assemble()
+
+    def volumes_ml(self) -> dict:
+        """:func:`pedtumorseg.metrics.volumes` of the current labels."""
+        from .metrics import volumes
+
+        return volumes(self._full, self.spacing_zyx)
+
+    # -- internals ------------------------------------------------------------------------------------------
+    def _ratio(self, normalization: str) -> np.ndarray:
+        if normalization not in self._ratio_cache:
+            mask = self._mask_full
+            if mask is None:
+                mask = self._mask_full = brain_mask([self._t1, self._t1ce])
+            stats = _normalization_stats(self._t1, self._t1ce, mask, normalization)
+            box = self._box
+            self._ratio_cache[normalization] = _ratio_with_stats(self._t1[box], self._t1ce[box], mask[box], stats)
+        return self._ratio_cache[normalization]
+
+    def _compute_relabel(self) -> np.ndarray:
+        raw = self._raw_full[self._box]
+        if not self._params.ratio_enabled:
+            return raw.copy()
+        return relabel_by_ratio(raw, self._ratio(self._params.normalization), self._params)
+
+    def _table(self, label: int) -> _ComponentTable:
+        if label not in self._tables:
+            self._tables[label] = _component_table(self._relabeled == label, self._voxel_volume)
+        return self._tables[label]
+
+    def _assemble(self) -> set[int]:
+        final = self._relabeled.copy()
+        p = self._params
+        if p.components_enabled:
+            for label, cutoff in p.min_volume_mm3.items():
+                if cutoff > 0:
+                    final[_removal_mask(self._table(label), cutoff)] = 0
+        previous = self._full[self._box]
+        diff = previous != final
+        changed: set[int] = set()
+        if diff.any():
+            values = np.union1d(np.unique(previous[diff]), np.unique(final[diff]))
+            changed = {int(v) for v in values if v in FOREGROUND_LABELS}
+            previous[...] = final
+        return changed
