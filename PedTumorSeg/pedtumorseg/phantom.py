@@ -136,15 +136,17 @@ def _tumor_labels(geometry: Geometry, mask: np.ndarray, parenchyma: np.ndarray,
     shape = geometry.shape_zyx
     seg = np.zeros(shape, np.uint8)
     # candidate centres: deep parenchyma
-    depth_mm = ndimage.distance_transform_edt(mask, sampling=sp)
+    # depth below the brain surface, on every second voxel (only used to pick lesion centres)
+    depth_mm = ndimage.distance_transform_edt(mask[::2, ::2, ::2], sampling=2 * sp)
+    deep = parenchyma[::2, ::2, ::2] > 0.5
     for lesion in range(n_lesions):
         radius = float(rng.choice([rng.uniform(7, 13), rng.uniform(12, 26)], p=[0.3, 0.7]))
         if lesion > 0:
             radius *= 0.6
-        ok = np.argwhere((depth_mm > radius * 0.9 + 4) & (parenchyma > 0.5))
+        ok = np.argwhere((depth_mm > radius * 0.9 + 4) & deep)
         if len(ok) == 0:
             ok = np.argwhere(depth_mm >= depth_mm.max() * 0.8)
-        centre = ok[rng.integers(len(ok))]
+        centre = np.minimum(ok[rng.integers(len(ok))] * 2, np.asarray(shape) - 1)
         axes = radius * rng.uniform(0.75, 1.25, 3)
         ed_extra = rng.uniform(0.35, 0.9) if has_ed else 0.0
         reach = axes.max() * (1.6 + ed_extra)
@@ -166,12 +168,13 @@ def _tumor_labels(geometry: Geometry, mask: np.ndarray, parenchyma: np.ndarray,
             local[(ed_level < 1.0 + ed_extra) & inside] = ED
         local[tc] = NET
         if has_cc and lesion == 0:
+            tc_inner = ndimage.binary_erosion(tc, np.ones((3, 3, 3), bool))  # cysts never touch the outside
             for _ in range(int(rng.integers(1, 3))):
                 off = rng.uniform(-0.35, 0.35, 3) * axes
                 cr = radius * rng.uniform(0.3, 0.5) * rng.uniform(0.8, 1.2, 3)
                 cd = np.sqrt((((grid - off) / cr) ** 2).sum(-1))
                 cd = cd + 0.12 * _smooth_noise(rng, bshape, max(1.0, 0.2 * radius / sp.mean()))
-                local[(cd < 1.0) & tc & (level < 0.8)] = CC
+                local[(cd < 1.0) & tc_inner & (level < 0.8)] = CC
         if has_et and (lesion == 0 or rng.random() < 0.5):
             thick = max(3.0, rng.uniform(0.12, 0.3) * radius) / radius
             if rng.random() < 0.6:  # rim, partly broken
@@ -194,10 +197,9 @@ def _tumor_labels(geometry: Geometry, mask: np.ndarray, parenchyma: np.ndarray,
         region[keep] = prev[keep]
         seg[box] = region
     if has_cc and not (seg == CC).any():
-        core = np.argwhere(seg == NET)
-        if len(core):
-            c = core[len(core) // 2]
-            seg[tuple(c)] = CC
+        depth = ndimage.distance_transform_edt(seg > 0) * (seg == NET)
+        if depth.max() > 1.5:
+            seg[np.unravel_index(np.argmax(depth), seg.shape)] = CC
     if has_et and not (seg == ET).any():
         core = np.argwhere(seg == NET)
         if len(core):
