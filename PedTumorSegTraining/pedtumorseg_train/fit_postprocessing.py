@@ -1,0 +1,396 @@
+"""Fit the post-processing parameters of a bundle from training data (paper §2.6, DESIGN §7).
+
+Two steps:
+
+1. **Ratio thresholds.** The paper "conservatively selected the 95-th percentile values" of the T1CE/T1 ratio
+   (ratios outside [0.2, 5] excluded). We read this as follows, and this is what the code does:
+
+   - ``ratio_high`` = the 95th percentile of the ratios at ground-truth **NET** voxels. A predicted NET voxel
+     whose ratio is above it is more enhancing than 95 % of true NET, so the post-processing relabels it ET.
+   - ``ratio_low`` = the 5th percentile of the ratios at ground-truth **ET** voxels (i.e. 95 % of true ET lie
+     above it). A predicted ET voxel below it is less enhancing than 95 % of true ET and is relabelled NET.
+
+   With a ratio of normalized intensities near 1 where nothing enhances, this gives ``ratio_high > 1 >
+   ratio_low``, consistent with the paper's 1.388 and 0.766. The ratio is the core ``ratio_map`` with the
+   bundle's normalization (``"mean"`` by default), inside the core ``brain_mask`` of T1 and T1CE (the mask
+   ``postprocess`` uses at inference); non-finite ratios and ratios outside [0.2, 5] are dropped before the
+   percentiles. Percentiles use numpy's default linear interpolation.
+
+2. **Minimum component volumes** (labels 1 ET and 3 CC). On cross-validation predictions, for every candidate
+   cut-off (mm^3) the core ``postprocess`` is applied and the mean lesion-wise Dice of that region (ET for the
+   ET cut-off, CC for the CC cut-off) over the cases is computed; the maximiser is chosen, ties going to the
+   **smaller** cut-off (remove as little as the data justify). While one label's cut-off is swept the other
+   label's cut-off plays no part (removal only zeroes the swept label's voxels).
+
+Memory: ``collect_ratios`` streams case by case and keeps at most ``max_per_case`` ratios per label and case
+(a deterministic random subsample, seed 0, only when a case has more voxels than that), so the memory is bounded
+by ``n_cases * max_per_case * 4 bytes`` per label; small cases are kept whole, so the percentiles are exact
+there. ``sweep_min_volumes`` also streams: per case, the ratio step runs once, the labels are cropped to the
+bounding box of prediction and ground truth (with a margin that keeps the component and lesion analysis
+exact), every candidate is scored, and only the per-case scores are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pedtumorseg.conventions import CC, CHANNELS, ET, LABEL_NAMES, NET
+from pedtumorseg.errors import InputError
+
+log = logging.getLogger(__name__)
+
+#: ratios outside this window are excluded (paper §2.6)
+RATIO_WINDOW: tuple[float, float] = (0.2, 5.0)
+#: default cut-off candidates in mm^3 (both labels)
+DEFAULT_CANDIDATES: tuple[float, ...] = (0, 25, 50, 75, 100, 160, 200, 300, 500)
+#: default cap of ratios kept per label and case in ``collect_ratios``
+DEFAULT_MAX_PER_CASE = 100_000
+#: voxels of margin around the foreground bounding box in the sweep: >= lesion merging (5 dilations) + 1
+_CROP_MARGIN = 8
+_NNUNET_CHANNEL = re.compile(r"^(?P<case>.+)_(?P<ch>\d{4})\.nii\.gz$")
+
+
+# --- ratio thresholds -----------------------------------------------------------------------------------
+
+def valid_ratios(values: np.ndarray) -> np.ndarray:
+    """The finite values of ``values`` inside ``RATIO_WINDOW`` (inclusive), as a flat float64 array."""
+    v = np.asarray(values, dtype=np.float64).ravel()
+    lo, hi = RATIO_WINDOW
+    return v[np.isfinite(v) & (v >= lo) & (v <= hi)]
+
+
+def _case_arrays(case) -> tuple[np.ndarray, np.ndarray]:
+    """(images (4,z,y,x), gt labels) of one item of ``collect_ratios``' ``cases``."""
+    if isinstance(case, (tuple, list)) and len(case) == 2:
+        return np.asarray(case[0]), np.asarray(case[1])
+    # a pedtumorseg.io.CaseFiles with a segmentation
+    from pedtumorseg.io import load_case, read_labels
+
+    if getattr(case, "seg", None) is None:
+        raise InputError(None, f"case {getattr(case, 'case_id', case)!r} has no ground-truth segmentation")
+    loaded = load_case(case)
+    return loaded.images, read_labels(case.seg, loaded.geometry)
+
+
+def case_ratio_map(images: np.ndarray, normalization: str = "mean") -> np.ndarray:
+    """The core T1CE/T1 ratio map of one image stack (4, z, y, x).
+
+    The mask is the core ``brain_mask`` of T1 and T1CE, the mask ``postprocess`` uses by default at inference,
+    so the fitted thresholds apply to the same normalization as the one they are used with.
+    """
+    from pedtumorseg.postprocess import brain_mask, ratio_map
+
+    images = np.asarray(images)
+    t1, t1ce = images[CHANNELS.index("t1")], images[CHANNELS.index("t1ce")]
+    return ratio_map(t1, t1ce, brain_mask([t1, t1ce]), normalization)
+
+
+def _subsample(values: np.ndarray, cap: int | None, rng: np.random.Generator) -> np.ndarray:
+    if cap is None or values.size <= cap:
+        return values
+    return values[np.sort(rng.choice(values.size, size=cap, replace=False))]
+
+
+def collect_ratios(cases: Iterable, normalization: str = "mean",
+                   max_per_case: int | None = DEFAULT_MAX_PER_CASE) -> tuple[np.ndarray, np.ndarray]:
+    """T1CE/T1 ratios at ground-truth ET and NET voxels of training cases.
+
+    ``cases`` yields either ``(images, gt_labels)`` pairs (images ``(4, z, y, x)`` in channel order T1, T1CE,
+    T2, FLAIR; labels ``(z, y, x)``) or ``pedtumorseg.io.CaseFiles`` with a ``seg`` (loaded one at a time).
+    The ratio is the core ``ratio_map(t1, t1ce, brain_mask([t1, t1ce]), normalization)`` (the inference
+    mask); non-finite ratios and ratios outside [0.2, 5] are excluded. Per case and label at most
+    ``max_per_case`` ratios are kept (a deterministic random subsample, only when there are more; ``None`` keeps everything).
+
+    Returns ``(et_ratios, net_ratios)`` as float32 arrays.
+    """
+    rng = np.random.default_rng(0)
+    et_parts: list[np.ndarray] = []
+    net_parts: list[np.ndarray] = []
+    for case in cases:
+        images, gt = _case_arrays(case)
+        if images.ndim != 4 or images.shape[0] != len(CHANNELS) or images.shape[1:] != gt.shape:
+            raise InputError(None, f"images of shape {images.shape} do not match labels of shape {gt.shape}")
+        ratio = case_ratio_map(images, normalization)
+        for label, parts in ((ET, et_parts), (NET, net_parts)):
+            v = valid_ratios(ratio[gt == label])
+            parts.append(_subsample(v, max_per_case, rng).astype(np.float32))
+        del images, gt, ratio
+    cat = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.float32)  # noqa: E731
+    return cat(et_parts), cat(net_parts)
+
+
+def fit_ratio_thresholds(et_ratios: np.ndarray, net_ratios: np.ndarray,
+                         percentile: float = 95.0) -> tuple[float, float]:
+    """``(ratio_high, ratio_low)`` by the paper's rule (see the module docstring).
+
+    ``ratio_high`` = ``percentile``-th percentile of the NET ratios; ``ratio_low`` = ``(100 - percentile)``-th
+    percentile of the ET ratios. Non-finite values and values outside [0.2, 5] are excluded first; numpy's
+    linear interpolation. ``InputError`` when either set has no valid ratio.
+    """
+    if not 50.0 < percentile < 100.0:
+        raise ValueError(f"percentile must lie in (50, 100), got {percentile}")
+    et = valid_ratios(et_ratios)
+    net = valid_ratios(net_ratios)
+    for name, v in (("ET", et), ("NET", net)):
+        if v.size == 0:
+            raise InputError(None, f"no valid T1CE/T1 ratio at ground-truth {name} voxels; cannot fit thresholds")
+    ratio_high = float(np.percentile(net, percentile))
+    ratio_low = float(np.percentile(et, 100.0 - percentile))
+    return ratio_high, ratio_low
+
+
+# --- cut-off sweep --------------------------------------------------------------------------------------
+
+def _lesion_dice(result, region: str) -> float:
+    """The lesion-wise Dice of ``region`` from a core ``metrics.lesion_wise`` result.
+
+    Accepts ``{region: {"lesion_dice": ...}}``, ``{region: obj with .lesion_dice}`` or a list of row dicts
+    with a ``"region"`` key.
+    """
+    if isinstance(result, Mapping):
+        entry = result[region]
+    else:
+        entry = next(r for r in result if r["region"] == region)
+    value = entry["lesion_dice"] if isinstance(entry, Mapping) else entry.lesion_dice
+    return float(value)
+
+
+def region_lesion_dice(pred: np.ndarray, gt: np.ndarray, label: int, spacing_zyx) -> float:
+    """Lesion-wise Dice of one single-label region, via the core ``metrics.lesion_wise``.
+
+    Only ``label`` is kept in both maps (the other regions are empty on both sides), which gives the same value
+    for the region of ``label`` and keeps the metric cheap.
+    """
+    from pedtumorseg.metrics import lesion_wise
+
+    p = np.where(pred == label, label, 0).astype(np.uint8)
+    g = np.where(gt == label, label, 0).astype(np.uint8)
+    return _lesion_dice(lesion_wise(p, g, spacing_zyx), LABEL_NAMES[label])
+
+
+def _crop_box(*label_maps: np.ndarray, margin: int = _CROP_MARGIN) -> tuple[slice, ...] | None:
+    fg = np.zeros(label_maps[0].shape, bool)
+    for m in label_maps:
+        fg |= m > 0
+    if not fg.any():
+        return None
+    box = []
+    for axis in range(fg.ndim):
+        other = tuple(a for a in range(fg.ndim) if a != axis)
+        idx = np.flatnonzero(fg.any(axis=other))
+        box.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, fg.shape[axis])))
+    return tuple(box)
+
+
+def best_cutoff(candidates: Sequence[float], scores: Sequence[float]) -> float:
+    """The candidate with the highest score; ties (within 1e-12) go to the smaller candidate."""
+    order = np.argsort(np.asarray(candidates, float), kind="stable")
+    best, best_score = None, -np.inf
+    for i in order:
+        s = float(scores[i])
+        if np.isfinite(s) and s > best_score + 1e-12:
+            best, best_score = float(candidates[i]), s
+    if best is None:
+        raise ValueError("no finite score to choose a cut-off from")
+    return best
+
+
+def _replace(params, **changes):
+    return dataclasses.replace(params, **changes)  # runs __post_init__ validation
+
+
+def sweep_min_volumes(pairs: Iterable, spacing_zyx: Sequence[float] | None = None, *,
+                      candidates_et: Sequence[float] = DEFAULT_CANDIDATES,
+                      candidates_cc: Sequence[float] = DEFAULT_CANDIDATES,
+                      base_params=None) -> dict:
+    """Choose the minimum component volumes of ET and CC on cross-validation predictions.
+
+    ``pairs`` yields ``(raw_pred, t1, t1ce, gt)`` or ``(raw_pred, t1, t1ce, gt, spacing_zyx)`` (arrays in
+    ``(z, y, x)``; the 4-tuple form uses ``spacing_zyx``). For each case the core ``postprocess`` runs once
+    with the component step off (the ratio step of ``base_params``, its thresholds and normalization), then for
+    each candidate the core ``remove_small_components`` with that cut-off (mm^3) for the swept label only
+    (exactly what ``postprocess`` does after the ratio step). The score of a candidate is the mean over cases
+    of the lesion-wise Dice of that label's region. Ties go to the smaller cut-off.
+
+    Returns a JSON-serializable dict: ``{"n_cases", "min_volume_et", "min_volume_cc", "table": {"ET":
+    [{"cutoff_mm3", "mean_lesion_dice"}, ...], "CC": [...]}, "per_case": {"ET": [[...per candidate] per case],
+    "CC": ...}}``.
+    """
+    from pedtumorseg.postprocess import PostprocessParams, postprocess, remove_small_components
+
+    base = PostprocessParams() if base_params is None else base_params
+    cand = {ET: [float(c) for c in candidates_et], CC: [float(c) for c in candidates_cc]}
+    for label, cs in cand.items():
+        if not cs or any(c < 0 or not np.isfinite(c) for c in cs):
+            raise ValueError(f"{LABEL_NAMES[label]} candidates must be a non-empty list of finite values >= 0")
+    field = {ET: "min_volume_et", CC: "min_volume_cc"}
+    ratio_only = _replace(base, components_enabled=False)
+
+    per_case: dict[int, list[list[float]]] = {ET: [], CC: []}
+    n = 0
+    for item in pairs:
+        if len(item) == 5:
+            raw, t1, t1ce, gt, spacing = item
+        elif len(item) == 4:
+            raw, t1, t1ce, gt = item
+            spacing = spacing_zyx
+        else:
+            raise ValueError("each pair is (raw_pred, t1, t1ce, gt) or (raw_pred, t1, t1ce, gt, spacing_zyx)")
+        if spacing is None:
+            raise ValueError("spacing_zyx is required for (raw_pred, t1, t1ce, gt) pairs")
+        raw, gt = np.asarray(raw), np.asarray(gt)
+        if raw.shape != gt.shape:
+            raise InputError(None, f"prediction of shape {raw.shape} does not match ground truth {gt.shape}")
+        spacing = tuple(float(s) for s in spacing)
+        # the ratio step once per case, on the whole volume (its brain mask and normalization need it all)
+        relabelled = np.asarray(postprocess(raw, t1, t1ce, spacing, ratio_only))
+        # then only the swept label's components: removal sets that label's voxels to 0 and leaves the other
+        # labels alone, so the other label's cut-off does not change this label's region
+        box = _crop_box(relabelled, gt)
+        r, g = (relabelled, gt) if box is None else (relabelled[box], gt[box])
+        for label in (ET, CC):
+            # a larger cut-off removes a superset of the components a smaller one removes, so two cut-offs give
+            # the same labels exactly when as many voxels of the label remain: score each distinct result once
+            by_count: dict[int, float] = {}
+            scores = []
+            for c in cand[label]:
+                out = remove_small_components(r, spacing, {label: c})
+                key = int(np.count_nonzero(out == label))
+                if key not in by_count:
+                    by_count[key] = region_lesion_dice(out, g, label, spacing)
+                scores.append(by_count[key])
+            per_case[label].append(scores)
+        n += 1
+    if n == 0:
+        raise InputError(None, "no cross-validation prediction to sweep the cut-offs on")
+
+    result: dict = {"n_cases": n, "table": {}, "per_case": {}}
+    for label in (ET, CC):
+        name = LABEL_NAMES[label]
+        means = np.asarray(per_case[label], float).mean(axis=0)
+        result["table"][name] = [{"cutoff_mm3": c, "mean_lesion_dice": float(m)} for c, m in zip(cand[label], means)]
+        result["per_case"][name] = per_case[label]
+        result[field[label]] = best_cutoff(cand[label], means)
+    return result
+
+
+# --- the whole fit from an nnU-Net raw dataset and its cross-validation predictions ---------------------------
+
+def nnunet_training_cases(raw_dir: str | os.PathLike) -> list:
+    """``CaseFiles`` of an nnU-Net raw dataset (``imagesTr/<case>_0000..0003.nii.gz`` = T1, T1CE, T2, FLAIR;
+    ``labelsTr/<case>.nii.gz``), sorted by case id. ``InputError`` on a missing channel or label."""
+    from pedtumorseg.io import case_from_files
+
+    raw_dir = Path(raw_dir)
+    images_dir, labels_dir = raw_dir / "imagesTr", raw_dir / "labelsTr"
+    for d in (images_dir, labels_dir):
+        if not d.is_dir():
+            raise InputError(d, "not a folder (expected an nnU-Net raw dataset with imagesTr/ and labelsTr/)")
+    channels: dict[str, dict[int, Path]] = {}
+    for p in sorted(images_dir.iterdir()):
+        m = _NNUNET_CHANNEL.match(p.name)
+        if m:
+            channels.setdefault(m["case"], {})[int(m["ch"])] = p
+    if not channels:
+        raise InputError(images_dir, "no '<case>_0000.nii.gz' images")
+    cases = []
+    for cid in sorted(channels):
+        found = channels[cid]
+        missing = [i for i in range(len(CHANNELS)) if i not in found]
+        if missing:
+            raise InputError(images_dir, f"case {cid}: missing channel file {cid}_{missing[0]:04d}.nii.gz")
+        seg = labels_dir / f"{cid}.nii.gz"
+        if not seg.is_file():
+            raise InputError(seg, f"case {cid}: ground-truth label file not found")
+        cases.append(case_from_files(*(found[i] for i in range(len(CHANNELS))), case_id=cid, seg=seg))
+    return cases
+
+
+def find_cv_predictions(pred_dir: str | os.PathLike) -> dict[str, Path]:
+    """Case id -> prediction file: ``<pred_dir>/<case>.nii.gz`` and ``<pred_dir>/fold_*/validation/<case>.nii.gz``
+    (nnU-Net's layout). ``InputError`` if a case appears twice (in two folds)."""
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise InputError(pred_dir, "not a folder")
+    files = sorted(pred_dir.glob("*.nii.gz")) + sorted(pred_dir.glob("fold_*/validation/*.nii.gz"))
+    found: dict[str, Path] = {}
+    for p in files:
+        cid = p.name[: -len(".nii.gz")]
+        if cid in found:
+            raise InputError(p, f"case {cid} has two predictions (also {found[cid]})")
+        found[cid] = p
+    return found
+
+
+def fit(raw_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, normalization: str = "mean",
+        percentile: float = 95.0, candidates_et: Sequence[float] = DEFAULT_CANDIDATES,
+        candidates_cc: Sequence[float] = DEFAULT_CANDIDATES, base_params=None,
+        max_per_case: int | None = DEFAULT_MAX_PER_CASE):
+    """Fit every post-processing parameter; returns ``(PostprocessParams, report)``.
+
+    ``raw_dir`` is an nnU-Net raw dataset (see ``nnunet_training_cases``); ``pred_dir`` holds the
+    cross-validation predictions (``find_cv_predictions``). The ratio thresholds come from all training cases'
+    ground truth; the cut-offs from the cases that have a prediction (the others are listed in the report as
+    ``cases_without_prediction``), with the fitted thresholds in effect. ``report`` is JSON-serializable.
+    """
+    from pedtumorseg.io import load_case, read_labels
+    from pedtumorseg.postprocess import PostprocessParams
+
+    base = _replace(PostprocessParams() if base_params is None else base_params, normalization=normalization)
+    cases = nnunet_training_cases(raw_dir)
+    predictions = find_cv_predictions(pred_dir)
+
+    et, net = collect_ratios(cases, normalization, max_per_case=max_per_case)
+    ratio_high, ratio_low = fit_ratio_thresholds(et, net, percentile)
+    log.info("ratio thresholds: high %.4f (NET p%g, n=%d), low %.4f (ET p%g, n=%d)",
+             ratio_high, percentile, net.size, ratio_low, 100 - percentile, et.size)
+    if not ratio_low < ratio_high:
+        raise InputError(raw_dir, f"fitted ratio_low {ratio_low:.4f} (ET p{100 - percentile:g}) is not below "
+                                  f"ratio_high {ratio_high:.4f} (NET p{percentile:g}); the relabel rules would "
+                                  f"conflict: check the labels and the normalization")
+    with_ratio = _replace(base, ratio_high=ratio_high, ratio_low=ratio_low)
+
+    with_pred = [c for c in cases if c.case_id in predictions]
+    without = [c.case_id for c in cases if c.case_id not in predictions]
+    unknown = sorted(set(predictions) - {c.case_id for c in cases})
+    if without:
+        log.warning("%d of %d training cases have no cross-validation prediction; sweeping on the other %d",
+                    len(without), len(cases), len(with_pred))
+
+    def pairs():
+        for c in with_pred:
+            loaded = load_case(c)
+            gt = read_labels(c.seg, loaded.geometry)
+            raw = read_labels(predictions[c.case_id], loaded.geometry)
+            yield (raw, loaded.images[CHANNELS.index("t1")], loaded.images[CHANNELS.index("t1ce")], gt,
+                   loaded.geometry.spacing_zyx)
+
+    sweep = sweep_min_volumes(pairs(), candidates_et=candidates_et, candidates_cc=candidates_cc,
+                              base_params=with_ratio)
+    params = _replace(with_ratio, min_volume_et=sweep["min_volume_et"], min_volume_cc=sweep["min_volume_cc"])
+    report = {
+        "normalization": normalization,
+        "ratio_window": list(RATIO_WINDOW),
+        "percentile": percentile,
+        "ratio_high": ratio_high,
+        "ratio_high_rule": f"{percentile:g}th percentile of T1CE/T1 ratios at ground-truth NET voxels",
+        "ratio_low": ratio_low,
+        "ratio_low_rule": f"{100 - percentile:g}th percentile of T1CE/T1 ratios at ground-truth ET voxels",
+        "n_training_cases": len(cases),
+        "n_et_ratios": int(et.size),
+        "n_net_ratios": int(net.size),
+        "max_ratios_per_case": max_per_case,
+        "n_cases_with_prediction": len(with_pred),
+        "cases_without_prediction": without,
+        "predictions_without_training_case": unknown,
+        "sweep": sweep,
+        "params": params.to_dict(),
+    }
+    return params, report
