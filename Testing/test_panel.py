@@ -1,0 +1,172 @@
+"""Slicer-free panel logic: input assignment, options, controls, results, terminology, edits, requirements."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pytest
+
+from pedtumorseg import panel
+from pedtumorseg.conventions import CHANNELS
+from pedtumorseg.postprocess import PARAMETERS, PostprocessParams
+
+
+@pytest.mark.parametrize("names, expected", [
+    (["BraTS-PED-00001-000-t1n", "BraTS-PED-00001-000-t1c", "BraTS-PED-00001-000-t2w", "BraTS-PED-00001-000-t2f"],
+     {"t1": "BraTS-PED-00001-000-t1n", "t1ce": "BraTS-PED-00001-000-t1c", "t2": "BraTS-PED-00001-000-t2w",
+      "flair": "BraTS-PED-00001-000-t2f"}),
+    (["case_flair.nii.gz", "case_t1ce.nii.gz", "case_t2.nii.gz", "case_t1.nii.gz"],
+     {"t1": "case_t1.nii.gz", "t1ce": "case_t1ce.nii.gz", "t2": "case_t2.nii.gz", "flair": "case_flair.nii.gz"}),
+    (["T2-FLAIR", "T1Gd", "T2W", "T1"], {"t1": "T1", "t1ce": "T1Gd", "t2": "T2W", "flair": "T2-FLAIR"}),
+    (["t1 post", "FLAIR", "T2 weighted", "T1_pre"],
+     {"t1": "T1_pre", "t1ce": "t1 post", "t2": "T2 weighted", "flair": "FLAIR"}),
+    (["T1C", "T1", "t2_flair", "T2"], {"t1": "T1", "t1ce": "T1C", "t2": "T2", "flair": "t2_flair"}),
+    (["MR T1+C", "MR T1W"], {"t1ce": "MR T1+C", "t1": "MR T1W"}),
+])
+def test_assign_inputs(names, expected):
+    assert panel.assign_inputs(names) == expected
+
+
+def test_assign_inputs_never_twice_and_ignores_unknown():
+    got = panel.assign_inputs(["T1", "T1", "T1 copy", "Segmentation", "ct_head", "t10_scan", "DWI"])
+    assert got == {"t1": "T1"}
+    assert panel.assign_inputs([]) == {}
+    # "t2" inside a longer token is not a T2
+    assert panel.classify_name("patient_t2000") is None
+    assert panel.classify_name("T2-FLAIR") == "flair"
+    assert panel.classify_name("t1_gd") == "t1ce"
+    assert panel.classify_name("SAG T1 MPRAGE") == "t1"
+
+
+def test_validate_inputs():
+    ok = {c: f"vol{i}" for i, c in enumerate(CHANNELS)}
+    assert panel.validate_inputs(ok) == []
+    dup = dict(ok, flair="vol0")
+    problems = panel.validate_inputs(dup)
+    assert problems == ["the same volume is selected as T1 and as T2-FLAIR"]
+    missing = dict(ok, t2=None)
+    assert panel.validate_inputs(missing) == ["select the T2 volume"]
+    assert len(panel.validate_inputs({})) == 4
+
+
+def test_prediction_options():
+    assert panel.prediction_options("Fast", "CPU", [0, 1, 2, 3, 4]) == ["--device", "cpu", "--folds", "0", "--no-tta"]
+    assert panel.prediction_options("full", "GPU", [0, 1, 2]) == ["--device", "cuda", "--folds", "0", "1", "2"]
+    assert panel.prediction_options("Fast", "Auto", [3])[:2] == ["--device", "auto"]
+    for bad in (("Medium", "CPU", [0]), ("Fast", "TPU", [0]), ("Fast", "CPU", [])):
+        with pytest.raises(ValueError):
+            panel.prediction_options(*bad)
+    from pedtumorseg.cli import build_parser
+
+    args = build_parser().parse_args(["predict", "--out", "o"] + panel.prediction_options("Fast", "GPU", [2, 3]))
+    assert args.folds == [2] and args.no_tta and args.device == "cuda"
+
+
+def test_slider_specs_follow_parameters_table():
+    specs = {s.name: s for s in panel.slider_specs()}
+    assert list(specs) == list(panel.PANEL_PARAMETERS)
+    table = {p.name: p for p in PARAMETERS}
+    for name, spec in specs.items():
+        p = table[name]
+        assert spec.default == p.default and spec.label == p.label
+        if p.type == "float":
+            assert spec.kind == "slider" and spec.widget_name == name + "Slider"
+            assert (spec.minimum, spec.maximum, spec.step) == (p.min, p.max, p.step)
+            assert spec.minimum <= spec.default <= spec.maximum
+        else:
+            assert spec.kind == "checkbox" and spec.widget_name == name + "CheckBox"
+    assert specs["ratio_high"].decimals == 2
+    assert specs["min_volume_et"].decimals == 0 and specs["min_volume_et"].unit == "mm\u00b3"
+    assert specs["min_volume_et"].default == 160.0 and specs["min_volume_cc"].default == 50.0
+
+
+def test_parameter_changes():
+    p = PostprocessParams()
+    assert panel.parameter_changes(p, {"ratio_high": 1.388000001, "min_volume_et": 160.0, "ratio_enabled": True}) == {}
+    assert panel.parameter_changes(p, {"ratio_high": 1.5, "components_enabled": False}) == {
+        "ratio_high": 1.5, "components_enabled": False}
+    assert panel.parameter_changes(p, {"min_volume_et": 0}) == {"min_volume_et": 0.0}
+
+
+def test_results_table_and_csv():
+    labels = np.zeros((4, 5, 6), np.uint8)
+    labels[0, 0, :4] = 1  # 4 ET
+    labels[1, 0, :2] = 2  # 2 NET
+    labels[2, 0, :1] = 3  # 1 CC
+    labels[3, :, :] = 4  # 30 ED
+    rows = panel.results_table(labels, (2.0, 1.0, 0.5))  # voxel = 1 mm^3
+    assert [r[0] for r in rows] == ["ET", "NET", "CC", "ED", "TC", "WT"]
+    by = {r[0]: r for r in rows}
+    assert by["ET"][2] == pytest.approx(0.004) and by["ED"][2] == pytest.approx(0.030)
+    assert by["TC"][2] == pytest.approx(0.007) and by["WT"][2] == pytest.approx(0.037)
+    assert by["WT"][3] == pytest.approx(1.0) and by["ET"][3] == pytest.approx(4 / 37)
+    assert by["CC"][1] == "Cystic component"
+    assert panel.format_results_row(by["ET"]) == ("ET", "Enhancing tumor", "0.00", "10.8 %")
+    parsed = list(csv.DictReader(io.StringIO(panel.results_csv(rows))))
+    assert [r["region"] for r in parsed] == ["ET", "NET", "CC", "ED", "TC", "WT"]
+    assert float(parsed[5]["volume_ml"]) == pytest.approx(0.037)
+    empty = panel.results_table(np.zeros((2, 2, 2), np.uint8), (1, 1, 1))
+    assert all(r[2] == 0 and r[3] == 0 for r in empty)
+
+
+def _split_like_slicer(entry: str):
+    """Mirror of vtkSlicerTerminologiesModuleLogic::DeserializeTerminologyEntry's checks (Slicer 5.10)."""
+    parts = entry.split("~")
+    assert len(parts) == 7
+    assert parts[1] != "^^", "an empty category is refused by Slicer"
+    for index in (1, 2, 3, 5, 6):
+        assert len(parts[index].split("^")) == 3
+    return parts
+
+
+@pytest.mark.parametrize("label, code", [(1, "108369006"), (2, "4147007"), (3, "367643001"), (4, "79654002")])
+def test_terminology_entry_format(label, code):
+    entry = panel.terminology_entry(label)
+    parts = _split_like_slicer(entry)
+    assert parts[0] == "Segmentation category and type - DICOM master list"
+    assert parts[1] == "SCT^49755003^Morphologically Altered Structure"
+    assert parts[2].split("^")[:2] == ["SCT", code]
+    assert parts[3] == "^^"
+    assert parts[4] == "Anatomic codes - DICOM master list"
+    assert parts[5] == "SCT^12738006^Brain"
+    assert parts[6] == "^^"
+    assert "\n" not in entry
+
+
+def test_terminology_entries_distinct_and_invalid_label():
+    entries = {panel.terminology_entry(label) for label in (1, 2, 3, 4)}
+    assert len(entries) == 4
+    with pytest.raises(ValueError):
+        panel.terminology_entry(0)
+
+
+def test_edited_segments():
+    a = np.zeros((3, 4, 5), np.uint8)
+    a[1, 1, 1] = 1
+    b = a.copy()
+    b[2, 2, 2] = 1
+    da, db = panel.segment_digest(a), panel.segment_digest(b)
+    assert da != db
+    assert panel.segment_digest(a * 7) == da  # only inside/outside matters
+    assert panel.segment_digest(a.reshape(4, 3, 5)) != da  # shape matters
+    written = {1: da, 2: da, 3: da}
+    assert panel.edited_segments(written, {1: da, 2: db, 3: da, 4: db}) == {2}
+    assert panel.edited_segments(written, {1: da, 2: da}) == {3}  # a deleted segment counts as edited
+    assert panel.edited_segments({}, {1: db}) == set()
+
+
+def test_missing_requirements():
+    full = {"numpy": "2.0", "scipy": "1.14", "SimpleITK": "2.4", "torch": "2.5", "safetensors": "0.4",
+            "tqdm": "4.66"}
+    assert panel.missing_requirements(full).ok
+    r = panel.missing_requirements({"numpy": "2.0", "scipy": "1.1", "simpleitk": "2.4"})
+    assert r.install_torch and r.pip == ("safetensors>=0.4", "tqdm>=4.60") and r.problems == ()
+    assert not r.ok
+    r = panel.missing_requirements(dict(full, numpy=None, SimpleITK=None))
+    assert not r.install_torch and r.pip == ()
+    assert len(r.problems) == 2 and "numpy" in r.problems[0] and "SimpleITK" in r.problems[1]
+    # shipped packages are never installed with pip
+    assert all(not req.lower().startswith(("numpy", "scipy", "simpleitk")) for req in
+               panel.missing_requirements({}).pip)
