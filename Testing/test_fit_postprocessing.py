@@ -61,7 +61,7 @@ def test_thresholds_percentile_argument_and_refusals():
 
 # --- ratios of a constructed case --------------------------------------------------------------------------
 
-def _ratio_case():
+def _ratio_case(et_low=120.0):
     """(images, gt): a 10^3 volume, brain = the inner 8^3 block (512 voxels), T1 = 100 in the brain.
 
     T1CE = 100 in the brain except: 8 ET voxels, 4 at 120 and 4 at 300; NET voxels: 4 at 100, 4 at 150, one at
@@ -74,7 +74,7 @@ def _ratio_case():
     t1ce = images[1]
     gt[2:4, 2:4, 2:4] = 1
     t1ce[2:4, 2:4, 2:4] = 300.0
-    t1ce[2, 2:4, 2:4] = 120.0
+    t1ce[2, 2:4, 2:4] = et_low
     net = [(6, 6, x) for x in range(1, 9)] + [(7, 7, 1), (7, 7, 2)]
     for z, y, x in net:
         gt[z, y, x] = 2
@@ -206,7 +206,7 @@ def test_fit_end_to_end_with_a_missing_prediction(tmp_path):
     # values, 150k there; ET ratios 8 x 120k and 8 x 300k -> 5th percentile at rank 0.75: 120k
     assert params.ratio_high == pytest.approx(150 * k, rel=1e-5)
     assert params.ratio_low == pytest.approx(120 * k, rel=1e-5)
-    assert report["n_et_ratios"] == 16 and report["n_net_ratios"] == 16
+    assert report["n_et_ratios"] == 16 and report["n_net_ratios"] == 16 and not report["thresholds_swapped"]
     assert report["cases_without_prediction"] == ["P_002"] and report["n_cases_with_prediction"] == 1
     assert report["sweep"]["n_cases"] == 1
     # the only ET lesion has 8 voxels (<= 10: ignored by the lesion-wise metric), so every ET cut-off scores the
@@ -215,3 +215,17 @@ def test_fit_end_to_end_with_a_missing_prediction(tmp_path):
     import json
 
     json.dumps(report)  # JSON-serializable
+
+
+def test_fit_swaps_thresholds_when_et_and_net_are_separated(tmp_path):
+    images, gt = _ratio_case(et_low=300.0)  # all ET at 300: T1CE sum 54090 + 4 * 180 = 54810
+    raw = _write_raw_dataset(tmp_path / "raw", {"P_001": (images, gt)})
+    _write(gt, tmp_path / "cv" / "P_001.nii.gz")
+    params, report = fit(raw, tmp_path / "cv", candidates_et=[0], candidates_cc=[0])
+    k = 512 / 54810
+    # paper rule: NET p95 = 150k (rank 0.95 * 7 = 6.65 among 4 x 100k, 4 x 150k), ET p5 = 300k > 150k -> swapped
+    assert report["thresholds_swapped"] is True
+    assert report["net_percentile_ratio"] == pytest.approx(150 * k, rel=1e-5)
+    assert report["et_percentile_ratio"] == pytest.approx(300 * k, rel=1e-5)
+    assert (params.ratio_high, params.ratio_low) == pytest.approx((300 * k, 150 * k), rel=1e-5)
+    assert report["cases_without_prediction"] == []

@@ -11,7 +11,13 @@ Two steps:
      above it). A predicted ET voxel below it is less enhancing than 95 % of true ET and is relabelled NET.
 
    With a ratio of normalized intensities near 1 where nothing enhances, this gives ``ratio_high > 1 >
-   ratio_low``, consistent with the paper's 1.388 and 0.766. The ratio is the core ``ratio_map`` with the
+   ratio_low``, consistent with the paper's 1.388 and 0.766. When ET and NET ratios are so well separated that
+   the ET 5th percentile lies above the NET 95th (seen on synthetic phantoms), ``fit`` swaps the two values
+   (``ratio_high`` = the ET 5th percentile, ``ratio_low`` = the NET 95th; the report says
+   ``thresholds_swapped``): a NET voxel is then relabelled only where its ratio looks like typical ET and an ET
+   voxel only where it looks like typical NET, which stays conservative and keeps ``ratio_low < ratio_high``
+   as ``PostprocessParams`` requires. In the overlapping case (the paper's) nothing changes: in both cases
+   ``ratio_high = max(NET p95, ET p5)`` and ``ratio_low = min(NET p95, ET p5)``. The ratio is the core ``ratio_map`` with the
    bundle's normalization (``"mean"`` by default), inside the core ``brain_mask`` of T1 and T1CE (the mask
    ``postprocess`` uses at inference); non-finite ratios and ratios outside [0.2, 5] are dropped before the
    percentiles. Percentiles use numpy's default linear interpolation.
@@ -351,10 +357,16 @@ def fit(raw_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, normalizatio
     ratio_high, ratio_low = fit_ratio_thresholds(et, net, percentile)
     log.info("ratio thresholds: high %.4f (NET p%g, n=%d), low %.4f (ET p%g, n=%d)",
              ratio_high, percentile, net.size, ratio_low, 100 - percentile, et.size)
+    paper_high, paper_low = ratio_high, ratio_low
+    swapped = ratio_low > ratio_high
+    if swapped:
+        ratio_high, ratio_low = ratio_low, ratio_high
+        log.warning("ET and NET ratios are separated (ET p%g %.4f > NET p%g %.4f): using ratio_high %.4f and "
+                    "ratio_low %.4f (see fit_postprocessing docstring)", 100 - percentile, paper_low, percentile,
+                    paper_high, ratio_high, ratio_low)
     if not ratio_low < ratio_high:
-        raise InputError(raw_dir, f"fitted ratio_low {ratio_low:.4f} (ET p{100 - percentile:g}) is not below "
-                                  f"ratio_high {ratio_high:.4f} (NET p{percentile:g}); the relabel rules would "
-                                  f"conflict: check the labels and the normalization")
+        raise InputError(raw_dir, f"fitted ratio thresholds are equal ({ratio_high:.4f}): ET p{100 - percentile:g} "
+                                  f"= NET p{percentile:g}; check the labels and the normalization")
     with_ratio = _replace(base, ratio_high=ratio_high, ratio_low=ratio_low)
 
     with_pred = [c for c in cases if c.case_id in predictions]
@@ -383,6 +395,9 @@ def fit(raw_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, normalizatio
         "ratio_high_rule": f"{percentile:g}th percentile of T1CE/T1 ratios at ground-truth NET voxels",
         "ratio_low": ratio_low,
         "ratio_low_rule": f"{100 - percentile:g}th percentile of T1CE/T1 ratios at ground-truth ET voxels",
+        "net_percentile_ratio": paper_high,
+        "et_percentile_ratio": paper_low,
+        "thresholds_swapped": swapped,
         "n_training_cases": len(cases),
         "n_et_ratios": int(et.size),
         "n_net_ratios": int(net.size),
