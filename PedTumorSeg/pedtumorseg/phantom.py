@@ -89,12 +89,15 @@ def _templates() -> tuple[sitk.Image, sitk.Image, sitk.Image]:
             _nifti_to_sitk(datasets.load_mni152_brain_mask()))
 
 
-def _anatomy(geometry: Geometry, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _anatomy(geometry: Geometry, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Tissue fractions (gm, wm, csf) and a boolean brain mask on ``geometry``, mildly deformed."""
     gm_t, wm_t, mask_t = _templates()
-    angles = np.deg2rad(rng.uniform(-6, 6, 3))
-    scale = rng.uniform(0.9, 1.06, 3)
-    shift = rng.uniform(-3, 3, 3)
+    if rng is None:  # the template brain as it is
+        angles, scale, shift = np.zeros(3), np.ones(3), np.zeros(3)
+    else:
+        angles = np.deg2rad(rng.uniform(-6, 6, 3))
+        scale = rng.uniform(0.9, 1.06, 3)
+        shift = rng.uniform(-3, 3, 3)
     cx, cy, cz = np.cos(angles)
     sx, sy, sz = np.sin(angles)
     rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
@@ -220,20 +223,33 @@ def _bias_field(rng: np.random.Generator, shape) -> np.ndarray:
     return np.exp(log_b).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=2)
+def _undeformed_anatomy(size: str):
+    return _anatomy(geometry_for(size), None)
+
+
 def make_labels(seed: int, size: str = "small") -> np.ndarray:
-    """Only the label map of ``make_phantom(seed, size)`` (same random draws, no intensities)."""
-    return make_phantom(seed, size, _labels_only=True)
+    """Fast label layout for ``seed``: the tumor draws of ``make_phantom(seed, size)`` placed in the
+    undeformed template brain (no per-case anatomy deformation, no intensities). For statistics over many
+    seeds; the layout is close to, not identical with, the phantom's."""
+    geometry = geometry_for(size)
+    _, tumor_rng, _ = _streams(seed)
+    gm, wm, _, mask = _undeformed_anatomy(size)
+    return _tumor_labels(geometry, mask, gm + wm, tumor_rng)
 
 
-def make_phantom(seed: int, size: str = "small", _labels_only: bool = False):
+def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
+    """Independent generators for anatomy, tumor and intensities, so each part's draws stand alone."""
+    rng = np.random.default_rng(seed)
+    return tuple(np.random.default_rng(s) for s in rng.integers(0, 2**63, 3))
+
+
+def make_phantom(seed: int, size: str = "small") -> Phantom:
     """A deterministic synthetic case for ``seed`` (numpy Generator) on the ``small`` or ``brats`` grid."""
     geometry = geometry_for(size)
-    rng = np.random.default_rng(seed)
-    anat_rng, tumor_rng, intensity_rng = (np.random.default_rng(s) for s in rng.integers(0, 2**63, 3))
+    anat_rng, tumor_rng, intensity_rng = _streams(seed)
     gm, wm, csf, mask = _anatomy(geometry, anat_rng)
     seg = _tumor_labels(geometry, mask, gm + wm, tumor_rng)
-    if _labels_only:
-        return seg
     case_id = f"BraTS-PED-S{seed:05d}-000"
     sigma_blur = 0.6 / np.asarray(geometry.spacing_zyx)
     tumor_tex = _smooth_noise(intensity_rng, seg.shape, 1.5)
