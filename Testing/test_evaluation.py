@@ -15,7 +15,7 @@ import pytest
 import SimpleITK as sitk
 
 from pedtumorseg.errors import InputError
-from pedtumorseg_train.evaluation import (CSV_COLUMNS, case_id_of, evaluate_folder, label_files,
+from pedtumorseg.evaluation import (CSV_COLUMNS, case_id_of, evaluate_folder, label_files,
                                           proportion_rows, summarize, write_bland_altman_png, wt_fractions)
 
 

@@ -56,15 +56,25 @@ def case_id_of(name: str) -> str | None:
     return m.group(1) if m else stem
 
 
+def _is_seg_name(name: str) -> bool:
+    cid = case_id_of(name)
+    return cid is not None and cid != name.split(".")[0]
+
+
 def label_files(folder: str | os.PathLike) -> dict[str, Path]:
-    """Case id -> label file in ``folder`` (not recursive). ``InputError`` if a case id appears twice."""
+    """Case id -> label file in ``folder``, or in its case sub-folders (BraTS layout ``<ID>/<ID>-seg.nii.gz``).
+    ``InputError`` if a case id appears twice."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(folder, "not a folder")
     found: dict[str, Path] = {}
+    candidates = []
     for p in sorted(folder.iterdir()):
-        if not p.is_file():
-            continue
+        if p.is_dir():  # a case folder: only its segmentation, not the images beside it
+            candidates += [q for q in sorted(p.iterdir()) if q.is_file() and _is_seg_name(q.name)]
+        elif p.is_file():
+            candidates.append(p)
+    for p in candidates:
         cid = case_id_of(p.name)
         if cid is None:
             continue
@@ -343,5 +353,8 @@ def evaluate_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out_
                 writer.writerow({k: (row[k] if k in ("case", "region") else repr(float(row[k]))) for k in CSV_COLUMNS})
     with atomic_output(summary_path) as tmp:
         tmp.write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
-    write_bland_altman_png(pred_fr, gt_fr, plot_path, agreement)
+    try:
+        write_bland_altman_png(pred_fr, gt_fr, plot_path, agreement)
+    except ImportError:  # matplotlib is not a core dependency (it comes with the [train] extra)
+        plot_path = None
     return EvaluationResult(rows, _json_safe(summary), missing, out_csv, summary_path, plot_path, extra)
