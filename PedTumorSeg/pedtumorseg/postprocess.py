@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterable, NamedTuple
 
@@ -262,6 +263,7 @@ def voxel_volume_mm3(spacing_zyx) -> float:
 class _ComponentTable(NamedTuple):
     components: np.ndarray  # int32 component id of each original label voxel (0 elsewhere), on the given crop
     volumes_mm3: np.ndarray  # float64, index = component id (index 0 unused)
+    box: tuple[slice, ...] | None = None  # where ``components`` lies in the array it was computed from
 
 
 def _component_table(label_mask: np.ndarray, voxel_volume: float) -> _ComponentTable:
@@ -277,6 +279,14 @@ def _component_table(label_mask: np.ndarray, voxel_volume: float) -> _ComponentT
     return _ComponentTable(components, counts * voxel_volume)
 
 
+def _boxed_component_table(label_mask: np.ndarray, voxel_volume: float) -> _ComponentTable | None:
+    """:func:`_component_table` on the bounding box of ``label_mask`` (+1 voxel); None for an empty mask."""
+    box = _bbox(label_mask, 1)
+    if box is None:
+        return None
+    return _component_table(label_mask[box], voxel_volume)._replace(box=box)
+
+
 def _removal_mask(table: _ComponentTable, min_volume: float) -> np.ndarray:
     small = table.volumes_mm3 < min_volume
     small[0] = False
@@ -290,13 +300,9 @@ def remove_small_components(labels, spacing_zyx, min_volume_mm3: dict[int, float
     for label, cutoff in min_volume_mm3.items():
         if cutoff <= 0:
             continue
-        mask = out == label
-        box = _bbox(mask, 1)
-        if box is None:
-            continue
-        table = _component_table(mask[box], vv)
-        crop = out[box]
-        crop[_removal_mask(table, float(cutoff))] = 0
+        table = _boxed_component_table(out == label, vv)
+        if table is not None:
+            out[table.box][_removal_mask(table, float(cutoff))] = 0
     return out
 
 
@@ -321,13 +327,16 @@ class Session:
     """Post-processing state for the interactive sliders (Slicer module and CLI share it).
 
     Everything happens in the tumor bounding box (raw labels > 0, plus a 2-voxel margin); outside it the
-    labels are 0 whatever the parameters. Cached: the ratio map of the box (per normalization; the
-    normalization statistics use the whole brain mask), the relabeled box, and per label the component
-    table. A ratio change recomputes the relabel and then only the component tables of ET and NET (CC and ED
-    voxels are never relabeled); a minimum-volume change only re-filters that label's table.
+    labels are 0 whatever the parameters. The ratio map is computed once per normalization, only on the box
+    of the raw ET/NET voxels (the only ones a relabel can touch; the normalization statistics use the whole
+    brain mask). Component tables are cached per label, each on its label's own bounding box. A ratio change
+    recomputes the relabel and, if the relabel changed, the component tables of ET and NET only (CC and ED
+    voxels are never relabeled); a minimum-volume change only re-filters that label's table. The last few
+    relabel states are kept with their tables, so moving a slider back is instant.
     """
 
     _MARGIN = 2
+    _STATES_KEPT = 4
 
     def __init__(self, raw_labels, t1, t1ce, spacing_zyx, params: PostprocessParams | None = None, mask=None):
         self._raw_full = np.asarray(raw_labels).astype(np.uint8)
@@ -339,6 +348,11 @@ class Session:
         self._box = _bbox(self._raw_full > 0, self._MARGIN)
         self._full = np.zeros_like(self._raw_full)
         self._ratio_cache: dict[str, np.ndarray] = {}
+        self._states: OrderedDict = OrderedDict()  # relabel key -> (relabeled crop, {ET/NET: table})
+        self._tables_cc_ed: dict[int, _ComponentTable | None] = {}
+        if self._box is not None:
+            self._raw = self._raw_full[self._box]
+            self._rbox = _bbox((self._raw == ET) | (self._raw == NET), 0)
         self.reset(params if params is not None else PostprocessParams())
 
     # -- public ---------------------------------------------------------------------------------------------
@@ -360,13 +374,11 @@ class Session:
         return view
 
     def reset(self, params: PostprocessParams) -> set[int]:
-        """Recompute everything for ``params``; returns the labels whose voxels changed."""
+        """Apply ``params`` as a whole; returns the labels whose voxels changed."""
         self._params = params
-        self._relabeled = None
-        self._tables: dict[int, _ComponentTable] = {}
         if self._box is None:
             return set()
-        self._relabeled = self._compute_relabel()
+        self._select_relabel()
         return self._assemble()
 
     def update(self, **changes) -> set[int]:
@@ -374,18 +386,10 @@ class Session:
         new = self._params.replace(**changes)
         old = self._params
         self._params = new
-        if self._box is None:
+        if self._box is None or new == old:
             return set()
-        changed_fields = {f.name for f in dataclasses.fields(new) if getattr(new, f.name) != getattr(old, f.name)}
-        if not changed_fields:
-            return set()
-        ratio_changed = bool(changed_fields & RATIO_KEYS) and (new.ratio_enabled or old.ratio_enabled)
-        if ratio_changed:
-            relabeled = self._compute_relabel()
-            if not np.array_equal(relabeled, self._relabeled):
-                for label in (ET, NET):
-                    self._tables.pop(label, None)
-            self._relabeled = relabeled
+        if self._relabel_key(new) != self._relabel_key(old):
+            self._select_relabel()
         return self._assemble()
 
     def volumes_ml(self) -> dict:
@@ -395,26 +399,45 @@ class Session:
         return volumes(self._full, self.spacing_zyx)
 
     # -- internals ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _relabel_key(p: PostprocessParams):
+        if not p.ratio_enabled:
+            return None
+        return (p.normalization, p.ratio_high, p.ratio_low, p.ratio_min, p.ratio_max)
+
     def _ratio(self, normalization: str) -> np.ndarray:
         if normalization not in self._ratio_cache:
             mask = self._mask_full
             if mask is None:
                 mask = self._mask_full = brain_mask([self._t1, self._t1ce])
             stats = _normalization_stats(self._t1, self._t1ce, mask, normalization)
-            box = self._box
+            box = tuple(slice(b.start + r.start, b.start + r.stop) for b, r in zip(self._box, self._rbox))
             self._ratio_cache[normalization] = _ratio_with_stats(self._t1[box], self._t1ce[box], mask[box], stats)
         return self._ratio_cache[normalization]
 
-    def _compute_relabel(self) -> np.ndarray:
-        raw = self._raw_full[self._box]
-        if not self._params.ratio_enabled:
-            return raw.copy()
-        return relabel_by_ratio(raw, self._ratio(self._params.normalization), self._params)
+    def _select_relabel(self) -> None:
+        key = self._relabel_key(self._params)
+        if key in self._states:
+            self._states.move_to_end(key)
+        else:
+            relabeled = self._raw.copy()
+            if key is not None and self._rbox is not None:
+                relabeled[self._rbox] = relabel_by_ratio(self._raw[self._rbox], self._ratio(key[0]), self._params)
+            tables: dict[int, _ComponentTable | None] = {}
+            for other_relabeled, other_tables in self._states.values():  # same voxels -> same tables
+                if np.array_equal(other_relabeled, relabeled):
+                    relabeled, tables = other_relabeled, other_tables
+                    break
+            self._states[key] = (relabeled, tables)
+            while len(self._states) > self._STATES_KEPT:
+                self._states.popitem(last=False)
+        self._relabeled, self._tables_et_net = self._states[key]
 
-    def _table(self, label: int) -> _ComponentTable:
-        if label not in self._tables:
-            self._tables[label] = _component_table(self._relabeled == label, self._voxel_volume)
-        return self._tables[label]
+    def _table(self, label: int) -> _ComponentTable | None:
+        tables = self._tables_et_net if label in (ET, NET) else self._tables_cc_ed
+        if label not in tables:
+            tables[label] = _boxed_component_table(self._relabeled == label, self._voxel_volume)
+        return tables[label]
 
     def _assemble(self) -> set[int]:
         final = self._relabeled.copy()
@@ -422,7 +445,9 @@ class Session:
         if p.components_enabled:
             for label, cutoff in p.min_volume_mm3.items():
                 if cutoff > 0:
-                    final[_removal_mask(self._table(label), cutoff)] = 0
+                    table = self._table(label)
+                    if table is not None:
+                        final[table.box][_removal_mask(table, cutoff)] = 0
         previous = self._full[self._box]
         diff = previous != final
         changed: set[int] = set()
