@@ -204,10 +204,15 @@ def evaluate_case(pred, gt, spacing_zyx) -> list[dict]:
 
 
 def _check_pair(pred, gt) -> tuple[np.ndarray, np.ndarray]:
+    """Validated pair, cropped to the box of all foreground plus the lesion margin (results are unchanged:
+    every computation already works on boxes with that margin, clipped at the volume's border)."""
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}")
-    return pred, gt
+    box = _bbox((pred > 0) | (gt > 0), 2 * DILATION_ITERATIONS + 1)
+    if box is None:
+        return pred[:1, :1, :1] * 0, gt[:1, :1, :1] * 0
+    return pred[box], gt[box]
 
 
 # --- volumes and proportions ---------------------------------------------------------------------------------
