@@ -1,0 +1,121 @@
+"""Conformance of the engine with nnU-Net v2's own predictor (same network, same weights, same case).
+
+nnU-Net's ``nnUNetPredictor`` is built and initialised manually (no trainer lookup) with plans written here from
+the bundle's values. Stock nnU-Net 2.8 accumulates the sliding-window logits and weights in float16, which alone
+moves its logits by up to ~1e-2 relative; the strict comparison (>= 99.9 % same label, max |p diff| < 1e-3) is
+therefore made against nnU-Net with float32 accumulators (``fp32_accumulation``: nothing else changed), and the
+comparison with stock nnU-Net is held to what float16 accumulation allows.
+
+To keep CPU time low the phantom is reduced to a block around the tumor (everything else set to 0, so cropping
+to the non-zero box still runs) and the demo network runs on small patches.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+pytest.importorskip("nnunetv2")
+
+from bench_engine import (build_bundle, fp32_accumulation, make_manifest, nnunet_predict,  # noqa: E402
+                          phantom_stack, reference_setup, spread_init_)
+
+from pedtumorseg.conventions import CHANNELS, NUM_CLASSES  # noqa: E402
+from pedtumorseg.engine import Engine, PredictOptions  # noqa: E402
+from pedtumorseg.model.presets import NETWORK_CLASS, build_network, network_kwargs  # noqa: E402
+
+BLOCK = (22, 34, 30)  # voxels kept around the tumor
+
+
+@pytest.fixture(scope="module")
+def case():
+    images, spacing = phantom_stack(3, "small")
+    from pedtumorseg.phantom import make_phantom
+    seg = make_phantom(3, "small").seg
+    centre = [int(np.mean(ix)) for ix in np.nonzero(seg)]
+    box = tuple(slice(max(0, c - b // 2), max(0, c - b // 2) + b) for c, b in zip(centre, BLOCK))
+    reduced = np.zeros_like(images)
+    reduced[(slice(None), *box)] = images[(slice(None), *box)]
+    reduced = reduced[:, 4:-4, 6:-6, 6:-6]  # a margin of zeros remains around the block
+    assert (reduced != 0).any(axis=0).sum() > 0.8 * np.prod(BLOCK)
+    return reduced, spacing
+
+
+@pytest.fixture(scope="module")
+def weights():
+    kwargs = network_kwargs("demo")
+    torch.manual_seed(0)
+    net = spread_init_(build_network(NETWORK_CLASS, kwargs, len(CHANNELS), NUM_CLASSES), seed=1)
+    return kwargs, {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def run_both(tmp_path, images, spacing, bundle_spacing, weights, tta=True, stock=False):
+    kwargs, state = weights
+    manifest = make_manifest(bundle_spacing, (16, 32, 32), kwargs)
+    bundle = build_bundle(tmp_path, manifest, state)
+    pred = Engine(bundle, PredictOptions(device="cpu", tta=tta, precision="fp32")).predict(images, spacing)
+    predictor = reference_setup(manifest, state, "cpu", tta=tta)
+    with fp32_accumulation():
+        seg32, probs32 = nnunet_predict(predictor, images, spacing)
+    out = {"fp32": (seg32, probs32)}
+    if stock:
+        out["stock"] = nnunet_predict(predictor, images, spacing)
+    return pred, out
+
+
+def agreement(pred, seg, probs):
+    assert seg.shape == pred.labels.shape and probs.shape == pred.probabilities.shape
+    return float((pred.labels == seg).mean()), float(np.abs(pred.probabilities - probs).max())
+
+
+def test_same_spacing_matches_nnunet(tmp_path, case, weights):
+    images, spacing = case
+    pred, ref = run_both(tmp_path, images, spacing, spacing, weights, tta=True, stock=True)
+    fg = pred.labels[pred.labels > 0]
+    counts = np.bincount(fg, minlength=NUM_CLASSES)
+    assert (counts > 20).sum() >= 3, f"predictions too uniform to test agreement: {counts}"
+    same, diff = agreement(pred, *ref["fp32"])
+    print(f"\nsame spacing vs nnU-Net (fp32 accumulators): same label {same:.6f}, max |p diff| {diff:.2e}")
+    assert same >= 0.999 and diff < 1e-3
+    same_s, diff_s = agreement(pred, *ref["stock"])
+    print(f"same spacing vs stock nnU-Net (fp16 accumulators): same label {same_s:.6f}, max |p diff| {diff_s:.2e}")
+    assert same_s >= 0.995 and diff_s < 0.25
+
+
+def test_resampled_spacing_matches_nnunet(tmp_path, case, weights):
+    images, spacing = case
+    bundle_spacing = (3.0, 3.25, 3.5)  # differs from the case's 2.5 mm on every axis: resampling both ways
+    pred, ref = run_both(tmp_path, images, spacing, bundle_spacing, weights, tta=False)
+    cropped = tuple(s.stop - s.start for s in pred.info["bbox"])
+    assert all(n < c for n, c in zip(pred.info["network_shape"], cropped))  # resampling ran
+    assert len(np.unique(pred.labels)) >= 3
+    same, diff = agreement(pred, *ref["fp32"])
+    print(f"\nresampled ({spacing} -> {bundle_spacing}) vs nnU-Net (fp32 accumulators): same label {same:.6f}, "
+          f"max |p diff| {diff:.2e}")
+    assert same >= 0.999 and diff < 1e-3
+
+
+def test_real_case_grid(tmp_path, real_case_dir):
+    import SimpleITK as sitk
+    from pedtumorseg.conventions import BRATS_SUFFIXES
+    imgs = [sitk.ReadImage(str(next(real_case_dir.glob(f"*-{BRATS_SUFFIXES[c]}.nii*")))) for c in CHANNELS]
+    images = np.stack([sitk.GetArrayFromImage(i).astype(np.float32) for i in imgs])
+    spacing = tuple(reversed(imgs[1].GetSpacing()))
+    kwargs = {**network_kwargs("demo"), "decoder_widths": [4, 8, 8], "strides": [1, 2, 2],
+              "blocks_per_stage": [1, 1, 1]}
+    net = build_network(NETWORK_CLASS, kwargs, 4, NUM_CLASSES)
+    bundle = build_bundle(tmp_path, make_manifest((3.0, 3.0, 3.0), (32, 64, 64), kwargs), net.state_dict())
+    pred = Engine(bundle, PredictOptions(device="cpu", tta=False)).predict(images, spacing)
+    assert pred.labels.shape == (155, 240, 240) and pred.labels.dtype == np.uint8
+    assert pred.probabilities.shape == (5, 155, 240, 240) and pred.probabilities.dtype == np.float32
+    assert np.isfinite(pred.probabilities).all()
+    np.testing.assert_allclose(pred.probabilities.sum(0), 1.0, atol=1e-5)
+    outside = ~(images != 0).any(0)
+    assert (pred.labels[outside & (pred.probabilities[0] == 1)] == 0).all()
+    assert pred.labels.max() < NUM_CLASSES
