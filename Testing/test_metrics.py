@@ -79,13 +79,17 @@ def test_gt_blobs_three_voxels_apart_are_one_lesion():
     assert s["num_gt_lesions"] == 2 and s["lesion_dice"] == pytest.approx(0.5)
 
 
-def test_predicted_fragments_are_merged_like_gt():
+def test_predicted_fragment_within_the_gt_extent_is_matched_and_fp_blobs_count_separately():
     gt = cube(empty(), 5, 5, 5, size=4)
     pred = cube(gt.copy(), 5, 5, 13)  # a fragment 4 voxels beside the lesion: within its 5-voxel extent
     s = lesion_wise(pred, gt, ISO)["ET"]
     assert s["num_fp_lesions"] == 0 and s["lesion_dice"] == pytest.approx(2 * 64 / (64 + 64 + 27))
-    pred2 = cube(cube(empty(), 5, 25, 30), 5, 25, 35)  # two FP blobs 2 voxels apart: one FP lesion
-    assert lesion_wise(pred2, empty(), ISO)["ET"]["num_fp_lesions"] == 1
+    # predictions are split into plain 26-connected components (reference code): two FP blobs 2 voxels apart
+    # are two false positives; touching blobs are one
+    pred2 = cube(cube(empty(), 5, 25, 30), 5, 25, 35)
+    assert lesion_wise(pred2, empty(), ISO)["ET"]["num_fp_lesions"] == 2
+    pred3 = cube(cube(empty(), 5, 25, 30), 5, 25, 33)
+    assert lesion_wise(pred3, empty(), ISO)["ET"]["num_fp_lesions"] == 1
 
 
 def test_ten_voxel_gt_lesion_ignored_eleven_kept():
@@ -174,7 +178,7 @@ def _naive_lesion_scores(pred, gt, spacing):
         return lab, n
 
     gl, ng = lesions(gt)
-    pl, npr = lesions(pred)
+    pl, npr = ndimage.label(pred, np.ones((3, 3, 3)))  # predictions: plain 26-connected components
     matched, dices, hds = set(), [], []
     for k in range(1, ng + 1):
         les = gl == k
