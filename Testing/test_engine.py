@@ -283,3 +283,16 @@ def test_progress_monotonic_to_one():
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
     assert all(isinstance(m, str) and m for _, m in seen)
     assert len(seen) > 10  # per batch
+
+
+def test_all_zero_input_gives_background():
+    img = np.zeros((4, 10, 12, 9), dtype=np.float32)
+    b = FakeBundle(constant_net, {0: constant_state([3.0, 0.0, 0.0, 0.0, 0.0])})
+    r = Engine(b, PredictOptions(device="cpu", tta=False)).predict(img, (1, 1, 1))
+    assert np.isfinite(r.probabilities).all() and (r.labels == 0).all()
+
+
+def test_rejects_wrong_channel_count():
+    b = FakeBundle(constant_net, {0: constant_state([0.0] * 5)})
+    with pytest.raises(ValueError, match=r"images must be \(4, z, y, x\)"):
+        Engine(b, PredictOptions(device="cpu")).predict(np.zeros((3, 8, 8, 8), np.float32), (1, 1, 1))

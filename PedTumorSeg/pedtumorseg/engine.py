@@ -145,7 +145,8 @@ class Engine:
         if not folds:
             raise ValueError("no folds selected")
         self.folds = list(folds)
-        self._states = {f: bundle.state_dict(f) for f in self.folds}  # validates the folds exist
+        # validates the folds exist; kept on the device so that swapping folds is a device-local copy
+        self._states = {f: {k: v.to(self.device) for k, v in bundle.state_dict(f).items()} for f in self.folds}
         self._network = None
         self._loaded_fold = None
 

@@ -5,6 +5,7 @@ Behaviour reproduced (our own implementation):
 - crop: mask = any channel != 0, holes filled (``scipy.ndimage.binary_fill_holes``); crop to the mask's bounding box;
 - z-score per channel in float32: with ``use_mask_for_norm`` mean/std over the mask only (voxels outside the mask
   are 0 in every channel by construction and stay 0), else over the whole cropped image; ``std`` floored at 1e-8;
+  an all-zero input (empty mask) is normalized over the whole image (nnU-Net would produce NaN there);
 - resampling (only when the shape changes): new shape ``round(spacing / target * shape)``; data with order-3
   splines, logits with order 1, both in float64 with edge ("nearest") boundary handling, pixel-centre alignment
   and the result clipped to the input range (what ``skimage.transform.resize(mode="edge", anti_aliasing=False)``
@@ -48,7 +49,7 @@ def zscore(data: np.ndarray, mask: np.ndarray | None, use_mask: tuple[bool, ...]
     eps = 1e-8
     for c in range(data.shape[0]):
         ch = data[c]
-        if use_mask[c] and mask is not None:
+        if use_mask[c] and mask is not None and mask.any():  # (an all-zero case: whole-image stats, no NaN)
             vals = ch[mask]
             mean, std = vals.mean(), vals.std()
             ch[mask] = (vals - mean) / max(std, eps)
