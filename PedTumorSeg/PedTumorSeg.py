@@ -408,7 +408,10 @@ class PedTumorSegLogic(ScriptedLoadableModuleLogic):
     # -- requirements -------------------------------------------------------------------------------------------
     @staticmethod
     def installedVersions() -> dict:
+        """Distribution name -> version (None if missing). Packages Slicer builds itself (e.g. SimpleITK) may
+        have no pip metadata, so an importable package without metadata counts as installed ("unknown")."""
         import importlib.metadata
+        import importlib.util
 
         names = list(panel.SLICER_SHIPPED) + ["torch"] + list(panel.PIP_REQUIREMENTS)
         versions = {}
@@ -416,7 +419,7 @@ class PedTumorSegLogic(ScriptedLoadableModuleLogic):
             try:
                 versions[name] = importlib.metadata.version(name)
             except importlib.metadata.PackageNotFoundError:
-                versions[name] = None
+                versions[name] = "unknown" if importlib.util.find_spec(name) is not None else None
         return versions
 
     def ensureRequirements(self, askConfirmation: bool = True) -> bool:
@@ -533,9 +536,16 @@ class PedTumorSegLogic(ScriptedLoadableModuleLogic):
         self.forgetResult()
         self.cliFinalLabels = cliFinal
         self.sessionImages = (case.images[CHANNELS.index("t1")], case.images[CHANNELS.index("t1ce")])
+        return self.setResult(session, inputs["t1ce"], segmentationNode)
+
+    def setResult(self, session, referenceNode, segmentationNode=None):
+        """Show ``session``'s labels as four segments on ``referenceNode``'s grid (a new node if None)."""
         self.session = session
-        self.referenceNode = inputs["t1ce"]
-        self.segmentationNode = self._prepareSegmentation(segmentationNode, self.referenceNode)
+        self.referenceNode = referenceNode
+        self.segmentIds = {}
+        self.written = {}
+        self.protected = set()
+        self.segmentationNode = self._prepareSegmentation(segmentationNode, referenceNode)
         for label in FOREGROUND_LABELS:
             self._writeSegment(label)
         self.segmentationNode.GetDisplayNode().SetVisibility(True)
@@ -559,8 +569,10 @@ class PedTumorSegLogic(ScriptedLoadableModuleLogic):
             self.segmentIds[label] = segmentId
         # beside the inputs in the subject hierarchy: same parent as the T1CE volume
         shNode = slicer.mrmlScene.GetSubjectHierarchyNode()
-        parent = shNode.GetItemParent(shNode.GetItemByDataNode(referenceNode))
-        shNode.SetItemParent(shNode.GetItemByDataNode(segmentationNode), parent)
+        referenceItem = shNode.GetItemByDataNode(referenceNode)
+        segmentationItem = shNode.GetItemByDataNode(segmentationNode)
+        if referenceItem and segmentationItem:
+            shNode.SetItemParent(segmentationItem, shNode.GetItemParent(referenceItem))
         return segmentationNode
 
     def _writeSegment(self, label: int) -> None:
@@ -697,6 +709,10 @@ class PedTumorSegTest(ScriptedLoadableModuleTest):
 
         logic = PedTumorSegLogic()
         self.assertTrue(logic.ensureRequirements(askConfirmation=False))
+        try:
+            import nilearn  # noqa: F401  (the phantom's MNI152 anatomy; needed by this test only)
+        except ModuleNotFoundError:
+            slicer.util.pip_install("nilearn")
         with tempfile.TemporaryDirectory() as tmp:
             self.delayDisplay("Writing a phantom case")
             phantom = make_phantom(3, "small")
