@@ -590,3 +590,66 @@ def test_logic_asks_before_overwriting_hand_edits_and_keeps_them_when_refused(mo
     csv_path = tmp_path / "v.csv"
     logic.exportCsv(str(csv_path))
     assert csv_path.read_text() == panel.results_csv(logic.resultsRows())
+
+
+def _tiny_bundle(path: Path) -> Path:
+    import torch
+
+    from pedtumorseg.bundle import write_bundle
+    from pedtumorseg.conventions import CHANNELS, LABEL_COLORS, LABEL_NAMES
+    from pedtumorseg.model.presets import NETWORK_CLASS, build_network, network_kwargs
+    from pedtumorseg.postprocess import PostprocessParams
+
+    kwargs = network_kwargs("demo", strides=[1, 2, 2], kernel_sizes=[3, 3, 3])
+    kwargs["decoder_widths"] = [4, 8, 8]
+    kwargs["blocks_per_stage"] = [1, 1, 1]
+    torch.manual_seed(1)
+    net = build_network(NETWORK_CLASS, kwargs, 4, 5)
+    manifest = {
+        "format": "pedtumorseg-bundle", "format_version": 1, "name": "tiny-module-test", "version": "0.0.1",
+        "description": "random weights", "labels": {str(k): v for k, v in LABEL_NAMES.items()},
+        "colors": {str(k): list(v) for k, v in LABEL_COLORS.items()}, "channels": list(CHANNELS),
+        "spacing_zyx": [2.5, 2.5, 2.5], "patch_size": [32, 32, 32],
+        "normalization": {"scheme": "zscore", "use_mask_for_norm": [True] * 4},
+        "network": {"class": NETWORK_CLASS, "kwargs": kwargs}, "mirror_axes": [0, 1, 2],
+        "postprocessing": PostprocessParams(min_volume_et=20.0).to_dict(),
+    }
+    return write_bundle(path, manifest, {0: net.state_dict(), 1: net.state_dict()}, zip=True)
+
+
+@pytest.mark.slow
+def test_module_prediction_path_end_to_end_without_slicer(module_with_fakes, tmp_path):
+    """The module's own path: the argv it builds, the background process with JSON progress, then
+    Logic.finishPrediction (session from the raw labels) must reproduce the CLI's final labels exactly."""
+    from pedtumorseg.background import BackgroundPrediction, build_predict_command, child_environment
+    from pedtumorseg.conventions import BRATS_SUFFIXES, CHANNELS
+    from pedtumorseg.io import read_labels
+    from pedtumorseg.phantom import make_phantom, write_phantom
+
+    mod, nodes, sh = module_with_fakes
+    bundle_path = _tiny_bundle(tmp_path / "tiny.zip")
+    phantom = make_phantom(5, "small")
+    case_dir = Path(write_phantom(phantom, tmp_path / "case"))
+    files = {c: str(case_dir / f"{phantom.case_id}-{BRATS_SUFFIXES[c]}.nii.gz") for c in CHANNELS}
+    logic = mod.PedTumorSegLogic()
+    bundle = logic.loadBundle(str(bundle_path))
+    options = panel.prediction_options("Fast", "CPU", bundle.folds)
+    workdir = tmp_path / "work"
+    command = build_predict_command(sys.executable, files, workdir / "out", model=str(bundle.path),
+                                    case_id=mod.CASE_ID, raw=True, extra=options)
+    run = BackgroundPrediction(command, workdir, env=child_environment([MODULE]))
+    run.inputFiles, run.outputDir, run.modelPath = files, workdir / "out", str(bundle_path)
+    run.start()
+    events = run.wait(timeout=300)
+    assert run.returncode == 0, run.failure_message()
+    assert [e for e in events if e["event"] == "progress"], "no progress events"
+    assert run.result["case_id"] == mod.CASE_ID
+    reference = _FakeVolume("t1c", np.zeros(phantom.seg.shape, np.int16))
+    seg = logic.finishPrediction(run, {"t1ce": reference}, None, None)
+    np.testing.assert_array_equal(logic.session.labels, logic.cliFinalLabels)
+    np.testing.assert_array_equal(logic.session.raw_labels, read_labels(run.result["outputs"]["raw"]))
+    assert logic.session.params.min_volume_et == 20.0  # the bundle's post-processing defaults
+    for label in (1, 2, 3, 4):
+        np.testing.assert_array_equal(seg.arrays[logic.segmentIds[label]], logic.session.labels == label)
+    run.cleanup()
+    assert not workdir.exists()
