@@ -160,6 +160,8 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButtons)
 
     def onSceneStartClose(self, caller, event) -> None:
+        if self._run is not None:  # its inputs and output node are going away
+            self._run.cancel()
         self.setParameterNode(None)
         self.logic.forgetResult()
         self._updateResultsTable()
