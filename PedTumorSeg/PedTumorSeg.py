@@ -492,7 +492,12 @@ class PedTumorSegLogic(ScriptedLoadableModuleLogic):
 
             shutil.rmtree(workdir, ignore_errors=True)
             raise
-        python = find_python_slicer() or sys.executable
+        python = find_python_slicer()
+        if python is None:  # python-real alone lacks Slicer's library paths; only the launcher works
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise RuntimeError("the PythonSlicer executable was not found next to Slicer's Python")
         command = build_predict_command(python, files, workdir / "out", model=str(bundle.path), case_id=CASE_ID,
                                         raw=True, extra=options)
         run = BackgroundPrediction(command, workdir, env=child_environment([MODULE_DIR]))
