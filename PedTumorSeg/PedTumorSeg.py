@@ -68,6 +68,9 @@ class PedTumorSegParameterNode:
     flairVolume: vtkMRMLScalarVolumeNode
     outputSegmentation: vtkMRMLSegmentationNode
     modelPath: str = ""  # empty: the shipped demo bundle
+    # "<name> <version>" of the bundle whose post-processing defaults the controls were last reset to; a
+    # different bundle resets them to its own defaults, the same bundle keeps the user's values
+    postprocessDefaultsOf: str = ""
     device: Annotated[str, Choice(list(panel.DEVICE_CHOICES))] = panel.DEVICE_CHOICES[0]
     quality: Annotated[str, Choice(list(panel.QUALITY_CHOICES))] = panel.QUALITY_CHOICES[0]
     # post-processing controls: names are PostprocessParams fields (and the widgets' SlicerParameterName)
@@ -139,7 +142,6 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportCsvButton.connect("clicked(bool)", self.onExportCsv)
 
         self.initializeParameterNode()
-        self._updateModelInfo()
         self._updateResultsTable()
 
     def cleanup(self) -> None:
@@ -184,6 +186,7 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelPathLineEdit.currentPath = self._parameterNode.modelPath
         finally:
             self._updatingGui = False
+        self._updateModelInfo()
 
     def setParameterNode(self, inputParameterNode) -> None:
         if self._parameterNode:
@@ -229,6 +232,8 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.ui.modelInfoLabel.text = _("{name} {version} ({folds} fold(s))").format(
             name=bundle.name, version=bundle.version, folds=len(bundle.folds))
+        if self._parameterNode is not None and self._parameterNode.postprocessDefaultsOf != _bundleKey(bundle):
+            self._resetPostprocessingControls(bundle)
 
     def _updateButtons(self, caller=None, event=None) -> None:
         if self._run is not None:
@@ -339,10 +344,16 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
               "post-processing result?").format(names=names))
 
     def onResetButton(self) -> None:
-        defaults = self.logic.loadBundle(self._parameterNode.modelPath).postprocessing
+        with slicer.util.tryWithErrorDisplay(_("Could not read the model's defaults."), waitCursor=True):
+            self._resetPostprocessingControls(self.logic.loadBundle(self._parameterNode.modelPath))
+
+    def _resetPostprocessingControls(self, bundle) -> None:
+        """Set the post-processing controls to the bundle's defaults (the sliders then update the overlay)."""
+        defaults = bundle.postprocessing
         with slicer.util.NodeModify(self._parameterNode):
             for name in _SPECS:
                 setattr(self._parameterNode, name, getattr(defaults, name))
+            self._parameterNode.postprocessDefaultsOf = _bundleKey(bundle)
 
     # -- results ----------------------------------------------------------------------------------------------
     def _updateResultsTable(self) -> None:
@@ -382,6 +393,10 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if path:
             with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
                 self.logic.exportCsv(path)
+
+
+def _bundleKey(bundle) -> str:
+    return f"{bundle.name} {bundle.version}"
 
 
 # --- logic ---------------------------------------------------------------------------------------------------
