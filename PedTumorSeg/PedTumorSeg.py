@@ -298,8 +298,7 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = _("Cancelled.")
             elif run.returncode == 0 and run.result is not None:
                 with slicer.util.tryWithErrorDisplay(_("Failed to load the segmentation."), waitCursor=True):
-                    segmentationNode = self.logic.finishPrediction(run, self.selectedInputs(),
-                                                                   self._parameterNode.outputSegmentation,
+                    segmentationNode = self.logic.finishPrediction(run, self._parameterNode.outputSegmentation,
                                                                    self._currentParams())
                     self._parameterNode.outputSegmentation = segmentationNode
                     self.ui.statusLabel.text = _("Done.")
@@ -495,7 +494,7 @@ class PedTumorSegLogic(ScriptedLoadableModuleLogic):
         if problems:
             raise ValueError("; ".join(problems))
         bundle = self.loadBundle(modelPath)
-        options = panel.prediction_options(quality, device, bundle.folds)
+        settings = panel.prediction_settings(quality, device, bundle.folds)
         workdir = Path(slicer.util.tempDirectory(key="PedTumorSeg"))
         files = {}
         try:
@@ -514,9 +513,10 @@ class PedTumorSegLogic(ScriptedLoadableModuleLogic):
             shutil.rmtree(workdir, ignore_errors=True)
             raise RuntimeError("the PythonSlicer executable was not found next to Slicer's Python")
         command = build_predict_command(python, files, workdir / "out", model=str(bundle.path), case_id=CASE_ID,
-                                        raw=True, extra=options)
+                                        raw=True, **settings)
         run = BackgroundPrediction(command, workdir, env=child_environment([MODULE_DIR]))
         run.inputFiles = files
+        run.inputNodes = dict(inputs)  # the selectors may change while it runs
         run.outputDir = workdir / "out"
         run.modelPath = modelPath
         logging.info("PedTumorSeg: " + " ".join(command))
@@ -535,11 +535,11 @@ class PedTumorSegLogic(ScriptedLoadableModuleLogic):
             run.wait(timeout=timeout)
             if run.returncode != 0 or run.result is None:
                 raise RuntimeError(run.failure_message())
-            return self.finishPrediction(run, inputs, segmentationNode, params)
+            return self.finishPrediction(run, segmentationNode, params)
         finally:
             run.cleanup()
 
-    def finishPrediction(self, run, inputs: dict, segmentationNode=None, params=None):
+    def finishPrediction(self, run, segmentationNode=None, params=None):
         """Load the raw labels of a finished run, start the post-processing session and fill the segmentation."""
         from pedtumorseg.io import case_from_files, load_case, read_labels
         from pedtumorseg.postprocess import Session
@@ -558,7 +558,7 @@ class PedTumorSegLogic(ScriptedLoadableModuleLogic):
         self.forgetResult()
         self.cliFinalLabels = cliFinal
         self.sessionImages = (case.images[CHANNELS.index("t1")], case.images[CHANNELS.index("t1ce")])
-        return self.setResult(session, inputs["t1ce"], segmentationNode)
+        return self.setResult(session, run.inputNodes["t1ce"], segmentationNode)
 
     def setResult(self, session, referenceNode, segmentationNode=None):
         """Show ``session``'s labels as four segments on ``referenceNode``'s grid (a new node if None)."""

@@ -55,6 +55,8 @@ def test_prediction_options():
     assert panel.prediction_options("Fast", "CPU", [0, 1, 2, 3, 4]) == ["--device", "cpu", "--folds", "0", "--no-tta"]
     assert panel.prediction_options("full", "GPU", [0, 1, 2]) == ["--device", "cuda", "--folds", "0", "1", "2"]
     assert panel.prediction_options("Fast", "Auto", [3])[:2] == ["--device", "auto"]
+    assert panel.prediction_settings("Fast", "GPU", [3, 4]) == {"device": "cuda", "folds": [3], "tta": False}
+    assert panel.prediction_settings("Full", "CPU", [3, 4]) == {"device": "cpu", "folds": [3, 4], "tta": True}
     for bad in (("Medium", "CPU", [0]), ("Fast", "TPU", [0]), ("Fast", "CPU", [])):
         with pytest.raises(ValueError):
             panel.prediction_options(*bad)

@@ -618,38 +618,47 @@ def _tiny_bundle(path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_module_prediction_path_end_to_end_without_slicer(module_with_fakes, tmp_path):
-    """The module's own path: the argv it builds, the background process with JSON progress, then
-    Logic.finishPrediction (session from the raw labels) must reproduce the CLI's final labels exactly."""
-    from pedtumorseg.background import BackgroundPrediction, build_predict_command, child_environment
+def test_module_prediction_path_end_to_end_without_slicer(module_with_fakes, tmp_path, monkeypatch):
+    """Logic.predictSync as the self-test calls it: temporary inputs, the argv the module builds, the background
+    process with JSON progress, then finishPrediction (session from the raw labels) must reproduce the CLI's
+    final labels exactly, and the temporary folder is gone afterwards."""
+    from pedtumorseg import background as bg_module
     from pedtumorseg.conventions import BRATS_SUFFIXES, CHANNELS
-    from pedtumorseg.io import read_labels
     from pedtumorseg.phantom import make_phantom, write_phantom
 
     mod, nodes, sh = module_with_fakes
     bundle_path = _tiny_bundle(tmp_path / "tiny.zip")
     phantom = make_phantom(5, "small")
     case_dir = Path(write_phantom(phantom, tmp_path / "case"))
-    files = {c: str(case_dir / f"{phantom.case_id}-{BRATS_SUFFIXES[c]}.nii.gz") for c in CHANNELS}
-    logic = mod.PedTumorSegLogic()
-    bundle = logic.loadBundle(str(bundle_path))
-    options = panel.prediction_options("Fast", "CPU", bundle.folds)
+    volumes = {}
+    for c in CHANNELS:
+        volumes[c] = _FakeVolume(f"{phantom.case_id}-{BRATS_SUFFIXES[c]}", np.zeros(phantom.seg.shape, np.int16))
+        volumes[c].path = case_dir / f"{phantom.case_id}-{BRATS_SUFFIXES[c]}.nii.gz"
     workdir = tmp_path / "work"
-    command = build_predict_command(sys.executable, files, workdir / "out", model=str(bundle.path),
-                                    case_id=mod.CASE_ID, raw=True, extra=options)
-    run = BackgroundPrediction(command, workdir, env=child_environment([MODULE]))
-    run.inputFiles, run.outputDir, run.modelPath = files, workdir / "out", str(bundle_path)
-    run.start()
-    events = run.wait(timeout=300)
-    assert run.returncode == 0, run.failure_message()
-    assert [e for e in events if e["event"] == "progress"], "no progress events"
-    assert run.result["case_id"] == mod.CASE_ID
-    reference = _FakeVolume("t1c", np.zeros(phantom.seg.shape, np.int16))
-    seg = logic.finishPrediction(run, {"t1ce": reference}, None, None)
+    # Slicer's part of startPrediction: the storage node writing a volume, Slicer's temp folder, PythonSlicer
+    monkeypatch.setattr(mod.PedTumorSegLogic, "_writeVolume",
+                        staticmethod(lambda node, fileName: shutil.copyfile(node.path, fileName)))
+    sys.modules["slicer"].util.tempDirectory = lambda key="": (workdir.mkdir(), str(workdir))[1]
+    monkeypatch.setattr(bg_module, "find_python_slicer", lambda *a: sys.executable)
+    started = []
+    real_start = bg_module.BackgroundPrediction.start
+    monkeypatch.setattr(bg_module.BackgroundPrediction, "start", lambda self: (started.append(self),
+                                                                               real_start(self))[1])
+
+    logic = mod.PedTumorSegLogic()
+    with pytest.raises(ValueError, match="same volume"):
+        logic.startPrediction(dict(volumes, t2=volumes["t1"]), str(bundle_path))
+    seg = logic.predictSync(volumes, str(bundle_path), quality="Fast", device="CPU")
+    run = started[0]
+    argv = run.command
+    assert argv[1:4] == ["-m", "pedtumorseg", "predict"] and argv[argv.index("--folds") + 1] == "0"
+    assert "--no-tta" in argv and argv[argv.index("--device") + 1] == "cpu" and "--raw" in argv
+    assert argv.count("--device") == 1 and argv.count("--folds") == 1
+    assert argv[argv.index("--t1ce") + 1].endswith(f"{mod.CASE_ID}-t1c.nii.gz")
+    assert run.env["PYTHONPATH"].split(os.pathsep)[0] == str(MODULE)
     np.testing.assert_array_equal(logic.session.labels, logic.cliFinalLabels)
-    np.testing.assert_array_equal(logic.session.raw_labels, read_labels(run.result["outputs"]["raw"]))
     assert logic.session.params.min_volume_et == 20.0  # the bundle's post-processing defaults
+    assert logic.referenceNode is volumes["t1ce"]
     for label in (1, 2, 3, 4):
         np.testing.assert_array_equal(seg.arrays[logic.segmentIds[label]], logic.session.labels == label)
-    run.cleanup()
-    assert not workdir.exists()
+    assert not workdir.exists()  # temporary inputs and outputs removed

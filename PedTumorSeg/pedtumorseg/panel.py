@@ -108,8 +108,8 @@ QUALITY_CHOICES: tuple[str, ...] = ("Fast", "Full")
 _DEVICE_ARG = {"auto": "auto", "gpu": "cuda", "cuda": "cuda", "cpu": "cpu"}
 
 
-def prediction_options(quality: str, device: str, bundle_folds: Sequence[int]) -> list[str]:
-    """CLI arguments of ``pedtumorseg predict`` for the Quality and Device controls.
+def prediction_settings(quality: str, device: str, bundle_folds: Sequence[int]) -> dict:
+    """``{"device": ..., "folds": [...], "tta": bool}`` for the Quality and Device controls.
 
     ``Fast``: the first fold of the bundle, no test-time augmentation. ``Full``: every fold, with mirroring TTA.
     """
@@ -121,10 +121,20 @@ def prediction_options(quality: str, device: str, bundle_folds: Sequence[int]) -
         raise ValueError("the model bundle lists no folds")
     q = str(quality).strip().lower()
     if q == "fast":
-        return ["--device", dev, "--folds", str(folds[0]), "--no-tta"]
+        return {"device": dev, "folds": folds[:1], "tta": False}
     if q == "full":
-        return ["--device", dev, "--folds", *[str(f) for f in folds]]
+        return {"device": dev, "folds": folds, "tta": True}
     raise ValueError(f"quality {quality!r}: expected one of {', '.join(QUALITY_CHOICES)}")
+
+
+def prediction_options(quality: str, device: str, bundle_folds: Sequence[int]) -> list[str]:
+    """CLI arguments of ``pedtumorseg predict`` for the Quality and Device controls (see
+    :func:`prediction_settings`)."""
+    settings = prediction_settings(quality, device, bundle_folds)
+    args = ["--device", settings["device"], "--folds", *[str(f) for f in settings["folds"]]]
+    if not settings["tta"]:
+        args.append("--no-tta")
+    return args
 
 
 # --- post-processing controls -----------------------------------------------------------------------------
