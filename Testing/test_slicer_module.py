@@ -662,3 +662,26 @@ def test_module_prediction_path_end_to_end_without_slicer(module_with_fakes, tmp
     for label in (1, 2, 3, 4):
         np.testing.assert_array_equal(seg.arrays[logic.segmentIds[label]], logic.session.labels == label)
     assert not workdir.exists()  # temporary inputs and outputs removed
+
+
+@pytest.mark.slow
+def test_batch_script_with_the_real_pipeline_resumes_and_reports_failures(tmp_path, capsys):
+    from pedtumorseg.phantom import make_phantom, write_phantom
+
+    batch = _load_batch()
+    bundle_path = _tiny_bundle(tmp_path / "tiny.zip")
+    root = tmp_path / "cases"
+    good = Path(write_phantom(make_phantom(8, "small"), root))
+    bad = Path(write_phantom(make_phantom(9, "small"), root))
+    next(bad.glob("*-t2f.nii.gz")).write_bytes(b"not an image")  # an unreadable FLAIR
+    out = tmp_path / "out"
+    argv = ["--", "--input-dir", str(root), "--output-dir", str(out), "--model", str(bundle_path), "--device", "cpu",
+            "--quality", "fast"]
+    assert batch.main(argv) == 1
+    text = capsys.readouterr().out
+    assert "Summary: 1 done, 0 skipped (already finished), 1 failed" in text
+    assert f"FAILED {bad.name}:" in text and "t2f" in text.split(f"FAILED {bad.name}:")[1]
+    assert (out / f"{good.name}-seg.nii.gz").is_file() and (out / f"{good.name}-stats.json").is_file()
+    assert not list(out.glob(f"{bad.name}*"))
+    assert batch.main(argv) == 1  # resume: the finished case is skipped, the broken one still fails
+    assert "Summary: 0 done, 1 skipped (already finished), 1 failed" in capsys.readouterr().out
