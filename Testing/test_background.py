@@ -37,6 +37,11 @@ FAKE = textwrap.dedent(r'''
         emit({"event": "error", "message": "t1.nii.gz: image contains NaN"})
         print("Traceback: boom", file=sys.stderr, flush=True)
         sys.exit(1)
+    elif mode == "orphan":
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        with open(pidfile, "w") as f:
+            f.write(f"{os.getpid()} {child.pid}")
+        emit({"event": "done", "case_id": "X", "outputs": {}})
     elif mode == "crash":
         print("something went wrong badly", file=sys.stderr, flush=True)
         sys.exit(3)
@@ -231,4 +236,21 @@ def test_real_cli_error_event_through_background(tmp_path):
     _run_to_exit(bg, timeout=60)
     assert bg.returncode != 0
     assert "missing-t1" in bg.failure_message()
+    bg.cleanup()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX process groups")
+def test_leftover_child_holding_the_pipes_does_not_block_the_exit_event(fake, tmp_path):
+    pidfile = tmp_path / "pids.txt"
+    bg = BackgroundPrediction([sys.executable, str(fake), "orphan", str(pidfile)], tmp_path / "w")
+    bg.start()
+    t0 = time.monotonic()
+    events = _run_to_exit(bg, timeout=20)
+    assert time.monotonic() - t0 < 15
+    assert [e["event"] for e in events] == ["done", "exit"] and bg.returncode == 0
+    child = int(pidfile.read_text().split()[1])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _alive(child):
+        time.sleep(0.05)
+    assert not _alive(child)
     bg.cleanup()

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -89,6 +90,9 @@ class BackgroundPrediction:
     """A prediction process: ``start()``, then ``poll()`` periodically until an ``exit`` event; ``cancel()``
     any time; ``cleanup()`` removes ``workdir`` (the temporary inputs and outputs) in all cases."""
 
+    #: seconds to wait, after the process ended, for children that keep its output pipes open
+    ORPHAN_GRACE_S = 2.0
+
     def __init__(self, command: Sequence[str], workdir: str | os.PathLike, env: Mapping[str, str] | None = None):
         self.command = [str(c) for c in command]
         self.workdir = Path(workdir)
@@ -101,6 +105,7 @@ class BackgroundPrediction:
         self._queue: queue.Queue = queue.Queue()
         self._threads: list[threading.Thread] = []
         self._exit_reported = False
+        self._exited_at: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -144,10 +149,20 @@ class BackgroundPrediction:
                 self.error = str(event.get("message", "unknown error"))
             elif event.get("event") == "done":
                 self.result = event
-        if (not self._exit_reported and self.process is not None and self.process.poll() is not None
-                and not any(t.is_alive() for t in self._threads) and self._queue.empty()):
-            self._exit_reported = True
-            events.append({"event": EVENT_EXIT, "returncode": self.process.returncode})
+        if not self._exit_reported and self.process is not None and self.process.poll() is not None:
+            if self._exited_at is None:
+                self._exited_at = time.monotonic()
+            readers_done = not any(t.is_alive() for t in self._threads)
+            if not readers_done and time.monotonic() - self._exited_at > self.ORPHAN_GRACE_S:
+                # a leftover child of the finished process still holds the pipes open: end it
+                if os.name != "nt":
+                    self._killpg(self.process.pid)
+                for t in self._threads:
+                    t.join(timeout=1)
+                readers_done = True
+            if readers_done and self._queue.empty():
+                self._exit_reported = True
+                events.append({"event": EVENT_EXIT, "returncode": self.process.returncode})
         return events
 
     def wait(self, timeout: float | None = None) -> list[dict]:
