@@ -775,8 +775,9 @@ class PedTumorSegTest(ScriptedLoadableModuleTest):
             before = int(logic.segmentArray(ET).sum())
             etComponentsVolume = before * float(np.prod(logic.session.spacing_zyx))
             newMin = float(np.ceil(etComponentsVolume + 1.0))
-            expectedChanged = shadow.update(min_volume_et=newMin)
-            changed = logic.updatePostprocessing({"min_volume_et": newMin})
+            changes = {"components_enabled": True, "min_volume_et": newMin}  # on, whatever the bundle's default
+            expectedChanged = shadow.update(**changes)
+            changed = logic.updatePostprocessing(changes)
             self.assertEqual(changed, expectedChanged)
             self.assertIn(ET, changed)
             after = int(logic.segmentArray(ET).sum())
