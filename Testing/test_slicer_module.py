@@ -47,8 +47,15 @@ def _cmake_list(text: str, variable: str) -> list[str]:
 @pytest.mark.parametrize("relpath", sorted(_module_python_files()))
 def test_compiles_for_python_312(relpath):
     source = (MODULE / relpath).read_text(encoding="utf-8")
-    ast.parse(source, filename=relpath, feature_version=(3, 12))
+    tree = ast.parse(source, filename=relpath, feature_version=(3, 12))
     compile(source, relpath, "exec")
+    # modules removed from the standard library by Python 3.12 (PEP 594/632): gone in Slicer 5.10's Python
+    removed = {"imp", "distutils", "asynchat", "asyncore", "smtpd"}
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+            [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+        for name in names:
+            assert name.split(".")[0] not in removed, f"{relpath} imports {name}, removed in Python 3.12"
 
 
 def test_core_package_never_imports_slicer_qt_vtk():
