@@ -1,0 +1,275 @@
+"""``pedtumorseg-train``: convert | plan | train | export | fit-postprocessing | evaluate.
+
+nnU-Net reads its folders and worker counts from environment variables; ``--work-dir W`` sets
+nnUNet_raw=W/nnUNet_raw, nnUNet_preprocessed=W/nnUNet_preprocessed, nnUNet_results=W/nnUNet_results (defaults:
+the variables already set, else ./work_dirs/nnunet), plus nnUNet_n_proc_DA (``--num-workers``), nnUNet_def_n_proc
+and OMP/torch threads (``--threads``) before any nnunetv2 module is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from pedtumorseg.errors import PedTumorSegError
+
+ENV_DIRS = {"nnUNet_raw": "nnUNet_raw", "nnUNet_preprocessed": "nnUNet_preprocessed",
+            "nnUNet_results": "nnUNet_results"}
+
+
+def setup_environment(work_dir: str | None, num_workers: int | None = None, threads: int | None = None) -> dict:
+    """Set nnU-Net's environment variables (and thread counts) for this process; returns them."""
+    if work_dir is None and not all(os.environ.get(k) for k in ENV_DIRS):
+        work_dir = os.path.join(os.getcwd(), "work_dirs", "nnunet")
+    if work_dir is not None:
+        for var, sub in ENV_DIRS.items():
+            os.environ[var] = str(Path(work_dir, sub).resolve())
+    for var in ENV_DIRS:
+        Path(os.environ[var]).mkdir(parents=True, exist_ok=True)
+    if num_workers is not None:
+        os.environ["nnUNet_n_proc_DA"] = str(int(num_workers))
+    if threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(int(threads))
+        os.environ["nnUNet_def_n_proc"] = str(int(threads))
+        import torch
+        torch.set_num_threads(int(threads))
+    return {k: os.environ[k] for k in (*ENV_DIRS, "nnUNet_n_proc_DA", "OMP_NUM_THREADS") if k in os.environ}
+
+
+def _fold(value: str):
+    return value if value == "all" else int(value)
+
+
+def _maybe_init_distributed(device: str) -> str:
+    """Under torchrun (WORLD_SIZE > 1): NCCL process group, one GPU per LOCAL_RANK; nnU-Net's DDP path takes over."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return device
+    import torch
+    import torch.distributed as dist
+    if not torch.cuda.is_available():
+        raise RuntimeError("multi-process training (WORLD_SIZE > 1) needs CUDA GPUs")
+    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl")
+    return "cuda"
+
+
+# --- subcommands ------------------------------------------------------------------------------------------
+def cmd_convert(a) -> int:
+    from .convert import convert
+    _, accepted, _ = convert(a.brats, a.out, a.dataset_id, a.name)
+    return 0 if accepted else 1
+
+
+def cmd_plan(a) -> int:
+    from .planning import plan
+    overrides = {}
+    if a.decoder_widths:
+        overrides["decoder_widths"] = list(a.decoder_widths)
+    if a.blocks_per_stage:
+        overrides["blocks_per_stage"] = list(a.blocks_per_stage)
+    plan(a.dataset_id, a.preset, a.patch_size, a.spacing, num_processes=a.threads or 2,
+         batch_size=a.batch_size, arch_overrides=overrides or None)
+    return 0
+
+
+def cmd_train(a) -> int:
+    from .trainer import train_fold
+    device = _maybe_init_distributed(a.device)
+    folds = list(range(5)) if a.all_folds else [a.fold]
+    loss_kwargs = {"w_dice": a.w_dice, "w_ce": a.w_ce, "w_hd": a.w_hd, "theta": a.theta}
+    for fold in folds:
+        train_fold(a.dataset_id, fold, preset=a.preset, device=device, init_alpha=a.init_alpha,
+                   final_validation=not a.no_final_validation, resume=not a.restart,
+                   num_epochs=a.epochs, num_iterations_per_epoch=a.iterations,
+                   num_val_iterations_per_epoch=a.val_iterations, initial_lr=a.lr, momentum=a.momentum,
+                   nesterov=None if a.nesterov is None else a.nesterov == "on", weight_decay=a.weight_decay,
+                   save_every=a.save_every, loss_kwargs=loss_kwargs)
+    return 0
+
+
+def _load_postprocessing_json(path):
+    if path is None:
+        return None
+    data = json.loads(Path(path).read_text())
+    return data.get("postprocessing", data)
+
+
+def cmd_export(a) -> int:
+    from .export import export
+    export(a.dataset_id, [_fold(f) for f in a.folds], a.out, preset=a.preset, checkpoint=a.checkpoint,
+           name=a.name, version=a.version, description=a.description,
+           postprocessing=_load_postprocessing_json(a.postprocessing), zip=not a.folder)
+    return 0
+
+
+def update_bundle_postprocessing(bundle_in, bundle_out, postprocessing: dict, report: dict | None = None) -> Path:
+    """Rewrite a bundle with new post-processing defaults through the core writer (checksums recomputed)."""
+    from pedtumorseg.bundle import load_bundle, write_bundle
+    bundle = load_bundle(bundle_in)
+    manifest = json.loads(json.dumps(bundle.manifest))
+    manifest["postprocessing"] = postprocessing
+    if report is not None:
+        manifest.setdefault("training", {})["postprocessing_fit"] = {
+            k: report[k] for k in ("normalization", "percentile", "ratio_high_rule", "ratio_low_rule",
+                                   "n_training_cases", "n_cases_with_prediction") if k in report}
+    states = {f: bundle.state_dict(f) for f in bundle.folds}
+    out = Path(bundle_out)
+    write_bundle(out, manifest, states, zip=out.suffix.lower() == ".zip")
+    load_bundle(out)  # verify
+    return out
+
+
+def _raw_dataset_dir(a) -> Path:
+    if a.raw:
+        return Path(a.raw)
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
+    return Path(os.environ["nnUNet_raw"]) / convert_id_to_dataset_name(a.dataset_id)
+
+
+def cmd_fit_postprocessing(a) -> int:
+    from .fit_postprocessing import fit
+    params, report = fit(_raw_dataset_dir(a), a.predictions, normalization=a.normalization,
+                         percentile=a.percentile)
+    pp = params.to_dict()
+    if a.report:
+        from pedtumorseg.io import atomic_output
+        with atomic_output(a.report) as tmp:
+            Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
+    if a.bundle:
+        out = update_bundle_postprocessing(a.bundle, a.out or a.bundle, pp, report)
+        print(f"wrote post-processing defaults into {out}")
+    print(json.dumps(pp, indent=2))
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from pedtumorseg.evaluation import evaluate_folder
+    result = evaluate_folder(a.pred, a.gt, a.out, spacing_from=a.spacing_from, workers=a.workers)
+    for line in result.summary_lines():
+        print(line)
+    if result.missing:
+        print(f"error: {len(result.missing)} ground-truth case(s) without a prediction: "
+              f"{', '.join(result.missing[:10])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from .schedule import DEFAULTS, LOSS_DEFAULTS
+    p = argparse.ArgumentParser(prog="pedtumorseg-train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--work-dir", help="root of nnUNet_raw/ nnUNet_preprocessed/ nnUNet_results/ (default: "
+                                           "the nnUNet_* environment variables, else ./work_dirs/nnunet)")
+        sp.add_argument("--threads", type=int, help="CPU threads (torch, OMP) and nnU-Net's default process count")
+        sp.add_argument("--num-workers", type=int,
+                        help="nnU-Net data-augmentation worker processes (nnUNet_n_proc_DA; 0 = in-process)")
+        return sp
+
+    c = common(sub.add_parser("convert", help="BraTS-PED case folders -> nnU-Net raw dataset"))
+    c.add_argument("--brats", required=True, help="folder of case folders (<ID>-t1n/-t1c/-t2w/-t2f/-seg)")
+    c.add_argument("--out", help="nnUNet_raw folder (default: $nnUNet_raw)")
+    c.add_argument("--dataset-id", type=int, default=1)
+    c.add_argument("--name", default="PedTumorSeg")
+    c.set_defaults(func=cmd_convert)
+
+    pl = common(sub.add_parser("plan", help="fingerprint, plan (our network) and preprocess"))
+    pl.add_argument("--dataset-id", type=int, required=True)
+    pl.add_argument("--preset", default="paper", choices=["paper", "demo"])
+    pl.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"))
+    pl.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"))
+    pl.add_argument("--batch-size", type=int, default=2)
+    pl.add_argument("--decoder-widths", type=int, nargs="+", help="override the preset's decoder widths")
+    pl.add_argument("--blocks-per-stage", type=int, nargs="+", help="override the preset's encoder blocks")
+    pl.set_defaults(func=cmd_plan)
+
+    t = common(sub.add_parser("train", help="train one fold or all five with PedTumorSegTrainer"))
+    t.add_argument("--dataset-id", type=int, required=True)
+    g = t.add_mutually_exclusive_group(required=True)
+    g.add_argument("--fold", type=_fold, help="0..4 or 'all'")
+    g.add_argument("--all-folds", action="store_true")
+    t.add_argument("--preset", default="paper", choices=["paper", "demo"])
+    t.add_argument("--epochs", type=int, default=DEFAULTS["num_epochs"])
+    t.add_argument("--iterations", type=int, default=DEFAULTS["num_iterations_per_epoch"])
+    t.add_argument("--val-iterations", type=int, default=DEFAULTS["num_val_iterations_per_epoch"])
+    t.add_argument("--lr", type=float, default=DEFAULTS["initial_lr"])
+    t.add_argument("--momentum", type=float, default=DEFAULTS["momentum"])
+    t.add_argument("--nesterov", choices=["on", "off"], help="Nesterov momentum (default on, as nnU-Net)")
+    t.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
+    t.add_argument("--init-alpha", type=float, help="small-scale init exponent (default: the preset's)")
+    t.add_argument("--theta", type=float, default=LOSS_DEFAULTS["theta"], help="FP regularizer weight")
+    t.add_argument("--w-dice", type=float, default=LOSS_DEFAULTS["w_dice"])
+    t.add_argument("--w-ce", type=float, default=LOSS_DEFAULTS["w_ce"])
+    t.add_argument("--w-hd", type=float, default=LOSS_DEFAULTS["w_hd"])
+    t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    t.add_argument("--save-every", type=int, default=DEFAULTS["save_every"],
+                   help="write checkpoint_latest.pth every N epochs")
+    t.add_argument("--no-final-validation", action="store_true")
+    t.add_argument("--restart", action="store_true", help="ignore existing checkpoints and train from scratch")
+    t.set_defaults(func=cmd_train)
+
+    e = common(sub.add_parser("export", help="checkpoints -> model bundle (safetensors + manifest)"))
+    e.add_argument("--dataset-id", type=int, required=True)
+    e.add_argument("--folds", nargs="+", required=True)
+    e.add_argument("--preset", default="paper", choices=["paper", "demo"])
+    e.add_argument("--out", required=True, help="bundle .zip (or folder with --folder)")
+    e.add_argument("--folder", action="store_true", help="write a folder instead of a zip")
+    e.add_argument("--checkpoint", default="final", choices=sorted(CHECKPOINT_CHOICES))
+    e.add_argument("--name", default="PedTumorSeg")
+    e.add_argument("--version", default="0.0.0")
+    e.add_argument("--description", default="")
+    e.add_argument("--postprocessing", help="JSON file with post-processing defaults (e.g. from fit-postprocessing)")
+    e.set_defaults(func=cmd_export)
+
+    f = common(sub.add_parser("fit-postprocessing",
+                              help="fit ratio thresholds + minimum component volumes; write them into a bundle"))
+    src = f.add_mutually_exclusive_group(required=True)
+    src.add_argument("--raw", help="nnU-Net raw dataset folder (imagesTr/, labelsTr/)")
+    src.add_argument("--dataset-id", type=int, help="the raw dataset DatasetNNN_* under $nnUNet_raw")
+    f.add_argument("--predictions", required=True,
+                   help="cross-validation predictions (<case>.nii.gz or nnU-Net's fold_*/validation/)")
+    f.add_argument("--normalization", default="mean", help="ratio-map normalization (see pedtumorseg.postprocess)")
+    f.add_argument("--percentile", type=float, default=95.0)
+    f.add_argument("--bundle", help="bundle whose post-processing defaults are replaced")
+    f.add_argument("--out", help="write the updated bundle here (default: replace --bundle)")
+    f.add_argument("--report", help="write the full fit report (JSON) here")
+    f.set_defaults(func=cmd_fit_postprocessing)
+
+    ev = common(sub.add_parser("evaluate", help="evaluate a folder of predictions against ground truth"))
+    ev.add_argument("--pred", required=True, help="folder of predicted label maps")
+    ev.add_argument("--gt", required=True, help="folder of ground-truth label maps")
+    ev.add_argument("--out", required=True, help="per-case CSV (summary JSON and Bland-Altman PNG next to it)")
+    ev.add_argument("--spacing-from", default="gt", choices=["gt", "pred"])
+    ev.add_argument("--workers", type=int, default=1)
+    ev.set_defaults(func=cmd_evaluate)
+    return p
+
+
+CHECKPOINT_CHOICES = ("final", "best", "latest")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_environment(args.work_dir, args.num_workers, args.threads)
+    if getattr(args, "command", None) == "convert" and args.out is None:
+        args.out = os.environ["nnUNet_raw"]
+    try:
+        return int(args.func(args) or 0)
+    except PedTumorSegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""BraTS-PED case folders -> an nnU-Net v2 raw dataset (``DatasetNNN_Name``).
+
+Every case is validated with the core I/O (``pedtumorseg.io.load_case`` + ``read_labels`` on the case's T1CE
+grid). Accepted cases become ``imagesTr/<case>_0000..0003.nii.gz`` in the fixed channel order T1, T1CE, T2,
+FLAIR and ``labelsTr/<case>.nii.gz`` (labels 1-4 unchanged). A ``.nii.gz`` input that is already on the T1CE
+grid is hard-linked (or copied when linking fails); any other image (another format, or resampled onto the
+T1CE grid by ``load_case``) is written from the validated array on the T1CE grid. Rejected cases are listed with
+their reason on stderr and in ``<dataset>/rejected.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from pedtumorseg.conventions import CHANNELS, IMAGE_EXTENSIONS, LABEL_NAMES
+from pedtumorseg.errors import InputError
+from pedtumorseg.io import Geometry, find_case, load_case, read_labels, write_image, write_labels
+
+FILE_ENDING = ".nii.gz"
+#: nnU-Net channel index -> name, in the fixed channel order
+CHANNEL_NAMES = {"0": "T1", "1": "T1CE", "2": "T2", "3": "FLAIR"}
+LABELS = {"background": 0, **{name: value for value, name in sorted(LABEL_NAMES.items())}}
+
+
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    if not 0 < int(dataset_id) < 1000:
+        raise ValueError(f"dataset id must be in 1..999, got {dataset_id}")
+    return f"Dataset{int(dataset_id):03d}_{name}"
+
+
+def _same_grid_as(path: Path, geometry: Geometry) -> bool:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    g = Geometry(tuple(int(s) for s in reader.GetSize()), tuple(float(s) for s in reader.GetSpacing()),
+                 tuple(float(o) for o in reader.GetOrigin()), tuple(float(d) for d in reader.GetDirection()))
+    return g.same_grid(geometry)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists() or dst.is_symlink():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def convert_case(files, images_dir: Path, labels_dir: Path) -> list[str]:
+    """Validate and write one case; returns the case's warnings. Raises ``InputError`` to reject it."""
+    if files.seg is None:
+        raise InputError(files.images["t1ce"].parent, "no label map ('<ID>-seg') in the case folder")
+    case = load_case(files)
+    labels = read_labels(files.seg, case.geometry)
+    written = []
+    try:
+        for i, ch in enumerate(CHANNELS):
+            src = Path(files.images[ch])
+            dst = images_dir / f"{case.case_id}_{i:04d}{FILE_ENDING}"
+            if src.name.lower().endswith(FILE_ENDING) and _same_grid_as(src, case.geometry):
+                _link_or_copy(src, dst)
+            else:
+                write_image(case.images[i], case.geometry, dst)
+            written.append(dst)
+        seg_dst = labels_dir / f"{case.case_id}{FILE_ENDING}"
+        if Path(files.seg).name.lower().endswith(FILE_ENDING) and sitk.ReadImage(str(files.seg)).GetPixelID() in (
+                sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16):
+            _link_or_copy(Path(files.seg), seg_dst)
+        else:
+            write_labels(labels, case.geometry, seg_dst)
+        written.append(seg_dst)
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+    return list(case.warnings)
+
+
+def _has_image_files(folder: Path) -> bool:
+    return any(p.is_file() and p.name.lower().endswith(IMAGE_EXTENSIONS) for p in folder.iterdir())
+
+
+def discover_cases(brats_dir: Path) -> tuple[list, list[tuple[str, str]]]:
+    """Cases in ``brats_dir`` itself (if it holds image files) and in each sub-folder; a folder whose case is
+    incomplete or ambiguous is rejected with the core's reason instead of stopping the conversion."""
+    cases, rejected = [], []
+    if not brats_dir.is_dir():
+        return cases, [(str(brats_dir), f"{brats_dir}: not a folder")]
+    folders = ([brats_dir] if _has_image_files(brats_dir) else []) + sorted(p for p in brats_dir.iterdir()
+                                                                           if p.is_dir())
+    for folder in folders:
+        try:
+            cases.append(find_case(folder))
+        except InputError as exc:
+            rejected.append((folder.name, str(exc)))
+    return cases, rejected
+
+
+def convert(brats_dir: str | os.PathLike, raw_dir: str | os.PathLike, dataset_id: int = 1,
+            name: str = "PedTumorSeg", log=print) -> tuple[Path, list[str], list[tuple[str, str]]]:
+    """Convert every case under ``brats_dir``. Returns (dataset folder, accepted ids, [(case, reason)])."""
+    brats_dir = Path(brats_dir)
+    out = Path(raw_dir) / dataset_folder_name(dataset_id, name)
+    images_dir, labels_dir = out / "imagesTr", out / "labelsTr"
+    for d in (images_dir, labels_dir):  # a re-conversion replaces the dataset's cases, never mixes them
+        if d.is_dir():
+            shutil.rmtree(d)
+    images_dir.mkdir(parents=True, exist_ok=True)
+    labels_dir.mkdir(parents=True, exist_ok=True)
+    accepted: list[str] = []
+    cases, rejected = discover_cases(brats_dir)
+    seen: set[str] = set()
+    for files in cases:
+        if files.case_id in seen:
+            rejected.append((files.case_id, f"{files.images['t1ce']}: duplicate case id"))
+            continue
+        seen.add(files.case_id)
+        try:
+            for w in convert_case(files, images_dir, labels_dir):
+                log(f"warning: {w}")
+            accepted.append(files.case_id)
+        except InputError as exc:
+            rejected.append((files.case_id, str(exc)))
+    for case_id, reason in rejected:
+        print(f"rejected {case_id}: {reason}", file=sys.stderr)
+    (out / "rejected.txt").write_text("".join(f"{c}\t{r}\n" for c, r in rejected))
+    dataset_json = {
+        "channel_names": CHANNEL_NAMES,
+        "labels": LABELS,
+        "numTraining": len(accepted),
+        "file_ending": FILE_ENDING,
+        "name": name,
+        "description": f"converted by pedtumorseg-train convert from {brats_dir}",
+    }
+    (out / "dataset.json").write_text(json.dumps(dataset_json, indent=2) + "\n")
+    log(f"{out}: {len(accepted)} cases accepted, {len(rejected)} rejected")
+    return out, accepted, rejected

@@ -1,0 +1,213 @@
+"""``PedTumorSegTrainer``: nnU-Net v2's trainer with the paper's network, loss, optimizer, schedule and init.
+
+What differs from ``nnUNetTrainer`` (everything else — data loading, nnU-Net's augmentations, sampling, DDP,
+checkpoint format, validation — is nnU-Net's, unchanged):
+
+* network: the class and kwargs named in the plans (``pedtumorseg.model.network.PedTumorSegNet``), built through
+  the core's restricted resolver ``pedtumorseg.model.presets.build_network``; the network applies its own
+  small-scale init (``w ~ N(0, (2/fan_in)^alpha)``, alpha = ``arch_kwargs["init_alpha"]``).
+* loss: ``pedtumorseg.loss.PedTumorSegLoss`` (-Dice + CE + w_hd*HD + theta*FP), batch_dice from the plans,
+  wrapped in ``DeepSupervisionLoss`` with nnU-Net's weights (1/2^i, lowest resolution 0, normalized; under DDP
+  the lowest gets 1e-6 as nnU-Net does, so that every head has a gradient).
+* optimizer: SGD, lr 1e-2, momentum 0.99, weight decay 3e-5, **Nesterov** (nnU-Net's choice; the paper only says
+  "SGD with momentum", we keep nnU-Net's, switchable with ``nesterov = False``).
+* schedule: cosine decay over the whole run (``schedule.CosineLRScheduler``), stepped per epoch.
+* logging: besides nnU-Net's training log and ``progress.png`` (loss, pseudo-Dice, epoch time, learning rate),
+  every epoch rewrites ``epochs.jsonl`` and ``epochs.csv`` (epoch, train/val loss, pseudo-Dice per class, lr,
+  epoch time) from the logger's full history, so a resumed run's files stay consistent.
+
+The constructor signature must stay exactly nnU-Net's (nnU-Net records ``__init__`` args via ``locals()``);
+hyper-parameters are attributes, set by ``configure()`` before ``initialize()``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from pedtumorseg.conventions import LABEL_NAMES
+from pedtumorseg.loss import DeepSupervisionLoss, PedTumorSegLoss, deep_supervision_weights
+from pedtumorseg.model.presets import build_network
+
+from .schedule import DEFAULTS, LOSS_DEFAULTS, CosineLRScheduler
+
+
+class PedTumorSegTrainer(nnUNetTrainer):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.initial_lr = DEFAULTS["initial_lr"]
+        self.weight_decay = DEFAULTS["weight_decay"]
+        self.momentum = DEFAULTS["momentum"]
+        self.nesterov = DEFAULTS["nesterov"]
+        self.num_epochs = DEFAULTS["num_epochs"]
+        self.num_iterations_per_epoch = DEFAULTS["num_iterations_per_epoch"]
+        self.num_val_iterations_per_epoch = DEFAULTS["num_val_iterations_per_epoch"]
+        self.save_every = DEFAULTS["save_every"]
+        self.loss_kwargs = dict(LOSS_DEFAULTS)
+
+    def configure(self, **settings) -> "PedTumorSegTrainer":
+        """Set hyper-parameters (names as in ``schedule.DEFAULTS``; ``loss_kwargs`` is merged). Before ``initialize()``."""
+        if self.was_initialized:
+            raise RuntimeError("configure() must be called before initialize()")
+        for key, value in settings.items():
+            if value is None:
+                continue
+            if key == "loss_kwargs":
+                self.loss_kwargs.update({k: float(v) for k, v in value.items() if v is not None})
+            elif key in DEFAULTS:
+                setattr(self, key, type(DEFAULTS[key])(value))
+            else:
+                raise KeyError(f"unknown trainer setting {key!r}; known: {sorted(DEFAULTS) + ['loss_kwargs']}")
+        self.print_to_log_file(f"PedTumorSegTrainer settings: {self.settings()}")
+        return self
+
+    def settings(self) -> dict:
+        return {"num_epochs": self.num_epochs, "num_iterations_per_epoch": self.num_iterations_per_epoch,
+                "num_val_iterations_per_epoch": self.num_val_iterations_per_epoch, "initial_lr": self.initial_lr,
+                "momentum": self.momentum, "nesterov": self.nesterov, "weight_decay": self.weight_decay,
+                "save_every": self.save_every, "loss_kwargs": dict(self.loss_kwargs),
+                "batch_size": self.configuration_manager.batch_size,
+                "patch_size": list(self.configuration_manager.patch_size)}
+
+    # --- network -------------------------------------------------------------------------------------
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> torch.nn.Module:
+        return build_network(configuration_manager.network_arch_class_name,
+                             dict(configuration_manager.network_arch_init_kwargs), num_input_channels,
+                             num_output_channels, deep_supervision=enable_deep_supervision)
+
+    # --- loss ----------------------------------------------------------------------------------------
+    def deep_supervision_weights(self) -> list[float]:
+        n = len(self._get_deep_supervision_scales())
+        weights = deep_supervision_weights(n)
+        if self.is_ddp and n > 1:  # as nnU-Net: DDP needs a gradient for every head
+            weights[-1] = 1e-6
+            s = sum(weights)
+            weights = [w / s for w in weights]
+        return weights
+
+    def _build_loss(self):
+        loss = PedTumorSegLoss(batch_dice=self.configuration_manager.batch_dice, **self.loss_kwargs)
+        if self.enable_deep_supervision:
+            return DeepSupervisionLoss(loss, self.deep_supervision_weights())
+        return loss
+
+    # --- optimizer and schedule ------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = torch.optim.SGD(self.network.parameters(), self.initial_lr, momentum=self.momentum,
+                                    weight_decay=self.weight_decay, nesterov=self.nesterov)
+        return optimizer, CosineLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    # --- per-epoch log -----------------------------------------------------------------------------------
+    def epoch_records(self) -> list[dict]:
+        """One dict per finished epoch from nnU-Net's logger (its history survives checkpoint/resume)."""
+        log = self.logger.get_checkpoint()
+        n = min(len(log[k]) for k in ("train_losses", "val_losses", "lrs", "dice_per_class_or_region",
+                                      "epoch_start_timestamps", "epoch_end_timestamps"))
+        names = [LABEL_NAMES[i] for i in sorted(LABEL_NAMES)]
+        records = []
+        for e in range(n):
+            dice = [float(d) for d in log["dice_per_class_or_region"][e]]
+            rec = {"epoch": e, "train_loss": float(log["train_losses"][e]), "val_loss": float(log["val_losses"][e]),
+                   "lr": float(log["lrs"][e]),
+                   "epoch_time_s": float(log["epoch_end_timestamps"][e] - log["epoch_start_timestamps"][e]),
+                   "mean_pseudo_dice": float(np.nanmean(dice)) if dice else float("nan"),
+                   "ema_pseudo_dice": float(log["ema_fg_dice"][e]) if e < len(log["ema_fg_dice"]) else float("nan")}
+            for name, d in zip(names, dice):
+                rec[f"pseudo_dice_{name}"] = d
+            records.append(rec)
+        return records
+
+    def write_epoch_log(self) -> None:
+        if self.local_rank != 0:
+            return
+        records = self.epoch_records()
+        jsonl = os.path.join(self.output_folder, "epochs.jsonl")
+        with open(jsonl + ".tmp", "w") as f:
+            for rec in records:
+                f.write(json.dumps({k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                                    for k, v in rec.items()}) + "\n")
+        os.replace(jsonl + ".tmp", jsonl)
+        if records:
+            path = os.path.join(self.output_folder, "epochs.csv")
+            with open(path + ".tmp", "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=list(records[0]))
+                writer.writeheader()
+                writer.writerows(records)
+            os.replace(path + ".tmp", path)
+
+    def on_epoch_end(self):
+        # nnU-Net's on_epoch_end logs the end time, writes checkpoints and progress.png, increments the epoch
+        super().on_epoch_end()
+        self.write_epoch_log()
+
+
+# --- running one fold --------------------------------------------------------------------------------------
+def results_folder(dataset_id: int, preset: str, trainer_class: type = None) -> str:
+    """nnU-Net's output folder base of our trainer for a dataset and preset (holds fold_<k>/)."""
+    from nnunetv2.paths import nnUNet_results
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
+
+    from .planning import CONFIGURATION, plans_identifier
+    cls = trainer_class or PedTumorSegTrainer
+    return os.path.join(str(nnUNet_results), convert_id_to_dataset_name(dataset_id),
+                        f"{cls.__name__}__{plans_identifier(preset)}__{CONFIGURATION}")
+
+
+def load_plans_and_dataset_json(dataset_id: int, preset: str) -> tuple[dict, dict]:
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
+
+    from .planning import plans_identifier
+    base = os.path.join(str(nnUNet_preprocessed), convert_id_to_dataset_name(dataset_id))
+    plans_file = os.path.join(base, plans_identifier(preset) + ".json")
+    if not os.path.isfile(plans_file):
+        raise FileNotFoundError(f"{plans_file}: no plans; run 'pedtumorseg-train plan --dataset-id {dataset_id} "
+                                f"--preset {preset}' first")
+    return load_json(plans_file), load_json(os.path.join(base, "dataset.json"))
+
+
+def train_fold(dataset_id: int, fold, preset: str = "paper", device: str = "cpu", init_alpha: float | None = None,
+               final_validation: bool = True, resume: bool = True, trainer_class: type = None,
+               log=print, **settings) -> PedTumorSegTrainer:
+    """Train one fold (int or "all"); resumes from ``checkpoint_latest.pth`` when present and ``resume``.
+
+    ``settings`` are ``PedTumorSegTrainer.configure`` keys. ``init_alpha`` overrides the plans' network kwarg
+    (recorded in the plans.json that nnU-Net copies next to the folds, which export reads).
+    """
+    cls = trainer_class or PedTumorSegTrainer
+    plans, dataset_json = load_plans_and_dataset_json(dataset_id, preset)
+    from .planning import CONFIGURATION
+    if init_alpha is not None:
+        plans["configurations"][CONFIGURATION]["architecture"]["arch_kwargs"]["init_alpha"] = float(init_alpha)
+    fold = fold if fold == "all" else int(fold)
+    out = os.path.join(results_folder(dataset_id, preset, cls), f"fold_{fold}")
+    final = os.path.join(out, "checkpoint_final.pth")
+    latest = os.path.join(out, "checkpoint_latest.pth")
+    if os.path.isfile(final) and resume:
+        log(f"{final} exists: fold {fold} is already trained (use --restart to train it again)")
+        return None
+    do_resume = resume and os.path.isfile(latest)
+    plans["continue_training"] = do_resume
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but CUDA is not available")
+    trainer = cls(plans=plans, configuration=CONFIGURATION, fold=fold, dataset_json=dataset_json, device=dev)
+    trainer.configure(**settings)
+    if do_resume:
+        trainer.load_checkpoint(latest)  # our own local training state (nnU-Net's pickle-based checkpoint)
+        log(f"resuming fold {fold} from {latest} at epoch {trainer.current_epoch}")
+    trainer.run_training()
+    if final_validation:
+        trainer.perform_actual_validation(False)
+    return trainer

@@ -1,0 +1,212 @@
+"""End-to-end training chain on tiny phantoms (CPU, a few minutes on 2 cores):
+
+convert -> plan (demo preset, tiny patch and widths) -> train one fold for 2 epochs x 2 iterations -> export ->
+the core engine loads the bundle and predicts finite labels on a new phantom; plus interruption/resume,
+conversion rejections and the evaluate / fit-postprocessing wiring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+pytest.importorskip("nnunetv2")
+
+from pedtumorseg.conventions import BRATS_SUFFIXES, CHANNELS  # noqa: E402
+
+DATASET_ID = 971
+N_CASES = 5
+PATCH = ["32", "32", "32"]
+WIDTHS = ["4", "8", "16", "16"]  # even smaller than the demo preset
+NNUNET_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_n_proc_DA", "OMP_NUM_THREADS",
+               "nnUNet_def_n_proc")
+
+
+@pytest.fixture(scope="module")
+def restore_env():
+    saved = {k: os.environ.get(k) for k in NNUNET_VARS}
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _run(*argv) -> int:
+    from pedtumorseg_train.cli import main
+    return main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, restore_env):
+    from pedtumorseg.phantom import write_phantoms
+    root = tmp_path_factory.mktemp("chain")
+    brats = root / "brats"
+    write_phantoms(brats, N_CASES, size="small", seed=500)
+    work = root / "work"
+    common = ["--work-dir", work, "--threads", "2", "--num-workers", "0"]
+    assert _run("convert", "--brats", brats, "--dataset-id", DATASET_ID, "--name", "Chain", *common) == 0
+    assert _run("plan", "--dataset-id", DATASET_ID, "--preset", "demo", "--patch-size", *PATCH,
+                "--decoder-widths", *WIDTHS, *common) == 0
+    assert _run("train", "--dataset-id", DATASET_ID, "--preset", "demo", "--fold", "0", "--epochs", "2",
+                "--iterations", "2", "--val-iterations", "1", "--save-every", "1", "--no-final-validation",
+                *common) == 0
+    return {"root": root, "work": work, "common": common, "brats": brats}
+
+
+def _results(work: Path) -> Path:
+    return work / "nnUNet_results" / f"Dataset{DATASET_ID}_Chain" / "PedTumorSegTrainer__PedTumorSegPlans_demo__3d_fullres"
+
+
+@pytest.mark.slow
+def test_convert_writes_an_nnunet_raw_dataset(chain):
+    ds = chain["work"] / "nnUNet_raw" / f"Dataset{DATASET_ID}_Chain"
+    meta = json.loads((ds / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "T1", "1": "T1CE", "2": "T2", "3": "FLAIR"}
+    assert meta["labels"] == {"background": 0, "ET": 1, "NET": 2, "CC": 3, "ED": 4}
+    assert meta["numTraining"] == N_CASES and meta["file_ending"] == ".nii.gz"
+    case_dirs = sorted(p for p in chain["brats"].iterdir() if p.is_dir())
+    first = case_dirs[0].name
+    for i, ch in enumerate(CHANNELS):  # fixed channel order, identical voxels
+        src = case_dirs[0] / f"{first}-{BRATS_SUFFIXES[ch]}.nii.gz"
+        dst = ds / "imagesTr" / f"{first}_{i:04d}.nii.gz"
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(src))),
+                              sitk.GetArrayFromImage(sitk.ReadImage(str(dst))))
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(ds / "labelsTr" / f"{first}.nii.gz")))
+    assert set(np.unique(seg)) <= {0, 1, 2, 3, 4} and (seg > 0).any()
+    assert (ds / "rejected.txt").read_text() == ""
+
+
+@pytest.mark.slow
+def test_plan_names_our_network(chain):
+    plans = json.loads((chain["work"] / "nnUNet_preprocessed" / f"Dataset{DATASET_ID}_Chain" /
+                        "PedTumorSegPlans_demo.json").read_text())
+    cfg = plans["configurations"]["3d_fullres"]
+    assert list(plans["configurations"]) == ["3d_fullres"]
+    assert cfg["architecture"]["network_class_name"] == "pedtumorseg.model.network.PedTumorSegNet"
+    assert cfg["architecture"]["_kw_requires_import"] == []
+    assert cfg["architecture"]["arch_kwargs"]["decoder_widths"] == [int(w) for w in WIDTHS]
+    assert cfg["patch_size"] == [int(p) for p in PATCH] and cfg["batch_size"] == 2
+
+
+@pytest.mark.slow
+def test_training_writes_logs_and_checkpoint(chain):
+    fold = _results(chain["work"]) / "fold_0"
+    assert (fold / "checkpoint_final.pth").is_file() and (fold / "progress.png").is_file()
+    records = [json.loads(line) for line in (fold / "epochs.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert records[0]["lr"] == pytest.approx(1e-2) and records[1]["lr"] == pytest.approx(5e-3)  # cosine, T = 2
+    for r in records:
+        assert np.isfinite(r["train_loss"]) and np.isfinite(r["val_loss"]) and r["epoch_time_s"] > 0
+        assert {"pseudo_dice_ET", "pseudo_dice_NET", "pseudo_dice_CC", "pseudo_dice_ED"} <= set(r)
+    header = (fold / "epochs.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["epoch", "train_loss", "val_loss"]
+
+
+@pytest.mark.slow
+def test_export_and_engine_prediction(chain, tmp_path, monkeypatch):
+    monkeypatch.setenv("PEDTUMORSEG_CACHE", str(tmp_path / "cache"))
+    from pedtumorseg.bundle import load_bundle
+    from pedtumorseg.engine import Engine, PredictOptions
+    from pedtumorseg.io import find_case, load_case
+    from pedtumorseg.phantom import write_phantoms
+    out = chain["root"] / "bundle.zip"
+    assert _run("export", "--dataset-id", DATASET_ID, "--preset", "demo", "--folds", "0", "--out", out,
+                "--name", "chain-test", "--version", "0.0.1", *chain["common"]) == 0
+    with zipfile.ZipFile(out) as zf:
+        names = set(zf.namelist())
+    assert names == {"manifest.json", "fold_0.safetensors"}  # no pickle in a bundle
+    bundle = load_bundle(out)
+    m = bundle.manifest
+    assert m["name"] == "chain-test" and m["folds"] == [0]
+    assert m["patch_size"] == [int(p) for p in PATCH] and m["spacing_zyx"] == [2.5, 2.5, 2.5]
+    assert m["normalization"] == {"scheme": "zscore", "use_mask_for_norm": [True] * 4}
+    assert m["network"]["class"] == "pedtumorseg.model.network.PedTumorSegNet"
+    assert m["mirror_axes"] == [0, 1, 2]
+    assert m["training"]["folds"]["0"]["epochs_trained"] == 2
+    # weights equal the checkpoint's
+    from pedtumorseg_train.export import clean_state_dict, read_checkpoint
+    ckpt = clean_state_dict(read_checkpoint(_results(chain["work"]) / "fold_0" / "checkpoint_final.pth")
+                            ["network_weights"])
+    state = bundle.state_dict(0)
+    assert set(state) == set(ckpt) and all(np.array_equal(state[k].numpy(), ckpt[k].numpy()) for k in ckpt)
+    # a new phantom (not in training)
+    case_dir = write_phantoms(tmp_path / "new", 1, size="small", seed=9000)[0]
+    case = load_case(find_case(case_dir))
+    pred = Engine(bundle, PredictOptions(device="cpu", tta=False)).predict(case.images, case.geometry.spacing_zyx)
+    assert pred.labels.shape == case.images.shape[1:] and pred.labels.dtype == np.uint8
+    assert set(np.unique(pred.labels)) <= {0, 1, 2, 3, 4}
+    assert np.isfinite(pred.probabilities).all()
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_from_checkpoint(chain, monkeypatch):
+    from pedtumorseg_train import trainer as trainer_mod
+
+    class Interrupted(Exception):
+        pass
+
+    original = trainer_mod.PedTumorSegTrainer.on_epoch_end
+
+    def crash_after_first_epoch(self):
+        original(self)
+        if self.current_epoch == 1:
+            raise Interrupted()
+
+    settings = dict(num_epochs=3, num_iterations_per_epoch=1, num_val_iterations_per_epoch=1, save_every=1)
+    monkeypatch.setattr(trainer_mod.PedTumorSegTrainer, "on_epoch_end", crash_after_first_epoch)
+    with pytest.raises(Interrupted):
+        trainer_mod.train_fold(DATASET_ID, 1, preset="demo", device="cpu", final_validation=False, **settings)
+    monkeypatch.setattr(trainer_mod.PedTumorSegTrainer, "on_epoch_end", original)
+    fold = _results(chain["work"]) / "fold_1"
+    assert (fold / "checkpoint_latest.pth").is_file() and not (fold / "checkpoint_final.pth").exists()
+    before = [json.loads(line) for line in (fold / "epochs.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in before] == [0]
+
+    messages = []
+    t = trainer_mod.train_fold(DATASET_ID, 1, preset="demo", device="cpu", final_validation=False,
+                               log=messages.append, **settings)
+    assert any("resuming fold 1" in m and "at epoch 1" in m for m in messages)
+    assert t.current_epoch == 3
+    after = [json.loads(line) for line in (fold / "epochs.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in after] == [0, 1, 2]
+    assert after[0]["train_loss"] == pytest.approx(before[0]["train_loss"])  # history kept, not retrained
+    assert after[1]["lr"] == pytest.approx(1e-2 * 0.75) and after[2]["lr"] == pytest.approx(1e-2 * 0.25)
+    assert (fold / "checkpoint_final.pth").is_file() and not (fold / "checkpoint_latest.pth").exists()
+    # a finished fold is not retrained
+    assert trainer_mod.train_fold(DATASET_ID, 1, preset="demo", device="cpu", log=messages.append,
+                                  **settings) is None
+
+
+def test_convert_rejects_bad_cases(tmp_path, restore_env):
+    from pedtumorseg.phantom import write_phantoms
+    brats = tmp_path / "brats"
+    good, no_seg, bad_labels, incomplete = write_phantoms(brats, 4, size="small", seed=700)
+    (no_seg / f"{no_seg.name}-seg.nii.gz").unlink()
+    seg_path = bad_labels / f"{bad_labels.name}-seg.nii.gz"
+    seg = sitk.ReadImage(str(seg_path))
+    arr = sitk.GetArrayFromImage(seg)
+    arr[0, 0, 0] = 7
+    bad = sitk.GetImageFromArray(arr)
+    bad.CopyInformation(seg)
+    sitk.WriteImage(bad, str(seg_path))
+    (incomplete / f"{incomplete.name}-t2f.nii.gz").unlink()
+    assert _run("convert", "--brats", brats, "--dataset-id", 972, "--name", "Bad", "--work-dir", tmp_path / "w") == 0
+    ds = tmp_path / "w" / "nnUNet_raw" / "Dataset972_Bad"
+    assert json.loads((ds / "dataset.json").read_text())["numTraining"] == 1
+    assert sorted(p.name for p in (ds / "labelsTr").iterdir()) == [f"{good.name}.nii.gz"]
+    rejected = (ds / "rejected.txt").read_text()
+    assert no_seg.name in rejected and "label" in rejected
+    assert bad_labels.name in rejected and "[7]" in rejected
+    assert incomplete.name in rejected and "T2-FLAIR" in rejected
+    # nothing acceptable -> non-zero exit
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert _run("convert", "--brats", empty, "--dataset-id", 973, "--work-dir", tmp_path / "w") == 1
