@@ -148,6 +148,10 @@ def test_batch_resume_failures_and_sharding(tmp_path, tiny_bundle, cases_dir, ca
     for channel, suffix in (("t1", "t1n"), ("t1ce", "t1c"), ("t2", "t2w")):
         (broken / f"BraTS-PED-BROKEN-000-{suffix}.nii.gz").symlink_to(good.images[channel])
     (broken / "BraTS-PED-BROKEN-000-t2f.nii.gz").write_bytes(b"not a nifti file")
+    incomplete = root / "BraTS-PED-NOFLAIR-000"  # a missing modality fails this case only
+    incomplete.mkdir()
+    for channel, suffix in (("t1", "t1n"), ("t1ce", "t1c"), ("t2", "t2w")):
+        (incomplete / f"BraTS-PED-NOFLAIR-000-{suffix}.nii.gz").symlink_to(good.images[channel])
     out = tmp_path / "out"
     args = ["predict", "--input-dir", root, "--output-dir", out, "--model", tiny_bundle, "--device", "cpu",
             "--no-tta", "--progress", "none"]
@@ -155,13 +159,14 @@ def test_batch_resume_failures_and_sharding(tmp_path, tiny_bundle, cases_dir, ca
     code, stdout, err = _run(args, capsys)
     assert code == 1
     assert "FAILED BraTS-PED-BROKEN-000" in err and "t2f" in err
-    assert "3 segmented, 0 already finished (skipped), 1 failed" in stdout
-    assert not list(out.glob("BraTS-PED-BROKEN-000*"))
+    assert "FAILED BraTS-PED-NOFLAIR-000" in err and "FLAIR" in err
+    assert "3 segmented, 0 already finished (skipped), 2 failed" in stdout
+    assert not list(out.glob("BraTS-PED-BROKEN-000*")) and not list(out.glob("BraTS-PED-NOFLAIR-000*"))
     assert len(list(out.glob("*-seg.nii.gz"))) == 3
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*-seg.nii.gz")}
 
     code, stdout, _ = _run(args, capsys)  # resume: finished cases are not redone
-    assert code == 1 and "0 segmented, 3 already finished (skipped), 1 failed" in stdout
+    assert code == 1 and "0 segmented, 3 already finished (skipped), 2 failed" in stdout
     assert stamps == {p.name: p.stat().st_mtime_ns for p in out.glob("*-seg.nii.gz")}
 
 

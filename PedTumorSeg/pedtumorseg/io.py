@@ -209,17 +209,25 @@ def find_case(folder: str | os.PathLike) -> CaseFiles:
     return case
 
 
-def find_cases(root: str | os.PathLike) -> list[CaseFiles]:
-    """Every case under ``root``: root itself if it is a case, then each subfolder holding one (sorted)."""
+def find_cases(root: str | os.PathLike, problems: list[tuple[Path, InputError]] | None = None) -> list[CaseFiles]:
+    """Every case under ``root``: root itself if it is a case, then each subfolder holding one (sorted).
+
+    An incomplete case folder (a modality missing, two files for one) raises ``InputError``; when a
+    ``problems`` list is given, it is appended there as ``(folder, error)`` instead, so that a batch can report
+    it as that case's failure and go on with the others.
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputError(root, "not a folder")
     cases = []
-    own = _try_find_case(root)
-    if own is not None:
-        cases.append(own)
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        case = _try_find_case(sub)
+    for folder in [root] + sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            case = _try_find_case(folder)
+        except InputError as exc:
+            if problems is None:
+                raise
+            problems.append((folder, exc))
+            continue
         if case is not None:
             cases.append(case)
     return cases

@@ -163,21 +163,30 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
     the summary. ``progress(index, total, case_id, status)`` is called after each case with status
     ``done``/``skipped``/``failed``.
     """
-    cases: list[CaseFiles] = shard(find_cases(input_dir), num_parts, part_id)
+    problems: list = []
+    found = find_cases(input_dir, problems=problems)
+    # incomplete case folders are failures of their own case, sharded like the others
+    entries = sorted([(f.case_id, f) for f in found] + [(folder.name, exc) for folder, exc in problems],
+                     key=lambda entry: entry[0])
+    cases = shard(entries, num_parts, part_id)
     summary = BatchSummary()
     todo = []
-    for files in cases:
-        if is_finished(files.case_id, output_dir):
-            summary.skipped.append(files.case_id)
+    for case_id, files in cases:
+        if isinstance(files, Exception):
+            summary.failed.append((case_id, str(files)))
+        elif is_finished(case_id, output_dir):
+            summary.skipped.append(case_id)
         else:
             todo.append(files)
     if todo and predictor is None:
         predictor = Predictor.load(model, device=device, folds=folds, tta=tta)
     total = len(cases)
-    index = len(summary.skipped)
-    for case_id in summary.skipped:
-        if progress:
-            progress(index, total, case_id, "skipped")
+    index = 0
+    for status, case_ids in (("failed", [c for c, _ in summary.failed]), ("skipped", summary.skipped)):
+        for case_id in case_ids:
+            index += 1
+            if progress:
+                progress(index, total, case_id, status)
     for files in todo:
         index += 1
         try:
