@@ -71,7 +71,8 @@ def run(args, out=sys.stdout) -> int:
     tta = args.quality == "full"
 
     def progress(index: int, total: int, case_id: str, status: str) -> None:
-        print(f"[{index + 1}/{total}] {case_id}: {status}", file=out, flush=True)
+        # run_batch counts cases from 1 (index == total for the last one)
+        print(f"[{index}/{total}] {case_id}: {status}", file=out, flush=True)
 
     print(f"PedTumorSeg batch: {args.input_dir} -> {args.output_dir} (model {bundle.name} {bundle.version}, "
           f"quality {args.quality}, device {args.device}, part {args.part_id + 1}/{args.num_parts})",

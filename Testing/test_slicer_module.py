@@ -308,9 +308,9 @@ def test_batch_calls_run_batch_and_reports(monkeypatch, tmp_path, capsys, qualit
 
     def fake_run_batch(input_dir, output_dir, **kwargs):
         calls.update(kwargs, input_dir=input_dir, output_dir=output_dir)
-        kwargs["progress"](0, 3, "A", "done")
-        kwargs["progress"](1, 3, "B", "skipped")
-        kwargs["progress"](2, 3, "C", "failed")
+        kwargs["progress"](1, 3, "A", "done")  # run_batch's index is 1-based
+        kwargs["progress"](2, 3, "B", "skipped")
+        kwargs["progress"](3, 3, "C", "failed")
         return pipeline.BatchSummary(done=["A"], skipped=["B"], failed=[("C", "C-t1n.nii.gz: contains NaN")])
 
     monkeypatch.setattr(pipeline, "run_batch", fake_run_batch)
@@ -687,6 +687,7 @@ def test_batch_script_with_the_real_pipeline_resumes_and_reports_failures(tmp_pa
     assert batch.main(argv) == 1
     text = capsys.readouterr().out
     assert "Summary: 1 done, 0 skipped (already finished), 1 failed" in text
+    assert "[1/2] " in text and "[2/2] " in text and "[3/2]" not in text  # real run_batch progress indices
     assert f"FAILED {bad.name}:" in text and "t2f" in text.split(f"FAILED {bad.name}:")[1]
     assert (out / f"{good.name}-seg.nii.gz").is_file() and (out / f"{good.name}-stats.json").is_file()
     assert not list(out.glob(f"{bad.name}*"))
