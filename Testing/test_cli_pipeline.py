@@ -170,6 +170,23 @@ def test_batch_resume_failures_and_sharding(tmp_path, tiny_bundle, cases_dir, ca
     assert stamps == {p.name: p.stat().st_mtime_ns for p in out.glob("*-seg.nii.gz")}
 
 
+def test_batch_passes_step_size_to_the_engine(tmp_path, cases_dir, monkeypatch, capsys):
+    from pedtumorseg import pipeline
+    from pedtumorseg.errors import BundleError
+
+    seen = {}
+
+    def fake_load(model=None, **kwargs):
+        seen.update(kwargs)
+        raise BundleError(model, "stop here")
+
+    monkeypatch.setattr(pipeline.Predictor, "load", staticmethod(fake_load))
+    code, _, err = _run(["predict", "--input-dir", cases_dir, "--output-dir", tmp_path / "out", "--step-size", "0.75",
+                         "--progress", "none"], capsys)
+    assert code == 1 and "stop here" in err
+    assert seen["step_size"] == 0.75
+
+
 def test_shard_partitions_cases():
     items = list(range(10))
     parts = [shard(items, 3, i) for i in range(3)]

@@ -130,7 +130,8 @@ def _predict_batch(args: argparse.Namespace, run_batch, Predictor) -> int:
                                    step_size=args.step_size)
         params = _postprocess_params(args, predictor)
     summary = run_batch(args.input_dir, args.output_dir, predictor=predictor, model=args.model, device=args.device,
-                        folds=args.folds, tta=not args.no_tta, params=params, num_parts=args.num_parts,
+                        folds=args.folds, tta=not args.no_tta, step_size=args.step_size, params=params,
+                        num_parts=args.num_parts,
                         part_id=args.part_id, write_raw=args.raw, overlay=args.overlay, progress=on_case)
     if bar is not None:
         bar.close()

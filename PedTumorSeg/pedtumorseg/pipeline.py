@@ -154,8 +154,8 @@ def shard(items: Sequence, num_parts: int, part_id: int) -> list:
 
 def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, predictor: Predictor | None = None,
               model: str | os.PathLike | None = None, device: str = "auto", folds: Sequence[int] | None = None,
-              tta: bool = True, params: PostprocessParams | None = None, num_parts: int = 1, part_id: int = 0,
-              write_raw: bool = False, overlay: bool = False,
+              tta: bool = True, step_size: float = 0.5, params: PostprocessParams | None = None,
+              num_parts: int = 1, part_id: int = 0, write_raw: bool = False, overlay: bool = False,
               progress: Callable[[int, int, str, str], None] | None = None) -> BatchSummary:
     """Segment every case under ``input_dir`` (each sub-folder holding a BraTS-named case).
 
@@ -179,7 +179,7 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
         else:
             todo.append(files)
     if todo and predictor is None:
-        predictor = Predictor.load(model, device=device, folds=folds, tta=tta)
+        predictor = Predictor.load(model, device=device, folds=folds, tta=tta, step_size=step_size)
     total = len(cases)
     index = 0
     for status, case_ids in (("failed", [c for c, _ in summary.failed]), ("skipped", summary.skipped)):
