@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import nibabel as nib
@@ -194,6 +195,17 @@ def test_atomic_output_keeps_extension(tmp_path):
         assert tmp.parent == tmp_path and tmp.name.endswith(".nrrd")
         tmp.write_text("x")
     assert (tmp_path / "a.seg.nrrd").read_text() == "x" and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_output_gets_umask_permissions_not_mkstemp_private_ones(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with io.atomic_output(tmp_path / "x.json") as tmp:
+            tmp.write_text("{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
 
 
 def test_real_case_exact_geometry(real_case_dir):

@@ -111,11 +111,26 @@ def _split_ext(name: str) -> tuple[str, str]:
     return stem, ext
 
 
+def _new_file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0o666 minus the process umask."""
+    try:  # Linux: read the umask without changing it
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` (same extension); rename it onto ``path`` on success.
 
     On an exception the temporary file is removed and ``path`` is left untouched (absent if it was absent).
+    The final file gets the usual permissions of a new file (umask applied), not ``mkstemp``'s private 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +140,8 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, _new_file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
