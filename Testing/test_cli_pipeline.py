@@ -187,6 +187,23 @@ def test_batch_passes_step_size_to_the_engine(tmp_path, cases_dir, monkeypatch, 
     assert seen["step_size"] == 0.75
 
 
+def test_batch_reports_any_case_error_and_goes_on(tmp_path, cases_dir, monkeypatch):
+    from pedtumorseg import pipeline
+
+    calls = []
+
+    def fake_predict_case(files, out_dir, predictor, **kwargs):
+        calls.append(files.case_id)
+        if len(calls) == 1:
+            raise FloatingPointError("non-finite logits in the prediction")  # what the engine raises
+        raise MemoryError()
+
+    monkeypatch.setattr(pipeline, "predict_case", fake_predict_case)
+    summary = pipeline.run_batch(cases_dir, tmp_path / "out", predictor=object())
+    assert len(calls) == 3 and summary.exit_code == 1
+    assert [m for _, m in summary.failed][:2] == ["non-finite logits in the prediction", "MemoryError"]
+
+
 def test_shard_partitions_cases():
     items = list(range(10))
     parts = [shard(items, 3, i) for i in range(3)]

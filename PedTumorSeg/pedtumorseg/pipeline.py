@@ -19,7 +19,7 @@ from . import __version__
 from .bundle import Bundle, default_bundle_path, load_bundle
 from .conventions import CHANNELS
 from .engine import Engine, PredictOptions
-from .errors import Cancelled, PedTumorSegError
+from .errors import Cancelled
 from .io import CaseFiles, find_cases, load_case, write_labels
 from .postprocess import PostprocessParams, postprocess
 from .report import stats_dict, write_json, write_overlay_png
@@ -195,8 +195,8 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
             status = "done"
         except Cancelled:
             raise
-        except (PedTumorSegError, OSError, RuntimeError, ValueError) as exc:
-            summary.failed.append((files.case_id, str(exc)))
+        except Exception as exc:  # e.g. the engine's FloatingPointError or a MemoryError on one large case
+            summary.failed.append((files.case_id, str(exc) or type(exc).__name__))
             status = "failed"
         if progress:
             progress(index, total, files.case_id, status)
