@@ -35,6 +35,7 @@ import numpy as np
 from scipy import ndimage, stats
 
 from .conventions import FOREGROUND_LABELS, LABEL_NAMES, REGIONS
+from .postprocess import bounding_box
 
 DILATION_ITERATIONS = 5
 MIN_LESION_VOXELS = 10  # GT lesions with <= this many voxels are ignored
@@ -47,17 +48,6 @@ _STRUCT_6 = ndimage.generate_binary_structure(3, 1)
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
-
-def _bbox(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
-    slices = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        if hits.size == 0:
-            return None
-        slices.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(slices)
-
 
 def region_mask(labels: np.ndarray, region: str) -> np.ndarray:
     return np.isin(labels, REGIONS[region])
@@ -72,7 +62,7 @@ def surface_distances(a: np.ndarray, b: np.ndarray, spacing_zyx) -> tuple[np.nda
 
     Both masks must be non-empty. Computed on the bounding box of ``a | b`` plus one voxel.
     """
-    box = _bbox(a | b, 1)
+    box = bounding_box(a | b, 1)
     a, b = a[box], b[box]
     sa, sb = _boundary(a), _boundary(b)
     spacing = tuple(float(s) for s in spacing_zyx)
@@ -108,7 +98,7 @@ def dilation_lesions(mask: np.ndarray, iterations: int = DILATION_ITERATIONS) ->
     """Lesion ids (int32, 0 = none) of ``mask``: 26-connected components of the ``iterations``-fold 18-connected
     dilation, restricted to the mask's voxels; and the number of lesions."""
     lesions = np.zeros(mask.shape, dtype=np.int32)
-    box = _bbox(mask, iterations + 1)
+    box = bounding_box(mask, iterations + 1)
     if box is None:
         return lesions, 0
     crop = mask[box]
@@ -124,7 +114,7 @@ def dilation_lesions(mask: np.ndarray, iterations: int = DILATION_ITERATIONS) ->
 def _lesion_scores(pred: np.ndarray, gt: np.ndarray, spacing_zyx) -> dict:
     """Lesion-wise scores of one region (boolean masks)."""
     keys = ["lesion_dice", "lesion_hd95"] + [f"lesion_nsd_{t}" for t in NSD_TOLERANCES_MM]
-    box = _bbox(pred | gt, 2 * DILATION_ITERATIONS + 1)
+    box = bounding_box(pred | gt, 2 * DILATION_ITERATIONS + 1)
     if box is None:
         return dict(zip(keys, [1.0, 0.0] + [1.0] * len(NSD_TOLERANCES_MM)), num_gt_lesions=0, num_fp_lesions=0)
     pred, gt = pred[box], gt[box]
@@ -209,7 +199,7 @@ def _check_pair(pred, gt) -> tuple[np.ndarray, np.ndarray]:
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}")
-    box = _bbox((pred > 0) | (gt > 0), 2 * DILATION_ITERATIONS + 1)
+    box = bounding_box((pred > 0) | (gt > 0), 2 * DILATION_ITERATIONS + 1)
     if box is None:
         return pred[:1, :1, :1] * 0, gt[:1, :1, :1] * 0
     return pred[box], gt[box]

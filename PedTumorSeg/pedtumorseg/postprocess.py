@@ -243,7 +243,7 @@ def relabel_by_ratio(labels, ratio, params: PostprocessParams) -> np.ndarray:
 
 # --- small components ----------------------------------------------------------------------------------------
 
-def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
     """Bounding box of ``mask`` grown by ``margin`` voxels (clipped), or None for an empty mask."""
     slices = []
     for axis in range(mask.ndim):
@@ -281,7 +281,7 @@ def _component_table(label_mask: np.ndarray, voxel_volume: float) -> _ComponentT
 
 def _boxed_component_table(label_mask: np.ndarray, voxel_volume: float) -> _ComponentTable | None:
     """:func:`_component_table` on the bounding box of ``label_mask`` (+1 voxel); None for an empty mask."""
-    box = _bbox(label_mask, 1)
+    box = bounding_box(label_mask, 1)
     if box is None:
         return None
     return _component_table(label_mask[box], voxel_volume)._replace(box=box)
@@ -345,14 +345,14 @@ class Session:
         self._mask_full = None if mask is None else np.asarray(mask, dtype=bool)
         self._voxel_volume = voxel_volume_mm3(spacing_zyx)
         self.spacing_zyx = tuple(float(s) for s in spacing_zyx)
-        self._box = _bbox(self._raw_full > 0, self._MARGIN)
+        self._box = bounding_box(self._raw_full > 0, self._MARGIN)
         self._full = np.zeros_like(self._raw_full)
         self._ratio_cache: dict[str, np.ndarray] = {}
         self._states: OrderedDict = OrderedDict()  # relabel key -> (relabeled crop, {ET/NET: table})
         self._tables_cc_ed: dict[int, _ComponentTable | None] = {}
         if self._box is not None:
             self._raw = self._raw_full[self._box]
-            self._rbox = _bbox((self._raw == ET) | (self._raw == NET), 0)
+            self._rbox = bounding_box((self._raw == ET) | (self._raw == NET), 0)
         self.reset(params if params is not None else PostprocessParams())
 
     # -- public ---------------------------------------------------------------------------------------------
