@@ -51,18 +51,21 @@ def test_validate_inputs():
     assert len(panel.validate_inputs({})) == 4
 
 
-def test_prediction_options():
-    assert panel.prediction_options("Fast", "CPU", [0, 1, 2, 3, 4]) == ["--device", "cpu", "--folds", "0", "--no-tta"]
-    assert panel.prediction_options("full", "GPU", [0, 1, 2]) == ["--device", "cuda", "--folds", "0", "1", "2"]
-    assert panel.prediction_options("Fast", "Auto", [3])[:2] == ["--device", "auto"]
+def test_prediction_settings():
+    assert panel.prediction_settings("Fast", "CPU", [0, 1, 2, 3, 4]) == {"device": "cpu", "folds": [0], "tta": False}
+    assert panel.prediction_settings("full", "GPU", [0, 1, 2]) == {"device": "cuda", "folds": [0, 1, 2], "tta": True}
+    assert panel.prediction_settings("Fast", "Auto", [3])["device"] == "auto"
     assert panel.prediction_settings("Fast", "GPU", [3, 4]) == {"device": "cuda", "folds": [3], "tta": False}
     assert panel.prediction_settings("Full", "CPU", [3, 4]) == {"device": "cpu", "folds": [3, 4], "tta": True}
     for bad in (("Medium", "CPU", [0]), ("Fast", "TPU", [0]), ("Fast", "CPU", [])):
         with pytest.raises(ValueError):
-            panel.prediction_options(*bad)
+            panel.prediction_settings(*bad)
+    from pedtumorseg.background import build_predict_command
     from pedtumorseg.cli import build_parser
 
-    args = build_parser().parse_args(["predict", "--out", "o"] + panel.prediction_options("Fast", "GPU", [2, 3]))
+    argv = build_predict_command("python", {c: f"{c}.nii.gz" for c in CHANNELS}, "o",
+                                 **panel.prediction_settings("Fast", "GPU", [2, 3]))
+    args = build_parser().parse_args(argv[3:])
     assert args.folds == [2] and args.no_tta and args.device == "cuda"
 
 

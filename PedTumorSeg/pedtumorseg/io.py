@@ -98,10 +98,6 @@ class Geometry:
         return bool(inter > 0 and inter >= min_fraction * smaller)
 
 
-def physically_overlap(a: Geometry, b: Geometry) -> bool:
-    return a.overlaps(b)
-
-
 # --- atomic output --------------------------------------------------------------------------------------
 def _split_ext(name: str) -> tuple[str, str]:
     for ext in sorted(IMAGE_EXTENSIONS + (".tar.gz",), key=len, reverse=True):

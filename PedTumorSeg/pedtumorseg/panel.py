@@ -127,16 +127,6 @@ def prediction_settings(quality: str, device: str, bundle_folds: Sequence[int]) 
     raise ValueError(f"quality {quality!r}: expected one of {', '.join(QUALITY_CHOICES)}")
 
 
-def prediction_options(quality: str, device: str, bundle_folds: Sequence[int]) -> list[str]:
-    """CLI arguments of ``pedtumorseg predict`` for the Quality and Device controls (see
-    :func:`prediction_settings`)."""
-    settings = prediction_settings(quality, device, bundle_folds)
-    args = ["--device", settings["device"], "--folds", *[str(f) for f in settings["folds"]]]
-    if not settings["tta"]:
-        args.append("--no-tta")
-    return args
-
-
 # --- post-processing controls -----------------------------------------------------------------------------
 
 #: parameters shown in the panel, in display order (ratio window and normalization stay bundle settings)

@@ -34,8 +34,6 @@ NORMALIZATIONS: tuple[str, ...] = ("mean", "zscore")
 
 #: flat parameter name of each label's minimum component volume
 MIN_VOLUME_KEYS: dict[int, str] = {ET: "min_volume_et", NET: "min_volume_net", CC: "min_volume_cc", ED: "min_volume_ed"}
-RATIO_KEYS: frozenset[str] = frozenset({"ratio_enabled", "ratio_high", "ratio_low", "ratio_min", "ratio_max",
-                                        "normalization"})
 
 _CUBE = np.ones((3, 3, 3), dtype=bool)  # 3x3x3 dilation kernel and 26-connectivity
 

@@ -64,7 +64,7 @@ def _window(image: np.ndarray) -> np.ndarray:
     return (np.clip((image - lo) / (hi - lo), 0, 1) * 255).astype(np.uint8)
 
 
-def _to_lps(array: np.ndarray, geometry: Geometry, is_label: bool) -> tuple[np.ndarray, tuple[float, float, float]]:
+def _to_lps(array: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, tuple[float, float, float]]:
     """The array reoriented so that (z, y, x) run towards Superior, Posterior, Left; and its zyx spacing."""
     import SimpleITK as sitk
 
@@ -100,8 +100,8 @@ def write_overlay_png(images: np.ndarray, labels: np.ndarray, geometry: Geometry
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RuntimeError("the PNG overlay needs Pillow: pip install 'pedtumorseg[viz]'") from exc
 
-    grey, spacing = _to_lps(images[CHANNELS.index(channel)].astype(np.float32), geometry, is_label=False)
-    lab, _ = _to_lps(labels.astype(np.uint8), geometry, is_label=True)
+    grey, spacing = _to_lps(images[CHANNELS.index(channel)].astype(np.float32), geometry)
+    lab, _ = _to_lps(labels.astype(np.uint8), geometry)
     grey = _window(grey)
     center = _tumor_center(lab)
     sz, sy, sx = spacing
