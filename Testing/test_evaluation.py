@@ -70,6 +70,15 @@ def test_label_files_refuses_two_files_for_one_case(tmp_path):
         label_files(tmp_path)
 
 
+def test_label_files_in_case_folders_with_dotted_ids(tmp_path):
+    case = tmp_path / "sub.01"
+    case.mkdir()
+    for suffix in ("t1n", "t1c", "t2w", "t2f"):  # images beside the segmentation are not label files
+        _write(np.zeros((2, 2, 2)), case / f"sub.01-{suffix}.nii.gz")
+    _write(np.zeros((2, 2, 2)), case / "sub.01-seg.nii.gz")
+    assert label_files(tmp_path) == {"sub.01": case / "sub.01-seg.nii.gz"}
+
+
 def test_wt_fractions():
     gt, _ = _case_a()
     assert wt_fractions(gt, (2.0, 1.0, 1.0)) == pytest.approx({"ET": 0.2, "NET": 0.2, "CC": 0.2, "ED": 0.4})

@@ -40,15 +40,20 @@ SUBREGIONS: tuple[str, ...] = tuple(LABEL_NAMES[label] for label in FOREGROUND_L
 
 # --- pairing ------------------------------------------------------------------------------------------------
 
-def case_id_of(name: str) -> str | None:
-    """Case id of a label-map file name: ``<case>.nii.gz`` or ``<case>-seg.nii.gz`` (any image extension);
-    ``None`` for other files (``-seg-raw`` outputs included)."""
+def _image_stem(name: str) -> str | None:
+    """``name`` without its image extension (``.nii.gz``, ``.nrrd``, ...); None if it has none."""
     low = name.lower()
     for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
         if low.endswith(ext):
-            stem = name[: -len(ext)]
-            break
-    else:
+            return name[: -len(ext)]
+    return None
+
+
+def case_id_of(name: str) -> str | None:
+    """Case id of a label-map file name: ``<case>.nii.gz`` or ``<case>-seg.nii.gz`` (any image extension);
+    ``None`` for other files (``-seg-raw`` outputs included)."""
+    stem = _image_stem(name)
+    if stem is None:
         return None
     if stem.startswith(".") or re.search(r"[-_]seg[-_]raw$", stem, flags=re.IGNORECASE):
         return None
@@ -57,8 +62,9 @@ def case_id_of(name: str) -> str | None:
 
 
 def _is_seg_name(name: str) -> bool:
+    """Whether ``name`` is ``<case>-seg`` / ``<case>_seg`` with an image extension (not an image of the case)."""
     cid = case_id_of(name)
-    return cid is not None and cid != name.split(".")[0]
+    return cid is not None and cid != _image_stem(name)
 
 
 def label_files(folder: str | os.PathLike) -> dict[str, Path]:
