@@ -700,11 +700,12 @@ class PedTumorSegLogic(ScriptedLoadableModuleLogic):
         return path
 
     def exportCsv(self, path: str):
+        from pedtumorseg.io import atomic_output
+
         text = panel.results_csv(self.resultsRows())
-        tmp = str(path) + ".tmp"
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:  # no partial or leftover temporary file on failure
+            with open(tmp, "w", newline="", encoding="utf-8") as f:
+                f.write(text)
         return path
 
 
