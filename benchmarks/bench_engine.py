@@ -189,6 +189,12 @@ def main(argv=None) -> int:
         predictor = reference_setup(manifest, state, args.device, tta=tta)
         print(f"case {args.size} {images.shape[1:]} spacing {spacing}; bundle spacing {manifest['spacing_zyx']} "
               f"patch {args.patch}; tta={tta}; device {engine.device}; torch threads {torch.get_num_threads()}")
+        # warm-up: the first forward pass at a new shape is several times slower on CPU (oneDNN primitive
+        # creation); both sides get one before timing, so whichever runs first is not penalised
+        with torch.inference_mode():
+            x = torch.zeros((1, len(CHANNELS), *args.patch))
+            engine._net_for(engine.folds[0])(x)
+            predictor.network(x)
         t_eng, t_ref = [], []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
