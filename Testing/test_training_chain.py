@@ -145,6 +145,43 @@ def test_export_and_engine_prediction(chain, tmp_path, monkeypatch):
     assert set(np.unique(pred.labels)) <= {0, 1, 2, 3, 4}
     assert np.isfinite(pred.probabilities).all()
 
+    # evaluate wiring: the prediction against the phantom's ground truth
+    from pedtumorseg.io import write_labels
+    pred_dir = tmp_path / "pred"
+    write_labels(pred.labels, case.geometry, pred_dir / f"{case.case_id}.nii.gz")
+    csv_path = tmp_path / "eval" / "eval.csv"
+    assert _run("evaluate", "--pred", pred_dir, "--gt", case_dir.parent, "--out", csv_path) == 0
+    header = csv_path.read_text().splitlines()[0]
+    assert header.startswith("case,region,lesion_dice")
+    assert len(csv_path.read_text().splitlines()) == 1 + 6  # one row per region
+
+
+@pytest.mark.slow
+def test_fit_postprocessing_updates_the_bundle(chain, tmp_path, monkeypatch):
+    monkeypatch.setenv("PEDTUMORSEG_CACHE", str(tmp_path / "cache"))
+    import shutil
+
+    from pedtumorseg.bundle import load_bundle
+    bundle_in = chain["root"] / "bundle.zip"
+    if not bundle_in.is_file():
+        assert _run("export", "--dataset-id", DATASET_ID, "--preset", "demo", "--folds", "0", "--out", bundle_in,
+                    *chain["common"]) == 0
+    raw = chain["work"] / "nnUNet_raw" / f"Dataset{DATASET_ID}_Chain"
+    preds = tmp_path / "cv"
+    preds.mkdir()
+    for seg in (raw / "labelsTr").iterdir():  # perfect "cross-validation predictions"
+        shutil.copyfile(seg, preds / seg.name)
+    out = tmp_path / "fitted.zip"
+    report = tmp_path / "fit.json"
+    assert _run("fit-postprocessing", "--raw", raw, "--predictions", preds, "--bundle", bundle_in, "--out", out,
+                "--report", report) == 0
+    fitted = json.loads(report.read_text())["params"]
+    before, after = load_bundle(bundle_in), load_bundle(out)  # load verifies the recomputed checksums
+    assert after.manifest["postprocessing"] == fitted
+    assert after.manifest["postprocessing"]["ratio_high"] != before.manifest["postprocessing"]["ratio_high"]
+    assert after.manifest["files"] == before.manifest["files"]  # same weights
+    assert after.manifest["training"]["postprocessing_fit"]["n_training_cases"] == N_CASES
+
 
 @pytest.mark.slow
 def test_interrupted_training_resumes_from_checkpoint(chain, monkeypatch):

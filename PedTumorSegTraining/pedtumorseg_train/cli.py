@@ -243,9 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--report", help="write the full fit report (JSON) here")
     f.set_defaults(func=cmd_fit_postprocessing)
 
-    ev = common(sub.add_parser("evaluate", help="evaluate a folder of predictions against ground truth"))
+    ev = common(sub.add_parser("evaluate", help="evaluate a folder of predictions against ground truth (pedtumorseg.evaluation)"))
     ev.add_argument("--pred", required=True, help="folder of predicted label maps")
-    ev.add_argument("--gt", required=True, help="folder of ground-truth label maps")
+    ev.add_argument("--gt", required=True, help="folder of ground-truth label maps (or BraTS case folders)")
     ev.add_argument("--out", required=True, help="per-case CSV (summary JSON and Bland-Altman PNG next to it)")
     ev.add_argument("--spacing-from", default="gt", choices=["gt", "pred"])
     ev.add_argument("--workers", type=int, default=1)
