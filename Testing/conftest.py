@@ -53,6 +53,33 @@ def write_tiny_case(folder, case_id="CASE-1", size=(12, 10, 8), spacing=(1.0, 1.
     return folder
 
 
+def write_tiny_bundle(path, *, name="tiny-test", seed=0, folds=(0,), postprocessing=None) -> Path:
+    """A valid bundle (zip) of a 3-stage demo-preset network with random weights (seeded), same weights per fold,
+    for 2.5 mm phantoms with 32^3 patches; ``postprocessing`` a ``PostprocessParams`` (default: its defaults)."""
+    import torch
+
+    from pedtumorseg.bundle import write_bundle
+    from pedtumorseg.conventions import CHANNELS, LABEL_COLORS, LABEL_NAMES
+    from pedtumorseg.model.presets import NETWORK_CLASS, build_network, network_kwargs
+    from pedtumorseg.postprocess import PostprocessParams
+
+    kwargs = network_kwargs("demo", strides=[1, 2, 2], kernel_sizes=[3, 3, 3])
+    kwargs["decoder_widths"] = [4, 8, 8]
+    kwargs["blocks_per_stage"] = [1, 1, 1]
+    torch.manual_seed(seed)
+    net = build_network(NETWORK_CLASS, kwargs, 4, 5)
+    manifest = {
+        "format": "pedtumorseg-bundle", "format_version": 1, "name": name, "version": "0.0.1",
+        "description": "random weights for tests", "labels": {str(k): v for k, v in LABEL_NAMES.items()},
+        "colors": {str(k): list(v) for k, v in LABEL_COLORS.items()}, "channels": list(CHANNELS),
+        "spacing_zyx": [2.5, 2.5, 2.5], "patch_size": [32, 32, 32],
+        "normalization": {"scheme": "zscore", "use_mask_for_norm": [True] * 4},
+        "network": {"class": NETWORK_CLASS, "kwargs": kwargs}, "mirror_axes": [0, 1, 2],
+        "postprocessing": (postprocessing or PostprocessParams()).to_dict(),
+    }
+    return write_bundle(path, manifest, {f: net.state_dict() for f in folds}, zip=True)
+
+
 @pytest.fixture
 def tiny_case():
     return write_tiny_case

@@ -11,45 +11,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
+from conftest import write_tiny_bundle
 from pedtumorseg import cli
-from pedtumorseg.bundle import write_bundle
-from pedtumorseg.conventions import CHANNELS, LABEL_NAMES
 from pedtumorseg.io import find_case, find_cases, load_case, read_labels
-from pedtumorseg.model.presets import NETWORK_CLASS, build_network, network_kwargs
 from pedtumorseg.phantom import write_phantoms
 from pedtumorseg.pipeline import output_paths, shard
-from pedtumorseg.postprocess import PostprocessParams
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _tiny_bundle(path: Path) -> Path:
-    kwargs = network_kwargs("demo", strides=[1, 2, 2], kernel_sizes=[3, 3, 3])
-    kwargs["decoder_widths"] = [4, 8, 8]
-    kwargs["blocks_per_stage"] = [1, 1, 1]
-    torch.manual_seed(0)
-    net = build_network(NETWORK_CLASS, kwargs, 4, 5)
-    manifest = {
-        "format": "pedtumorseg-bundle", "format_version": 1,
-        "name": "tiny-test", "version": "0.0.1", "description": "random weights for tests",
-        "labels": {str(k): v for k, v in LABEL_NAMES.items()},
-        "colors": {"1": [1.0, 0.0, 0.0], "2": [0.0, 0.8, 0.0], "3": [1.0, 1.0, 0.0], "4": [0.0, 0.5, 0.5]},
-        "channels": list(CHANNELS),
-        "spacing_zyx": [2.5, 2.5, 2.5],
-        "patch_size": [32, 32, 32],
-        "normalization": {"scheme": "zscore", "use_mask_for_norm": [True] * 4},
-        "network": {"class": NETWORK_CLASS, "kwargs": kwargs},
-        "mirror_axes": [0, 1, 2],
-        "postprocessing": PostprocessParams().to_dict(),
-    }
-    return write_bundle(path, manifest, {0: net.state_dict()}, zip=True)
-
-
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory) -> Path:
-    return _tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny.zip")
+    return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny.zip", name="tiny-test")
 
 
 @pytest.fixture(scope="module")

@@ -600,28 +600,11 @@ def test_logic_asks_before_overwriting_hand_edits_and_keeps_them_when_refused(mo
 
 
 def _tiny_bundle(path: Path) -> Path:
-    import torch
-
-    from pedtumorseg.bundle import write_bundle
-    from pedtumorseg.conventions import CHANNELS, LABEL_COLORS, LABEL_NAMES
-    from pedtumorseg.model.presets import NETWORK_CLASS, build_network, network_kwargs
+    from conftest import write_tiny_bundle
     from pedtumorseg.postprocess import PostprocessParams
 
-    kwargs = network_kwargs("demo", strides=[1, 2, 2], kernel_sizes=[3, 3, 3])
-    kwargs["decoder_widths"] = [4, 8, 8]
-    kwargs["blocks_per_stage"] = [1, 1, 1]
-    torch.manual_seed(1)
-    net = build_network(NETWORK_CLASS, kwargs, 4, 5)
-    manifest = {
-        "format": "pedtumorseg-bundle", "format_version": 1, "name": "tiny-module-test", "version": "0.0.1",
-        "description": "random weights", "labels": {str(k): v for k, v in LABEL_NAMES.items()},
-        "colors": {str(k): list(v) for k, v in LABEL_COLORS.items()}, "channels": list(CHANNELS),
-        "spacing_zyx": [2.5, 2.5, 2.5], "patch_size": [32, 32, 32],
-        "normalization": {"scheme": "zscore", "use_mask_for_norm": [True] * 4},
-        "network": {"class": NETWORK_CLASS, "kwargs": kwargs}, "mirror_axes": [0, 1, 2],
-        "postprocessing": PostprocessParams(min_volume_et=20.0).to_dict(),
-    }
-    return write_bundle(path, manifest, {0: net.state_dict(), 1: net.state_dict()}, zip=True)
+    return write_tiny_bundle(path, name="tiny-module-test", seed=1, folds=(0, 1),
+                             postprocessing=PostprocessParams(min_volume_et=20.0))
 
 
 @pytest.mark.slow
