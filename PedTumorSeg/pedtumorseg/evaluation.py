@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pedtumorseg.conventions import FOREGROUND_LABELS, IMAGE_EXTENSIONS, LABEL_NAMES, REGIONS, SEG_SUFFIX
+from pedtumorseg.conventions import FOREGROUND_LABELS, LABEL_NAMES, REGIONS, SEG_SUFFIX
 from pedtumorseg.errors import InputError
+from pedtumorseg.io import _strip_ext as _image_stem  # name without its image extension, or None
 
 #: columns of the per-case CSV, in order
 CSV_COLUMNS: tuple[str, ...] = ("case", "region", "lesion_dice", "lesion_hd95", "lesion_nsd_0.5", "lesion_nsd_1.0",
@@ -39,15 +40,6 @@ SUBREGIONS: tuple[str, ...] = tuple(LABEL_NAMES[label] for label in FOREGROUND_L
 
 
 # --- pairing ------------------------------------------------------------------------------------------------
-
-def _image_stem(name: str) -> str | None:
-    """``name`` without its image extension (``.nii.gz``, ``.nrrd``, ...); None if it has none."""
-    low = name.lower()
-    for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
-        if low.endswith(ext):
-            return name[: -len(ext)]
-    return None
-
 
 def case_id_of(name: str) -> str | None:
     """Case id of a label-map file name: ``<case>.nii.gz`` or ``<case>-seg.nii.gz`` (any image extension);
