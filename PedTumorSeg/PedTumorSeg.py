@@ -299,7 +299,7 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             elif run.returncode == 0 and run.result is not None:
                 with slicer.util.tryWithErrorDisplay(_("Failed to load the segmentation."), waitCursor=True):
                     segmentationNode = self.logic.finishPrediction(run, self._parameterNode.outputSegmentation,
-                                                                   self._currentParams())
+                                                                   self._currentParams(run.modelPath))
                     self._parameterNode.outputSegmentation = segmentationNode
                     self.ui.statusLabel.text = _("Done.")
             else:
@@ -314,9 +314,12 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._updateResultsTable()
 
     # -- post-processing ---------------------------------------------------------------------------------------
-    def _currentParams(self):
-        """The bundle's post-processing parameters with the panel's control values."""
-        base = self.logic.loadBundle(self._parameterNode.modelPath).postprocessing
+    def _currentParams(self, modelPath=None):
+        """The post-processing parameters of the bundle at ``modelPath`` (default: the selected one) with the
+        panel's control values. A finished run passes its own bundle: the model may have been changed meanwhile,
+        and the settings the panel does not show (normalization, ratio window) belong to the model that ran."""
+        path = self._parameterNode.modelPath if modelPath is None else modelPath
+        base = self.logic.loadBundle(path).postprocessing
         return base.replace(**{name: getattr(self._parameterNode, name) for name in _SPECS})
 
     def _schedulePostprocessing(self, *args) -> None:
