@@ -89,6 +89,11 @@ def test_parameter_table_matches_dataclass():
         if p.type == "float":
             assert p.min <= p.default <= p.max and p.step > 0
     assert next(p for p in PARAMETERS if p.name == "min_volume_et").unit == "mm^3"
+    # any threshold inside the default ratio window (where a relabel can happen) is reachable by the sliders,
+    # e.g. fitted thresholds with ratio_low > 1 (the Slicer parameter node refuses values outside the range)
+    for name in ("ratio_high", "ratio_low"):
+        p = next(p for p in PARAMETERS if p.name == name)
+        assert (p.min, p.max) == (defaults["ratio_min"], defaults["ratio_max"])
 
 
 # --- brain mask and ratio --------------------------------------------------------------------------------------

@@ -156,11 +156,14 @@ class Parameter(NamedTuple):
 
 
 _D = PostprocessParams()
-#: UI description of every parameter, in display order (slider ranges are hints; validation is in the dataclass)
+#: UI description of every parameter, in display order (validation is in the dataclass). The Slicer panel's
+#: parameter node refuses values outside a slider's range, so the ranges must hold any default a bundle can
+#: carry: both ratio thresholds span the whole default ratio window (a bundle fitted on well-separated data has
+#: e.g. ratio_low > 1, see pedtumorseg_train.fit_postprocessing).
 PARAMETERS: tuple[Parameter, ...] = (
     Parameter("ratio_enabled", "bool", _D.ratio_enabled, None, None, None, "T1CE/T1 ratio relabel", ""),
-    Parameter("ratio_high", "float", _D.ratio_high, 1.0, 3.0, 0.01, "NET -> ET above ratio", ""),
-    Parameter("ratio_low", "float", _D.ratio_low, 0.2, 1.0, 0.01, "ET -> NET below ratio", ""),
+    Parameter("ratio_high", "float", _D.ratio_high, _D.ratio_min, _D.ratio_max, 0.01, "NET -> ET above ratio", ""),
+    Parameter("ratio_low", "float", _D.ratio_low, _D.ratio_min, _D.ratio_max, 0.01, "ET -> NET below ratio", ""),
     Parameter("ratio_min", "float", _D.ratio_min, 0.0, 1.0, 0.05, "Ratio window minimum", ""),
     Parameter("ratio_max", "float", _D.ratio_max, 1.0, 20.0, 0.5, "Ratio window maximum", ""),
     Parameter("normalization", "choice", _D.normalization, None, None, None, "Intensity normalization", "",
