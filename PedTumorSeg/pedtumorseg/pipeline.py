@@ -62,14 +62,10 @@ class Predictor:
         return {
             "name": self.bundle.name,
             "version": self.bundle.version,
-            "folds": list(self.engine_folds()),
+            "folds": list(self.engine.folds),
             "tta": bool(self.engine.options.tta),
             "device": str(self.engine.device),
         }
-
-    def engine_folds(self) -> list[int]:
-        folds = self.engine.options.folds
-        return list(self.bundle.folds if folds is None else folds)
 
 
 @dataclass
