@@ -594,6 +594,11 @@ def test_logic_asks_before_overwriting_hand_edits_and_keeps_them_when_refused(mo
     seg.arrays[netId][:] = 0
     assert logic.updatePostprocessing({"min_volume_net": 100.0}, confirmOverwrite=lambda labels: True) == {2}
     assert not seg.arrays[netId].any()
+    # a deleted segment counts as edited; when overwritten it comes back with its name, color and terminology
+    del seg.segmentation.segments[logic.segmentIds[3]]
+    assert logic.updatePostprocessing({"min_volume_cc": 100.0}, confirmOverwrite=lambda labels: True) == {3}
+    segment = seg.segmentation.GetSegment(logic.segmentIds[3])
+    assert segment.name == "Cystic component" and segment.terminology == panel.terminology_entry(3)
     csv_path = tmp_path / "v.csv"
     logic.exportCsv(str(csv_path))
     assert csv_path.read_text() == panel.results_csv(logic.resultsRows())
