@@ -272,3 +272,20 @@ def test_postprocessing_params(tmp_path):
     b = load_bundle(write_bundle(tmp_path / "b.zip", make_manifest(postprocessing=defaults), fold_states((0,))))
     assert isinstance(b.postprocessing, pp.PostprocessParams)
     assert b.postprocessing.to_dict() == defaults
+
+
+def test_bad_postprocessing_defaults_refused_naming_the_bundle(tmp_path):
+    import json
+    import zipfile
+
+    from conftest import write_tiny_bundle
+
+    with zipfile.ZipFile(write_tiny_bundle(tmp_path / "b.zip")) as zf:
+        zf.extractall(tmp_path / "b")
+    folder = tmp_path / "b"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["postprocessing"]["ratio_low"] = 2.0  # above ratio_high
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="postprocessing defaults") as err:
+        load_bundle(folder)
+    assert str(folder) in str(err.value)

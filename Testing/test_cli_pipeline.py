@@ -169,7 +169,7 @@ def test_batch_reports_any_case_error_and_goes_on(tmp_path, cases_dir, monkeypat
     def fake_predict_case(files, out_dir, predictor, **kwargs):
         calls.append(files.case_id)
         if len(calls) == 1:
-            raise FloatingPointError("non-finite logits in the prediction")  # what the engine raises
+            raise RuntimeError("non-finite logits in the prediction")  # any unexpected error of one case
         raise MemoryError()
 
     monkeypatch.setattr(pipeline, "predict_case", fake_predict_case)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
+from pedtumorseg.errors import PredictionError
 from torch import nn
 
 from pedtumorseg.conventions import NUM_CLASSES
@@ -117,8 +119,10 @@ def test_device_and_options():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type in ("cuda", "mps", "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
+        with pytest.raises(PredictionError, match="CUDA is not available"):
             resolve_device("cuda")
+    with pytest.raises(PredictionError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
     b = FakeBundle(symmetric_conv_net, {0: symmetric_state()})
     with pytest.raises(ValueError, match="precision"):
         Engine(b, PredictOptions(device="cpu", precision="fp8"))

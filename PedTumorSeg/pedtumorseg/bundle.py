@@ -138,6 +138,11 @@ def validate_manifest(manifest, path=None, *, check_files: bool = True) -> None:
     pp = manifest.get("postprocessing", {})
     if not isinstance(pp, dict):
         bad(f"postprocessing must be an object, got {pp!r}")
+    from .postprocess import PostprocessParams
+    try:
+        PostprocessParams.from_dict(dict(pp))
+    except ValueError as e:
+        bad(f"postprocessing defaults: {e}")
     if not check_files:
         return
     weights, files = manifest["weights"], manifest["files"]

@@ -21,7 +21,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from .conventions import CHANNELS, NUM_CLASSES
-from .errors import Cancelled
+from .errors import Cancelled, PredictionError
 from .preprocessing import logits_to_input_grid, preprocess
 
 
@@ -106,11 +106,16 @@ def resolve_device(name: str = "auto") -> torch.device:
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise PredictionError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available")
+        raise PredictionError(f"device {name!r} requested but CUDA is not available here (use --device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise PredictionError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError("device 'mps' requested but MPS is not available")
+        raise PredictionError(f"device {name!r} requested but MPS is not available here (use --device cpu)")
     return dev
 
 
@@ -274,5 +279,5 @@ class Engine:
         unpad = tuple(slice(lo, n - hi) for (lo, hi), n in zip(pads, padded))
         result = logits_sum[(slice(None), *unpad)]
         if not torch.isfinite(result).all():
-            raise FloatingPointError("non-finite logits in the prediction")
+            raise PredictionError("the network produced non-finite values (NaN/Inf); try --device cpu or precision fp32")
         return result.cpu().numpy()

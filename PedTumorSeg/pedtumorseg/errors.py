@@ -30,5 +30,9 @@ class BundleError(PedTumorSegError):
         super().__init__(problem if path is None else f"{self.path}: {problem}")
 
 
+class PredictionError(PedTumorSegError):
+    """The model produced an unusable result (e.g. non-finite values) or cannot run on the chosen device."""
+
+
 class Cancelled(PedTumorSegError):
     """The user cancelled a running prediction."""

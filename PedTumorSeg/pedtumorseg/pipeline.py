@@ -191,7 +191,7 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
             status = "done"
         except Cancelled:
             raise
-        except Exception as exc:  # e.g. the engine's FloatingPointError or a MemoryError on one large case
+        except Exception as exc:  # e.g. a MemoryError on one large case: that case fails, the others go on
             summary.failed.append((files.case_id, str(exc) or type(exc).__name__))
             status = "failed"
         if progress:
