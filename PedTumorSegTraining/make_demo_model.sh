@@ -20,17 +20,20 @@ $TRAIN convert --work-dir $W --brats $D/phantoms_train --dataset-id 101 --name P
 $TRAIN plan --work-dir $W --dataset-id 101 --preset demo --patch-size 32 32 32 --threads 2
 
 # 3. training: fold 0 of nnU-Net's 5-fold split (40 train / 10 validation cases), CPU.
-#    The shipped run was stopped (deadline, CPU contention) after epoch 72 of 80; the bundle holds the
-#    checkpoint_latest written after epoch 70 (index 69, lr 4.6e-4 of 1e-2). Re-running this same command
-#    resumes from checkpoint_latest and completes the 80 epochs.
+#    The shipped model was trained in two legs: 80 epochs planned, stopped (deadline, CPU contention) after the
+#    checkpoint of epoch 70; then resumed from that checkpoint with the schedule stretched to 130 epochs
+#    (cosine lr continuing at epoch 70 of 130: 4.4e-3 -> 0), i.e. 130 epochs x 24 iterations = 3 120 iterations.
 $TRAIN train --work-dir $W --dataset-id 101 --preset demo --fold 0 \
     --epochs 80 --iterations 24 --val-iterations 3 --w-hd 0 --save-every 5 \
     --no-final-validation --device cpu --threads 2 --num-workers 1
+$TRAIN train --work-dir $W --dataset-id 101 --preset demo --fold 0 \
+    --epochs 130 --iterations 24 --val-iterations 3 --w-hd 0 --save-every 5 \
+    --no-final-validation --device cpu --threads 2 --num-workers 1
 
 # 4. export (safetensors + manifest), then evaluate on the held-out phantoms with the core engine
-$TRAIN export --work-dir $W --dataset-id 101 --preset demo --folds 0 --checkpoint latest \
-    --out Resources/Models/pedtumorseg-demo.zip --name pedtumorseg-demo --version 0.1.0
-    # (shipped bundle: exported without --description)
+$TRAIN export --work-dir $W --dataset-id 101 --preset demo --folds 0 --checkpoint final \
+    --out Resources/Models/pedtumorseg-demo.zip --name pedtumorseg-demo --version 0.2.0 \
+    --description "Demo model: PedTumorSegNet demo preset trained on synthetic phantoms only. Not for clinical or research use on real data."
 
 # 5. held-out evaluation: core engine + core post-processing (the `pedtumorseg predict` CLI, bundle defaults,
 #    no mirroring TTA to keep it short on 2 shared cores), lesion-wise Dice with the core metrics
