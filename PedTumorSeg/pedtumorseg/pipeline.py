@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import __version__
 from .bundle import Bundle, default_bundle_path, load_bundle
 from .conventions import CHANNELS
 from .engine import Engine, PredictOptions
@@ -200,4 +199,4 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
 
 
 __all__ = ["Predictor", "CaseResult", "BatchSummary", "predict_case", "run_batch", "output_paths", "is_finished",
-           "shard", "__version__"]
+           "shard"]
