@@ -145,12 +145,36 @@ def _predict_batch(args: argparse.Namespace, run_batch, Predictor) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_folder
 
-    result = evaluate_folder(args.pred, args.gt, args.out, workers=args.workers)
-    for line in result.summary_lines():
-        print(line)
-    for case_id in result.missing:
-        _error(f"{args.pred}: no prediction for case {case_id}")
-    return EXIT_FAILED if result.missing else 0
+    if args.pred_b and not args.report:
+        raise ValueError("--pred-b compares two predictions in the report: give --report too")
+    if args.report:
+        from .html_report import require_matplotlib
+
+        require_matplotlib(args.report)  # before any work
+    report = bool(args.report)
+    result = evaluate_folder(args.pred, args.gt, args.out, workers=args.workers, report_data=report)
+    results = [("A", args.pred, result)]
+    if args.pred_b:
+        out = Path(args.out)
+        out_b = out.with_name(f"{out.stem}-b{out.suffix}")  # metrics.csv -> metrics-b.csv
+        results.append(("B", args.pred_b, evaluate_folder(args.pred_b, args.gt, out_b, workers=args.workers,
+                                                          report_data=True)))
+    for name, pred, res in results:
+        if len(results) > 1:
+            print(f"{name} = {pred}")
+        for line in res.summary_lines():
+            print(line)
+    if report:
+        from .html_report import write_report
+
+        path = write_report(args.report, result, results[1][2] if args.pred_b else None,
+                            labels={"A": str(args.pred), "B": str(args.pred_b)}, gt_label=str(args.gt),
+                            size_cutoff_ml=args.size_cutoff_ml)
+        print(f"report: {path}")
+    for _, pred, res in results:
+        for case_id in res.missing:
+            _error(f"{pred}: no prediction for case {case_id}")
+    return EXIT_FAILED if any(res.missing for *_, res in results) else 0
 
 
 # --- demo ---------------------------------------------------------------------------------------------
@@ -223,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", required=True, help="folder of ground-truth cases (<ID>/<ID>-seg.nii.gz) or label files")
     p.add_argument("--out", required=True, help="CSV file for the per-case, per-region rows")
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--report", metavar="HTML", help="also write a self-contained HTML report (score tables, "
+                   "plots, volume agreement, size strata; needs pedtumorseg[report])")
+    p.add_argument("--pred-b", metavar="FOLDER", help="a second prediction folder compared with --pred in the "
+                   "report (paired Wilcoxon per region); its scores go to <out stem>-b.csv")
+    p.add_argument("--size-cutoff-ml", type=float, metavar="ML", help="report: ground-truth WT volume "
+                   "separating small from large tumors (default: the median over the cases)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="segment a synthetic case with the shipped demo model")

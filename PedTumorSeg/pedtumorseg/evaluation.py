@@ -95,9 +95,23 @@ def wt_fractions(labels: np.ndarray, spacing_zyx=(1.0, 1.0, 1.0)) -> dict[str, f
     return {name: float(v["fraction_of_wt"][name]) for name in SUBREGIONS}
 
 
-def _evaluate_pair(args) -> tuple[list[dict], dict[str, float], dict[str, float]]:
-    """Rows (CSV columns), predicted and ground-truth WT fractions of one case."""
-    case_id, pred_path, gt_path, spacing_from = args
+def _csv_rows(case_id: str, scored: list[dict]) -> list[dict]:
+    """``evaluate_case`` rows reduced to the CSV columns (None -> NaN)."""
+    rows = []
+    for r in scored:
+        row = {"case": case_id, "region": r["region"]}
+        for m in METRICS:
+            v = r.get(m, math.nan)
+            row[m] = math.nan if v is None else float(v)
+        rows.append(row)
+    return rows
+
+
+def _evaluate_pair(args) -> tuple[list[dict], dict[str, float], dict[str, float], dict | None]:
+    """Rows (CSV columns), predicted and ground-truth WT fractions of one case; with ``report_data`` also the
+    rows of the combined region NET+CC+ED and the volumes (mL) ``{"prediction": ..., "ground_truth": ...}`` of
+    the report's regions (None otherwise)."""
+    case_id, pred_path, gt_path, spacing_from, report_data = args
     from pedtumorseg.io import read_labels
 
     gt_geom = _read_geometry(gt_path)
@@ -111,14 +125,18 @@ def _evaluate_pair(args) -> tuple[list[dict], dict[str, float], dict[str, float]
     gt = read_labels(gt_path)
     pred = read_labels(pred_path)
     spacing = (gt_geom if spacing_from == "gt" else pred_geom).spacing_zyx
-    rows = []
-    for r in evaluate_case(pred, gt, spacing):
-        row = {"case": case_id, "region": r["region"]}
-        for m in METRICS:
-            v = r.get(m, math.nan)
-            row[m] = math.nan if v is None else float(v)
-        rows.append(row)
-    return rows, wt_fractions(pred, spacing), wt_fractions(gt, spacing)
+    rows = _csv_rows(case_id, evaluate_case(pred, gt, spacing))
+    case_volumes = None
+    if report_data:
+        from pedtumorseg.analysis import COMBINED_REGION, combined_labels, with_combined
+        from pedtumorseg.metrics import volumes
+
+        # the combined region is the NET row of label maps whose label 2 covers NET, CC and ED
+        combined = evaluate_case(combined_labels(pred), combined_labels(gt), spacing)
+        rows += [dict(r, region=COMBINED_REGION) for r in _csv_rows(case_id, combined) if r["region"] == "NET"]
+        case_volumes = {"prediction": with_combined(volumes(pred, spacing)["volumes_ml"]),
+                        "ground_truth": with_combined(volumes(gt, spacing)["volumes_ml"])}
+    return rows, wt_fractions(pred, spacing), wt_fractions(gt, spacing), case_volumes
 
 
 def _read_geometry(path: Path):
@@ -255,6 +273,9 @@ class EvaluationResult:
     summary_path: Path
     plot_path: Path | None
     extra: list[str] = field(default_factory=list)  # predictions without ground truth (ignored)
+    # with report_data: case -> {"prediction": {region: mL}, "ground_truth": {region: mL}}, and their CSV
+    volumes: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    volumes_path: Path | None = None
 
     def summary_lines(self) -> list[str]:
         """Short human-readable lines: mean lesion-wise Dice / HD95 per region, then the files."""
@@ -267,18 +288,23 @@ class EvaluationResult:
         lines.append(f"summary: {self.summary_path}")
         if self.plot_path is not None:
             lines.append(f"Bland-Altman plot: {self.plot_path}")
+        if self.volumes_path is not None:
+            lines.append(f"per-case volumes: {self.volumes_path}")
         if self.missing:
             lines.append(f"{len(self.missing)} case(s) without a prediction: {', '.join(self.missing)}")
         return lines
 
 
 def evaluate_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out_csv: str | os.PathLike,
-                    spacing_from: str = "gt", workers: int = 1) -> EvaluationResult:
+                    spacing_from: str = "gt", workers: int = 1, report_data: bool = False) -> EvaluationResult:
     """Evaluate every ground-truth case of ``gt_dir`` that has a prediction in ``pred_dir``.
 
     Writes ``out_csv`` (columns ``CSV_COLUMNS``, one row per case and region), ``<out_csv stem>-summary.json``
     and ``<out_csv stem>-bland-altman.png`` next to it, all atomically. ``spacing_from`` ("gt" or "pred")
     says whose header gives the voxel spacing. ``workers`` > 1 evaluates cases in a process pool.
+    ``report_data`` adds what the HTML report needs: rows of the combined region NET+CC+ED (also in the CSV)
+    and per-case volumes of every region (``EvaluationResult.volumes``, ``<out_csv stem>-volumes.csv`` with
+    columns ``case, region, ground_truth_ml, prediction_ml``).
     Returns an ``EvaluationResult``; ``missing`` lists ground-truth cases without a prediction. Raises
     ``InputError`` when no case can be evaluated or a prediction is on another grid than its ground truth
     (nothing is written then).
@@ -292,7 +318,7 @@ def evaluate_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out_
     preds = label_files(pred_dir)
     missing = sorted(set(gts) - set(preds))
     extra = sorted(set(preds) - set(gts))
-    todo = [(cid, preds[cid], gts[cid], spacing_from) for cid in sorted(gts) if cid in preds]
+    todo = [(cid, preds[cid], gts[cid], spacing_from, report_data) for cid in sorted(gts) if cid in preds]
     if not todo:
         raise InputError(pred_dir, f"no prediction for any of the {len(gts)} ground-truth case(s)")
 
@@ -309,11 +335,12 @@ def evaluate_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out_
     else:
         results = [_evaluate_pair(t) for t in todo]
 
-    rows = [row for r, _, _ in results for row in r]
+    rows = [row for r, *_ in results for row in r]
+    case_volumes = {t[0]: r[3] for t, r in zip(todo, results) if r[3] is not None}
     pred_fr: dict[str, list[float]] = {n: [] for n in SUBREGIONS}
     gt_fr: dict[str, list[float]] = {n: [] for n in SUBREGIONS}
     no_fraction = []
-    for (cid, *_), (_, pf, gf) in zip(todo, results):
+    for (cid, *_), (_, pf, gf, _) in zip(todo, results):
         if not all(math.isfinite(pf[n]) and math.isfinite(gf[n]) for n in SUBREGIONS):
             no_fraction.append(cid)
             continue
@@ -340,6 +367,7 @@ def evaluate_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out_
     summary_path = out_csv.with_name(out_csv.name[: -len(out_csv.suffix)] + "-summary.json"
                                      if out_csv.suffix else out_csv.name + "-summary.json")
     plot_path = summary_path.with_name(summary_path.name.replace("-summary.json", "-bland-altman.png"))
+    volumes_path = summary_path.with_name(summary_path.name.replace("-summary.json", "-volumes.csv"))
 
     from pedtumorseg.io import atomic_output
 
@@ -351,8 +379,19 @@ def evaluate_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out_
                 writer.writerow({k: (row[k] if k in ("case", "region") else repr(float(row[k]))) for k in CSV_COLUMNS})
     with atomic_output(summary_path) as tmp:
         tmp.write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+    if report_data:
+        with atomic_output(volumes_path) as tmp:
+            with open(tmp, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(["case", "region", "ground_truth_ml", "prediction_ml"])
+                for cid, vol in case_volumes.items():
+                    for region, gt_ml in vol["ground_truth"].items():
+                        writer.writerow([cid, region, repr(gt_ml), repr(vol["prediction"][region])])
+    else:
+        volumes_path = None
     try:
         write_bland_altman_png(pred_fr, gt_fr, plot_path, agreement)
     except ImportError:  # matplotlib is not a core dependency (it comes with the [train] extra)
         plot_path = None
-    return EvaluationResult(rows, _json_safe(summary), missing, out_csv, summary_path, plot_path, extra)
+    return EvaluationResult(rows, _json_safe(summary), missing, out_csv, summary_path, plot_path, extra,
+                            case_volumes, volumes_path)
