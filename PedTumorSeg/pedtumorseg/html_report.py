@@ -94,7 +94,9 @@ def _text(v, kind: str = "num") -> str:
     if kind == "int":
         return str(int(v))
     if kind == "p":
-        return f"{v:.4f}" if v >= 1e-4 else f"{v:.1e}"
+        return f"{v:.4f}" if v >= 1e-4 else "<0.0001"
+    if kind == "stat":
+        return f"{v:.1f}"
     return f"{v:.4f}"
 
 
@@ -217,7 +219,9 @@ def _agreement_figure(pairs: Mapping[str, tuple[list[float], list[float]]], resu
         for ax in (ax_c, ax_b):
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
-    fig.tight_layout()
+    # fixed margins: tight_layout would draw the many panels once more just to measure them
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.6 / (3.4 * nrows), top=1 - 0.35 / (3.4 * nrows),
+                        wspace=0.32, hspace=0.45)
     return fig
 
 
@@ -233,14 +237,17 @@ def _scores_section(sets: Sequence[tuple[str, object]]) -> str:
     out = [_p("Per region and metric over the evaluated cases: mean, sample SD, median, first and third quartile "
               "and IQR (NaN values left out and counted). NET+CC+ED is the paper's combined non-enhancing "
               "component, scored as one region with the same definitions.")]
-    for name, result in sets:
-        for metric in _metrics_of(result.rows):
+    metrics = _metrics_of(sets[0][1].rows)
+    for metric in metrics:  # one row of tables per metric: A, then B beside it
+        out.append('<div class="row">')
+        for name, result in sets:
             table = an.score_table(result.rows, metric)
             rows = [(region, [_td("n", s["n"], "int"), _td("n_nan", s["n_nan"], "int"), _td("mean", s["mean"]),
                               _td("sd", s["sd"]), _td("median", s["median"]), _td("q1", s["q1"]),
                               _td("q3", s["q3"]), _td("iqr", s["iqr"])]) for region, s in table.items()]
             out.append(_table("scores", name, metric, ["region", "n", "NaN", "mean", "SD", "median", "Q1", "Q3",
                                                        "IQR"], rows, f"{name}: {METRIC_LABELS.get(metric, metric)}"))
+        out.append("</div>")
     return "".join(out)
 
 
@@ -319,6 +326,7 @@ def _agreement_section(sets: Sequence[tuple[str, object]], fractions: bool) -> s
 
 def _size_section(sets: Sequence[tuple[str, object]], cutoff_ml: float | None) -> str:
     out = []
+    tables: dict[str, list[str]] = {}  # metric -> the tables of A and B, shown side by side
     for name, result in sets:
         gt_wt = {c: v["ground_truth"]["WT"] for c, v in result.volumes.items()}
         strata = an.size_strata(gt_wt, cutoff_ml)
@@ -334,11 +342,12 @@ def _size_section(sets: Sequence[tuple[str, object]], cutoff_ml: float | None) -
                 rows.append((region, [_td("small_n", sm["n"], "int"), _td("small_mean", sm["mean"]),
                                       _td("small_median", sm["median"]), _td("large_n", lg["n"], "int"),
                                       _td("large_mean", lg["mean"]), _td("large_median", lg["median"]),
-                                      _td("u", t["statistic"]), _td("p_value", t["p_value"], "p"),
+                                      _td("u", t["statistic"], "stat"), _td("p_value", t["p_value"], "p"),
                                       _td("note", t["note"])]))
-            out.append(_table("size", name, metric, ["region", "small n", "small mean", "small median", "large n",
+            tables.setdefault(metric, []).append(_table("size", name, metric, ["region", "small n", "small mean", "small median", "large n",
                                                      "large mean", "large median", "Mann-Whitney U", "p", "note"],
                               rows, f"{name}: {METRIC_LABELS.get(metric, metric)} by ground-truth WT volume"))
+    out += [f'<div class="row">{"".join(t)}</div>' for t in tables.values()]
     out.append(_p(_SIZE_RATIONALE + " Small and large are compared with a two-sided Mann-Whitney U test per "
                   "region (independent groups)."))
     return "".join(out)
@@ -372,7 +381,7 @@ def _paired_section(sets: Sequence[tuple[str, object]], labels: Mapping[str, str
             rows.append((region, [_td("n", res["n"], "int"), _td("n_zero", res["n_zero"], "int"),
                                   _td("median_a", res["median_a"]), _td("median_b", res["median_b"]),
                                   _td("median_difference", res["median_difference"]),
-                                  _td("w", res["statistic"]), _td("p_value", res["p_value"], "p"),
+                                  _td("w", res["statistic"], "stat"), _td("p_value", res["p_value"], "p"),
                                   _td("rank_biserial", res["rank_biserial"]), _td("favours", _favours(metric, res)),
                                   _td("note", res["note"])]))
         better = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
@@ -418,13 +427,13 @@ def _summary_section(sets, labels: Mapping[str, str], gt_label: str) -> str:
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:1.5em auto;
-max-width:1200px;padding:0 1em;color:#222;line-height:1.4}
+max-width:1400px;padding:0 1em;color:#222;line-height:1.4}
 h1{font-size:1.6em}h2{border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:2em}
 nav ol{columns:2}table{border-collapse:collapse;margin:.8em 0 1.4em;font-size:.85em}
 caption{text-align:left;font-weight:600;padding:.3em 0}
 th,td{border:1px solid #ccc;padding:.25em .5em}thead th{background:#f0f0f0}tbody th{text-align:left}
 td.num{text-align:right;font-variant-numeric:tabular-nums}table.meta th{text-align:left;background:#f7f7f7}
-img{max-width:100%;height:auto;display:block;margin:.5em 0}
+img{max-width:100%;height:auto;display:block;margin:.5em 0}div.row{display:flex;flex-wrap:wrap;column-gap:2em}
 """
 
 
