@@ -331,21 +331,62 @@ def test_report_with_two_cases_says_not_enough_cases(tmp_path):
     for k in (1, 4):
         gt = _gt(k)
         _write(gt, tmp_path / "gt" / f"P_{k}.nii.gz")
-        _write(np.roll(gt, 1, axis=0), tmp_path / "pred" / f"P_{k}.nii.gz")
+        # P_4's prediction is empty: it has no WT fractions and scores as a miss
+        _write(np.roll(gt, 1, axis=0) if k == 1 else np.zeros_like(gt), tmp_path / "pred" / f"P_{k}.nii.gz")
     report = tmp_path / "r.html"
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
                  "--out", str(tmp_path / "m.csv"), "--report", str(report), "--size-cutoff-ml", "0.2"]) == 0
+    text = report.read_text(encoding="utf-8")
     p = _Tables()
-    p.feed(report.read_text(encoding="utf-8"))
+    p.feed(text)
     assert p.tables["volumes", "A", "agreement"]["WT"]["note"][1] == an.NOT_ENOUGH
+    assert p.tables["volumes", "A", "agreement"]["WT"]["n"][0] == 2
+    assert p.tables["fractions", "A", "agreement"]["ET"]["n"][0] == 1  # P_4 left out
+    assert "left out (empty WT): P_4" in text
     assert p.tables["size", "A", "lesion_dice"]["WT"]["note"][1] == an.NOT_ENOUGH
     assert p.paragraph_values["A", "cutoff_ml"] == 0.2
+    _check(p.tables["scores", "A", "lesion_dice"]["WT"]["median"],
+           float(np.median([r["lesion_dice"] for r in _csv_rows(tmp_path / "m.csv") if r["region"] == "WT"])))
     assert "paired" in p.sections and not any(k[0] == "paired" for k in p.tables)
 
 
-def test_pred_b_without_report_is_a_usage_error(tmp_path, capsys):
-    assert main(["evaluate", "--pred", "x", "--pred-b", "y", "--gt", "z", "--out", str(tmp_path / "m.csv")]) == 2
+def test_report_of_nan_and_constant_scores(tmp_path):
+    """Rows with NaN values and a region where every case scores 1 render as n/a and 'constant data'."""
+    pytest.importorskip("matplotlib")
+    from pedtumorseg.evaluation import METRICS, EvaluationResult
+    from pedtumorseg.html_report import render
+
+    rows, volumes = [], {}
+    for i, case in enumerate(("c1", "c2", "c3", "c4")):
+        for region in an.REPORT_REGIONS:
+            row = {"case": case, "region": region, **{m: 0.2 * i for m in METRICS}}
+            if region == "ET":
+                row.update(lesion_dice=1.0, lesion_hd95=0.0)
+            if region == "CC":
+                row["lesion_hd95"] = math.nan
+            rows.append(row)
+        vol = {r: 1.0 + i for r in an.REPORT_REGIONS}
+        volumes[case] = {"prediction": vol, "ground_truth": dict(vol, ET=2.0)}  # constant GT ET volume
+    res = EvaluationResult(rows, {"n_cases": 4}, [], Path("m.csv"), Path("s.json"), None, [], volumes, None)
+    p = _Tables()
+    p.feed(render([("A", res)], labels={"A": "pred"}, gt_label="gt"))
+    cc = p.tables["scores", "A", "lesion_hd95"]["CC"]
+    assert cc["n"][0] == 0 and cc["n_nan"][0] == 4 and cc["mean"][1] == "n/a"
+    assert p.tables["size", "A", "lesion_dice"]["ET"]["note"][1] == an.NOT_ENOUGH  # 2 + 2 cases
+    assert p.tables["volumes", "A", "agreement"]["ET"]["note"][1] == an.CONSTANT
+    assert p.tables["volumes", "A", "agreement"]["WT"]["method"][1] == "pearson"  # 1..4 on both sides
+
+
+@pytest.mark.parametrize("args", [["--pred-b", "y"], ["--size-cutoff-ml", "5"]])
+def test_report_options_without_report_are_usage_errors(tmp_path, capsys, args):
+    assert main(["evaluate", "--pred", "x", "--gt", "z", "--out", str(tmp_path / "m.csv"), *args]) == 2
     assert "--report" in capsys.readouterr().err
+
+
+def test_size_cutoff_must_be_positive(tmp_path, capsys):
+    assert main(["evaluate", "--pred", "x", "--gt", "z", "--out", str(tmp_path / "m.csv"), "--report",
+                 str(tmp_path / "r.html"), "--size-cutoff-ml", "0"]) == 2
+    assert "--size-cutoff-ml" in capsys.readouterr().err
 
 
 def test_report_without_matplotlib_fails_up_front(tmp_path, monkeypatch, capsys):

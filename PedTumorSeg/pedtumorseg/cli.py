@@ -145,8 +145,10 @@ def _predict_batch(args: argparse.Namespace, run_batch, Predictor) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_folder
 
-    if args.pred_b and not args.report:
-        raise ValueError("--pred-b compares two predictions in the report: give --report too")
+    if (args.pred_b or args.size_cutoff_ml is not None) and not args.report:
+        raise ValueError("--pred-b and --size-cutoff-ml are options of the report: give --report too")
+    if args.size_cutoff_ml is not None and not args.size_cutoff_ml > 0:
+        raise ValueError(f"--size-cutoff-ml must be a volume > 0 mL, got {args.size_cutoff_ml}")
     if args.report:
         from .html_report import require_matplotlib
 
