@@ -135,10 +135,11 @@ def _p(text: str) -> str:
 # --- figures ------------------------------------------------------------------------------------------------
 
 def _distribution_figure(groups: Sequence[tuple[str, Mapping[str, Sequence[float]]]], regions: Sequence[str],
-                         ylabel: str, colors: Mapping[str, str] | None = None):
+                         ylabel: str, colors: Mapping[str, str] | None = None, ylim=None):
     """Violin + box + points per region, one series per group side by side; a violin only for a series of two
     or more distinct finite values (a kernel density needs spread)."""
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     rng = np.random.default_rng(0)
     fig = Figure(figsize=(max(6.0, 1.3 * len(regions) * max(1, len(groups))), 4.2), dpi=90)
@@ -161,15 +162,16 @@ def _distribution_figure(groups: Sequence[tuple[str, Mapping[str, Sequence[float
                            medianprops={"color": "black"})
                 ax.scatter(pos + rng.uniform(-width * 0.15, width * 0.15, v.size), v, s=9, color="black",
                            alpha=0.6, zorder=3)
-        if len(groups) > 1:
-            ax.scatter([], [], color=color, label=name, s=30)
     ax.set_xticks(range(len(regions)))
     ax.set_xticklabels(regions)
     ax.set_xlim(-0.6, len(regions) - 0.4)
     ax.set_ylabel(ylabel)
     ax.grid(axis="y", alpha=0.3)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     if len(groups) > 1:
-        ax.legend(loc="lower left", fontsize=8)
+        ax.legend(handles=[Patch(facecolor=(colors or {}).get(name, "grey"), edgecolor="black", alpha=0.45,
+                                 label=name) for name, _ in groups], loc="lower left", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -255,7 +257,7 @@ def _distribution_section(sets: Sequence[tuple[str, object]]) -> str:
     groups = [(name, {r: list(v.values()) for r, v in an.values_by_region(result.rows, "lesion_dice").items()})
               for name, result in sets]
     fig = _distribution_figure(groups, an.REPORT_REGIONS, "lesion-wise Dice",
-                               SET_COLORS if len(groups) > 1 else None)
+                               SET_COLORS if len(groups) > 1 else None, ylim=(-0.03, 1.03))
     note = "Violin (kernel density, where values spread), box (quartiles, whiskers 1.5 IQR) and cases as points."
     if len(groups) > 1:
         note += " A and B side by side per region."
