@@ -284,6 +284,9 @@ def test_report_volume_agreement_equals_the_volumes_csv(report_run):
         assert gt.size == 6
         _check(table[region]["median_gt"], float(np.median(gt)))
         _check(table[region]["bias"], float(np.mean(pred - gt)))
+        from scipy.stats import mannwhitneyu
+
+        _check(table[region]["mann_whitney_p"], float(mannwhitneyu(pred, gt).pvalue))
         assert table[region]["method"][1] in ("pearson", "spearman", "\u2014")
     # a shift keeps every volume: bias 0 and the combined region's volume is NET + CC + ED
     _check(table["WT"]["bias"], 0.0)

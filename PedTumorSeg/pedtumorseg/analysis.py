@@ -139,12 +139,15 @@ def bland_altman(pred: Sequence[float], gt: Sequence[float]) -> dict[str, float]
 
 
 def agreement(pred: Sequence[float], gt: Sequence[float], alpha: float = NORMALITY_ALPHA) -> dict:
-    """``correlation(gt, pred)`` and ``bland_altman(pred, gt)`` together, with the medians of both sides:
-    ``{"n", "median_gt", "median_pred", "correlation", "bland_altman"}``."""
+    """``correlation(gt, pred)``, ``bland_altman(pred, gt)`` and the paper's Mann-Whitney U test of the two
+    distributions (``compare_groups(pred, gt)``, as the paper compares proportions) on the complete pairs, with
+    the medians of both sides: ``{"n", "median_gt", "median_pred", "correlation", "bland_altman",
+    "mann_whitney"}``."""
     p, g = _pairs(pred, gt)
     return {"n": int(p.size), "median_gt": float(np.median(g)) if g.size else math.nan,
             "median_pred": float(np.median(p)) if p.size else math.nan,
-            "correlation": correlation(g, p, alpha), "bland_altman": bland_altman(p, g)}
+            "correlation": correlation(g, p, alpha), "bland_altman": bland_altman(p, g),
+            "mann_whitney": compare_groups(p, g)}
 
 
 # --- volumes --------------------------------------------------------------------------------------------------

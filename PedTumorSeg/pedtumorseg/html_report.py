@@ -274,13 +274,14 @@ def _agreement_rows(results: Mapping[str, dict]) -> list[tuple[str, list[str]]]:
             _td("shapiro_p_pred", c["normality_y"]["p_value"], "p"),
             _td("method", c["method"] or "\u2014"), _td("coefficient", c["coefficient"]),
             _td("p_value", c["p_value"], "p"), _td("bias", ba["bias"]), _td("sd_difference", ba["sd"]),
-            _td("loa_lower", ba["loa_lower"]), _td("loa_upper", ba["loa_upper"]), _td("note", c["note"])]))
+            _td("loa_lower", ba["loa_lower"]), _td("loa_upper", ba["loa_upper"]),
+            _td("mann_whitney_p", res["mann_whitney"]["p_value"], "p"), _td("note", c["note"])]))
     return rows
 
 
 _AGREEMENT_HEADERS = ["region", "n", "median GT", "median pred", "Shapiro-Wilk p (GT)", "Shapiro-Wilk p (pred)",
                       "correlation", "coefficient", "p", "bias (pred - GT)", "SD of differences", "LoA lower",
-                      "LoA upper", "note"]
+                      "LoA upper", "Mann-Whitney p", "note"]
 
 
 def _volume_pairs(result, regions: Sequence[str], fractions: bool) -> dict[str, tuple[list[float], list[float]]]:
@@ -310,7 +311,9 @@ def _agreement_section(sets: Sequence[tuple[str, object]], fractions: bool) -> s
     out.append(_p("Correlation: Pearson when a Shapiro-Wilk test does not reject normality (p \u2265 "
                   f"{an.NORMALITY_ALPHA}) for both the ground-truth and the predicted values, Spearman otherwise. "
                   "Bland-Altman: bias = mean of prediction - ground truth, limits of agreement = bias \u00b1 1.96 SD "
-                  "of the differences."))
+                  "of the differences. Mann-Whitney p: two-sided Mann-Whitney U test of the predicted against the "
+                  "ground-truth distribution, the paper's test of the proportions (it ignores the pairing; the "
+                  "Bland-Altman bias is the paired view)."))
     for name, result in sets:
         pairs = _volume_pairs(result, regions, fractions)
         results = {r: an.agreement(p, g) for r, (p, g) in pairs.items()}
