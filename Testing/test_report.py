@@ -119,7 +119,7 @@ def test_combined_region_volumes_and_fractions():
     assert vol[an.COMBINED_REGION] == pytest.approx(4 * 2.0 / 1000)
     fr = an.fractions_of_wt(vol)
     assert fr[an.COMBINED_REGION] == pytest.approx(0.8) and fr["ET"] == pytest.approx(0.2)
-    assert an.combined_labels(labels).tolist() == [[[0, 2, 2, 2, 2, 0]]]
+    assert an.combined_labels(labels).tolist() == [[[0, 4, 4, 4, 4, 0]]]
     assert all(math.isnan(v) for v in an.fractions_of_wt({**vol, "WT": 0.0}).values())
 
 
@@ -269,6 +269,17 @@ def test_report_score_tables_equal_the_csv(report_run):
                 q1, q3 = np.percentile(v, [25, 75])
                 _check(table[region]["iqr"], float(q3 - q1))
                 assert table[region]["n"][0] == v.size == 6
+
+
+def test_combined_region_rows_score_the_union_of_net_cc_ed(report_run):
+    _, out, _ = report_run
+    rows = {(r["case"], r["region"]): r for r in _csv_rows(out)}
+    for k in range(6):
+        g = np.isin(_gt(k), (2, 3, 4))
+        p = np.roll(g, 1, axis=2)  # prediction A is the ground truth shifted one voxel along x
+        dice = 2 * np.count_nonzero(p & g) / (np.count_nonzero(p) + np.count_nonzero(g))
+        assert rows[f"P_{k}", an.COMBINED_REGION]["dice"] == pytest.approx(dice)
+        assert rows[f"P_{k}", an.COMBINED_REGION]["lesion_dice"] == pytest.approx(dice)  # one lesion each side
 
 
 def test_report_volume_agreement_equals_the_volumes_csv(report_run):

@@ -160,10 +160,14 @@ def with_combined(volumes_ml: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
+#: the label that carries the combined region in ``combined_labels`` (ED: only the ED and WT rows contain it)
+COMBINED_AS = ED
+
+
 def combined_labels(labels) -> np.ndarray:
-    """A label map whose NET label (2) covers the combined region and nothing else: scoring its NET row scores
-    NET+CC+ED (the scorer's definitions untouched)."""
-    return np.where(np.isin(np.asarray(labels), COMBINED_LABELS), NET, 0).astype(np.uint8)
+    """A label map whose ED label (4) covers the combined region and nothing else: its ED row of the scorer
+    scores NET+CC+ED with the scorer's definitions untouched."""
+    return np.where(np.isin(np.asarray(labels), COMBINED_LABELS), COMBINED_AS, 0).astype(np.uint8)
 
 
 def fractions_of_wt(volumes_ml: Mapping[str, float]) -> dict[str, float]:

@@ -128,12 +128,14 @@ def _evaluate_pair(args) -> tuple[list[dict], dict[str, float], dict[str, float]
     rows = _csv_rows(case_id, evaluate_case(pred, gt, spacing))
     case_volumes = None
     if report_data:
-        from pedtumorseg.analysis import COMBINED_REGION, combined_labels, with_combined
+        from pedtumorseg.analysis import COMBINED_AS, COMBINED_REGION, combined_labels, with_combined
+        from pedtumorseg.conventions import LABEL_NAMES
         from pedtumorseg.metrics import volumes
 
-        # the combined region is the NET row of label maps whose label 2 covers NET, CC and ED
+        # the combined region is the ED row of label maps whose label 4 covers NET, CC and ED
         combined = evaluate_case(combined_labels(pred), combined_labels(gt), spacing)
-        rows += [dict(r, region=COMBINED_REGION) for r in _csv_rows(case_id, combined) if r["region"] == "NET"]
+        rows += [dict(r, region=COMBINED_REGION) for r in _csv_rows(case_id, combined)
+                 if r["region"] == LABEL_NAMES[COMBINED_AS]]
         case_volumes = {"prediction": with_combined(volumes(pred, spacing)["volumes_ml"]),
                         "ground_truth": with_combined(volumes(gt, spacing)["volumes_ml"])}
     return rows, wt_fractions(pred, spacing), wt_fractions(gt, spacing), case_volumes
