@@ -397,6 +397,16 @@ def test_report_options_without_report_are_usage_errors(tmp_path, capsys, args):
     assert "--report" in capsys.readouterr().err
 
 
+def test_unusable_pred_b_fails_before_anything_is_written(tmp_path, capsys):
+    gt = _gt(1)
+    _write(gt, tmp_path / "gt" / "P.nii.gz")
+    _write(gt, tmp_path / "pred" / "P.nii.gz")
+    rc = main(["evaluate", "--pred", str(tmp_path / "pred"), "--pred-b", str(tmp_path / "nope"), "--gt",
+               str(tmp_path / "gt"), "--out", str(tmp_path / "out" / "m.csv"), "--report", str(tmp_path / "r.html")])
+    assert rc == 1 and "nope: not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_size_cutoff_must_be_positive(tmp_path, capsys):
     assert main(["evaluate", "--pred", "x", "--gt", "z", "--out", str(tmp_path / "m.csv"), "--report",
                  str(tmp_path / "r.html"), "--size-cutoff-ml", "0"]) == 2

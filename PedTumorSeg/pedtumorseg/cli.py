@@ -153,6 +153,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from .html_report import require_matplotlib
 
         require_matplotlib(args.report)  # before any work
+    if args.pred_b:
+        from .evaluation import label_files
+
+        label_files(args.pred_b)  # an unusable second folder fails before the first is evaluated
     report = bool(args.report)
     result = evaluate_folder(args.pred, args.gt, args.out, workers=args.workers, report_data=report)
     results = [("A", args.pred, result)]
