@@ -238,12 +238,17 @@ class SegmentationSync:
         changed = self.session.update(**changes) - self.protected
         if not changed:
             return set()
-        edited = self.editedLabels(changed)
-        if edited and not (confirmOverwrite is not None and confirmOverwrite(edited)):
-            self.protected |= edited
+        # every segment is checked, not only the changed ones: segments that do not overlap share one labelmap
+        # layer in Slicer, so a write stamps them all, and an edit made before it must not be stamped away
+        edited = self.editedLabels(set(FOREGROUND_LABELS) - self.protected)
+        if edited & changed and not (confirmOverwrite is not None and confirmOverwrite(edited & changed)):
+            self.protected |= edited & changed
             changed -= edited
         for label in sorted(changed):
             self._write(label)
+        for label in set(FOREGROUND_LABELS) - changed - edited - self.protected:
+            crop, start, _, _ = self._written[label]
+            self._remember(label, crop, start)  # unchanged content; the layer's new stamp
         return changed
 
     def labelsShown(self):
