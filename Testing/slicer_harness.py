@@ -27,6 +27,7 @@ class SlicerScene:
         self.app.GetColorLogic().AddDefaultColorNodes()
         self.app.SetSliceLogics(vtk.vtkCollection())
         self.app.SetViewLogics(vtk.vtkCollection())
+        self.app.SetModuleLogic("Colors", self.app.GetColorLogic())  # volume display nodes get their color tables
         self.volumes = self._register(slicer.vtkSlicerVolumesLogic(), "Volumes")
         # without Slicer's terminology JSON files the logic still parses and serializes entries; it only cannot
         # look codes up in the dictionaries (and logs that it found none)

@@ -265,6 +265,46 @@ def test_top_level_cmake_metadata():
     assert (REPO / "Resources" / "Icons" / "PedTumorSeg.png").is_file()
 
 
+#: properties of the Extensions Index catalog entry schema v1.0.2 (Slicer/ExtensionsIndex schemas/, additionalProperties
+#: false; required: $schema, category, scm_url)
+_CATALOG_PROPERTIES = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+                       "dicom_support_rule", "build_subdirectory", "enabled", "tier"}
+
+
+def _cmake_value(text: str, key: str) -> str:
+    m = re.search(r"set\(" + key + r" \"([^\"]+)\"\)", text)
+    assert m, key
+    return m.group(1)
+
+
+def test_extensions_index_entry_matches_cmake_and_points_at_files_in_the_repository():
+    import json
+
+    entry = json.loads((REPO / "PedTumorSeg.json").read_text(encoding="utf-8"))
+    assert set(entry) <= _CATALOG_PROPERTIES and {"$schema", "category", "scm_url"} <= set(entry)
+    assert entry["$schema"].endswith("/Schemas/slicer-extension-catalog-entry-schema-v1.0.2.json#")
+    text = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
+    repository = _cmake_value(text, "EXTENSION_PUBLIC_REPOSITORY")
+    branch = _cmake_value(text, "EXTENSION_PUBLIC_BRANCH")
+    assert entry["scm_url"] == repository + ".git" and entry["scm_revision"] == branch
+    assert entry["category"] == _cmake_value(text, "EXTENSION_CATEGORY")
+    assert entry["build_dependencies"] == _cmake_value(text, "EXTENSION_DEPENDS").split()
+    assert isinstance(entry["tier"], int) and 1 <= entry["tier"] <= 5
+    # the repository is named once: nowhere else in CMakeLists.txt, README.md or the module
+    owner_name = repository.split("github.com/")[1]
+    for path in (REPO / "CMakeLists.txt", REPO / "README.md", MODULE_PY, MODULE / "CMakeLists.txt"):
+        assert path.read_text(encoding="utf-8").count(owner_name) <= (1 if path.name == "CMakeLists.txt" and
+                                                                      path.parent == REPO else 0), path
+    # icon and screenshot URLs are derived from the setting and name files of this repository
+    for key, expected in (("EXTENSION_ICONURL", "Resources/Icons/PedTumorSeg.png"),
+                          ("EXTENSION_SCREENSHOTURLS", "Resources/Screenshots/PedTumorSeg-1.png")):
+        value = _cmake_value(text, key)
+        assert value == "${_raw_url}/${EXTENSION_PUBLIC_BRANCH}/" + expected
+        assert (REPO / expected).is_file(), expected
+    screenshot = (REPO / "Resources/Screenshots/PedTumorSeg-1.png").read_bytes()
+    assert screenshot[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_icons_are_128px_pngs():
     for path in (REPO / "Resources" / "Icons" / "PedTumorSeg.png", MODULE / "Resources" / "Icons" / "PedTumorSeg.png"):
         data = path.read_bytes()
