@@ -248,3 +248,36 @@ def test_apply_with_the_demo_bundle_equals_the_cli(harness, tmp_path, oblique):
     # geometry of the segmentation = the T1CE's
     assert node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole()) is volumes["t1ce"]
     np.testing.assert_array_equal(logic.sync.shape, tuple(reversed(volumes["t1ce"].GetImageData().GetDimensions())))
+
+
+def test_parameter_decisions_on_the_scene(harness, tmp_path):
+    """autoAssignInputs (label maps never; onlyEmpty keeps choices), inputProblems, currentParams (clamped),
+    resetPostprocessingControls / needsDefaultsReset with the demo bundle."""
+    logic = moduleLogic(harness, tmp_path / "tmp")
+    paths = {}
+    for suffix in ("t1n", "t1c", "t2w", "t2f", "seg"):
+        image = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.int16))
+        paths[suffix] = tmp_path / f"case-{suffix}.nii.gz"
+        sitk.WriteImage(image, str(paths[suffix]))
+    nodes = {s: harness.loadVolume(paths[s], f"case-{s}") for s in ("t1n", "t1c", "t2w", "t2f")}
+    labelmap = harness.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "case-t1c-label")
+    fields = [f"{c}Volume" for c in CHANNELS] + ["modelPath", "postprocessDefaultsOf"] + list(panel.PANEL_PARAMETERS)
+    p = type("ParameterNode", (), dict.fromkeys(fields))()
+    p.modelPath, p.postprocessDefaultsOf = "", ""
+    assert logic.inputProblems(p)
+    p.t2Volume = nodes["t1n"]  # the user's choice for T2 is kept by onlyEmpty
+    logic.autoAssignInputs(p, onlyEmpty=True)
+    assert (p.t1Volume, p.t1ceVolume, p.t2Volume, p.flairVolume) == (None, nodes["t1c"], nodes["t1n"], nodes["t2f"])
+    logic.autoAssignInputs(p, onlyEmpty=False)
+    assert logic.selectedInputs(p) == {"t1": nodes["t1n"], "t1ce": nodes["t1c"], "t2": nodes["t2w"],
+                                       "flair": nodes["t2f"]}
+    assert labelmap not in logic.selectedInputs(p).values() and logic.inputProblems(p) == []
+    bundle = logic.loadBundle("")
+    assert logic.needsDefaultsReset(p, bundle)
+    logic.resetPostprocessingControls(p, bundle)
+    assert not logic.needsDefaultsReset(p, bundle)
+    assert all(getattr(p, name) == getattr(bundle.postprocessing, name) for name in panel.PANEL_PARAMETERS)
+    p.ratio_low = p.ratio_high + 0.5  # the sliders can cross; the parameters cannot
+    params = logic.currentParams(p)
+    assert params.ratio_low == round(params.ratio_high - 0.01, 2) and params.normalization == \
+        bundle.postprocessing.normalization

@@ -23,8 +23,8 @@ def _check(condition, message: str) -> None:
 
 
 def cli_labels(logic, volumes: dict, workdir, python: str, params, modelPath: str = "", timeout: float = 3600):
-    """Final labels of ``pedtumorseg predict`` (fold 0, no TTA, CPU, ``--set`` = ``params``) on the volumes as the
-    module writes them (same storage node), read back with the core's reader."""
+    """``(labels, geometry)`` of ``pedtumorseg predict``'s final label map (fold 0, no TTA, CPU, ``--set`` =
+    ``params``) on the volumes as the module writes them (same storage node), read back with the core's reader."""
     from pedtumorseg.background import BackgroundPrediction, build_predict_command, child_environment
     from pedtumorseg.conventions import BRATS_SUFFIXES
     from pedtumorseg.io import read_labels
@@ -47,7 +47,12 @@ def cli_labels(logic, volumes: dict, workdir, python: str, params, modelPath: st
     try:
         run.wait(timeout=timeout)
         _check(run.returncode == 0 and run.result is not None, f"the CLI failed: {run.failure_message()}")
-        return read_labels(run.result["outputs"]["seg"])
+        import SimpleITK as sitk
+
+        from pedtumorseg.io import Geometry
+
+        path = run.result["outputs"]["seg"]
+        return read_labels(path), Geometry.from_image(sitk.ReadImage(str(path)))
     finally:
         run.cleanup()
 
@@ -83,7 +88,7 @@ def check_phantom_run(logic, scene, volumes: dict, workdir, python: str, log=pri
                    f"segment {label}: terminology type code")
 
     log("Running the command line on the same files with the same post-processing")
-    cli = cli_labels(logic, volumes, workdir / "cli", python, session.params)
+    cli, cliGeometry = cli_labels(logic, volumes, workdir / "cli", python, session.params)
     _check(cli.shape == session.labels.shape, "the CLI's label map is not on the T1CE grid")
     _check(np.array_equal(cli, session.labels), "the module's labels differ from the command line's")
     produced = [label for label in FOREGROUND_LABELS if (cli == label).any()]
@@ -91,6 +96,22 @@ def check_phantom_run(logic, scene, volumes: dict, workdir, python: str, log=pri
     for label in FOREGROUND_LABELS:
         _check(np.array_equal(sync.segmentArray(label), (cli == label).astype(np.uint8)),
                f"segment {LABEL_LONG_NAMES[label]} differs from the command line's label {label}")
+
+    nodes = scene.GetNumberOfNodes()
+    logic.exportLabelmap(workdir / "module-seg.nii.gz")
+    _check(scene.GetNumberOfNodes() == nodes, "the label map export left nodes in the scene")
+    import SimpleITK as sitk
+
+    from pedtumorseg.io import Geometry
+
+    exported = sitk.ReadImage(str(workdir / "module-seg.nii.gz"))
+    _check(exported.GetPixelID() == sitk.sitkUInt8 and np.array_equal(sitk.GetArrayFromImage(exported), cli),
+           "the exported label map differs from the command line's -seg.nii.gz")
+    geometry = Geometry.from_image(exported)
+    _check(geometry.size == cliGeometry.size and np.allclose(geometry.spacing, cliGeometry.spacing, atol=1e-5)
+           and np.allclose(geometry.origin, cliGeometry.origin, atol=1e-3)
+           and np.allclose(geometry.direction, cliGeometry.direction, atol=1e-5),
+           f"the exported label map's grid {geometry} differs from the command line's {cliGeometry}")
 
     log("Moving a minimum-volume slider on a label the command line produced")
     label = max(produced, key=lambda lab: int((cli == lab).sum()))
