@@ -31,4 +31,6 @@ def test_module_logic_on_slicer_core(tmp_path):
                           cwd=str(HERE.parent), env=env, capture_output=True, text=True, timeout=1500)
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert proc.returncode == 0, "\n".join(lines[-60:]) + "\n" + proc.stderr[-3000:]
-    assert " passed" in lines[-1] and "skipped" not in lines[-1], lines[-1]
+    assert " passed" in lines[-1], lines[-1]
+    if importlib.util.find_spec("torch") is not None and importlib.util.find_spec("nilearn") is not None:
+        assert "skipped" not in lines[-1], lines[-1]  # Apply with the demo bundle ran
