@@ -127,15 +127,10 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.resetButton.connect("clicked(bool)", self.onResetButton)
         self.ui.show3DButton.connect("clicked(bool)", lambda: self._try(_("Failed to show the segmentation in 3D."),
                                                                         self.logic.showSegmentation3D))
-        for button, caption, suffix, fileFilter, export in (
-                ("exportLabelmapButton", _("Export BraTS label map"), "-seg.nii.gz", "NIfTI (*.nii.gz *.nii)",
-                 lambda path: self.logic.exportLabelmap(path)),
-                ("exportSegmentationButton", _("Export segmentation"), ".seg.nrrd", "Segmentation (*.seg.nrrd)",
-                 lambda path: self.logic.exportSegmentation(path)),
-                ("exportCsvButton", _("Export volumes"), "-volumes.csv", "CSV (*.csv)",
-                 lambda path: self.logic.exportCsv(path))):
-            getattr(self.ui, button).connect("clicked(bool)", lambda _checked=False, c=caption, s=suffix,
-                                             f=fileFilter, e=export: self.onExport(c, s, f, e))
+        for export in (("exportLabelmap", _("Export BraTS label map"), "-seg.nii.gz", "NIfTI (*.nii.gz *.nii)"),
+                       ("exportSegmentation", _("Export segmentation"), ".seg.nrrd", "Segmentation (*.seg.nrrd)"),
+                       ("exportCsv", _("Export volumes"), "-volumes.csv", "CSV (*.csv)")):
+            getattr(self.ui, export[0] + "Button").connect("clicked(bool)", lambda _=False, e=export: self.onExport(*e))
         self.initializeParameterNode()
         self._updateResultsTable()
 
@@ -335,11 +330,11 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 table.setItem(r, c, item)
         self._updateButtons()
 
-    def onExport(self, caption, suffix, fileFilter, export) -> None:
+    def onExport(self, method, caption, suffix, fileFilter) -> None:
         name = (self._parameterNode.t1ceVolume.GetName() if self._parameterNode.t1ceVolume else "case") + suffix
         path = qt.QFileDialog.getSaveFileName(slicer.util.mainWindow(), caption, name, fileFilter)
         if path:
-            self._try(_("Export failed."), export, path)
+            self._try(_("Export failed."), getattr(self.logic, method), path)
 
 
 class PedTumorSegLogic(ScriptedLoadableModuleLogic, ModuleLogic):
@@ -388,9 +383,7 @@ class PedTumorSegTest(ScriptedLoadableModuleTest):
         from pathlib import Path
 
         from pedtumorseg.background import find_python_slicer
-        from pedtumorseg.conventions import BRATS_SUFFIXES, CHANNELS
-        from pedtumorseg.phantom import make_phantom, write_phantom
-        from PedTumorSegLib.self_test import check_phantom_run
+        from PedTumorSegLib.self_test import check_phantom_run, load_phantom
 
         logic = PedTumorSegLogic()
         self.assertTrue(logic.ensureRequirements(askConfirmation=False))
@@ -399,11 +392,8 @@ class PedTumorSegTest(ScriptedLoadableModuleTest):
         except ModuleNotFoundError:
             slicer.util.pip_install("nilearn")
         with tempfile.TemporaryDirectory() as tmp:
-            self.delayDisplay("Writing a phantom case")
-            phantom = make_phantom(3, "small")
-            caseDir = Path(write_phantom(phantom, tmp))
-            volumes = {c: slicer.util.loadVolume(str(caseDir / f"{phantom.case_id}-{BRATS_SUFFIXES[c]}.nii.gz"))
-                       for c in CHANNELS}
+            self.delayDisplay("Writing and loading a phantom case")
+            volumes = load_phantom(lambda path: slicer.util.loadVolume(str(path)), tmp)
             facts = check_phantom_run(logic, slicer.mrmlScene, volumes, Path(tmp) / "work", find_python_slicer(),
                                       log=self.delayDisplay, terminologies=slicer.modules.terminologies.logic())
         self.delayDisplay(f"Test passed ({facts})")

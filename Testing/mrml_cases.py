@@ -22,7 +22,7 @@ from pedtumorseg import panel  # noqa: E402
 from pedtumorseg.conventions import BRATS_SUFFIXES, CHANNELS, LABEL_COLORS, LABEL_LONG_NAMES  # noqa: E402
 from pedtumorseg.postprocess import PostprocessParams, Session  # noqa: E402
 
-#: an oblique direction with the first two axes flipped (a "RAS-stored" file: i grows to the left... in LPS terms)
+#: an oblique direction whose first two axes are flipped against LPS, as in a file stored in RAS orientation
 OBLIQUE_DIRECTION = tuple((np.array(sitk.VersorTransform((0.3, -0.2, 0.1), 0.5).GetMatrix()).reshape(3, 3)
                            @ np.diag([-1.0, -1.0, 1.0])).ravel())
 ANISOTROPIC_SPACING = (0.9, 1.2, 2.0)
@@ -210,16 +210,15 @@ def test_slider_moves_hand_edits_and_deleted_segments(harness, tmp_path):
     assert session.params.ratio_low == round(session.params.ratio_high - 0.01, 2) < session.params.ratio_high
 
 
-def _write_phantom(tmp_path, oblique: bool):
+def _write_oblique_phantom(tmp_path):
     from pedtumorseg.phantom import make_phantom, write_phantom
 
-    folder = Path(write_phantom(make_phantom(3, "small"), tmp_path / ("oblique" if oblique else "plain")))
-    if oblique:  # the same voxels stored with an oblique, flipped direction and anisotropic spacing
-        for file in folder.glob("*.nii.gz"):
-            image = sitk.ReadImage(str(file))
-            image.SetDirection(OBLIQUE_DIRECTION)
-            image.SetSpacing(ANISOTROPIC_SPACING)
-            sitk.WriteImage(image, str(file))
+    folder = Path(write_phantom(make_phantom(3, "small"), tmp_path / "oblique"))
+    for file in folder.glob("*.nii.gz"):  # the same voxels, stored oblique, flipped and anisotropic
+        image = sitk.ReadImage(str(file))
+        image.SetDirection(OBLIQUE_DIRECTION)
+        image.SetSpacing(ANISOTROPIC_SPACING)
+        sitk.WriteImage(image, str(file))
     case_id = folder.name
     return {c: folder / f"{case_id}-{BRATS_SUFFIXES[c]}.nii.gz" for c in CHANNELS}
 
@@ -230,10 +229,13 @@ def test_apply_with_the_demo_bundle_equals_the_cli(harness, tmp_path, oblique):
     every segment with the CLI's -seg.nii.gz, move a slider, export: the module's self-test on slicer-core."""
     pytest.importorskip("torch")
     pytest.importorskip("nilearn")
-    from PedTumorSegLib.self_test import check_phantom_run
+    from PedTumorSegLib.self_test import check_phantom_run, load_phantom
 
-    files = _write_phantom(tmp_path, oblique)
-    volumes = {c: harness.loadVolume(files[c]) for c in CHANNELS}
+    if oblique:
+        files = _write_oblique_phantom(tmp_path)
+        volumes = {c: harness.loadVolume(files[c]) for c in CHANNELS}
+    else:  # as the self-test in Slicer loads it
+        volumes = load_phantom(harness.loadVolume, tmp_path / "plain")
     logic = moduleLogic(harness, tmp_path / "tmp")
     paramNode = type("P", (), {f"{c}Volume": None for c in CHANNELS})()
     logic.autoAssignInputs(paramNode, onlyEmpty=True)

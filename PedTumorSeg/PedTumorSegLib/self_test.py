@@ -22,6 +22,16 @@ def _check(condition, message: str) -> None:
         raise AssertionError(message)
 
 
+def load_phantom(loadVolume, folder, seed: int = 3) -> dict:
+    """Write the small phantom ``seed`` into ``folder`` and load its four volumes with ``loadVolume(path)``."""
+    from pedtumorseg.conventions import BRATS_SUFFIXES
+    from pedtumorseg.phantom import make_phantom, write_phantom
+
+    phantom = make_phantom(seed, "small")
+    case = Path(write_phantom(phantom, folder))
+    return {c: loadVolume(case / f"{phantom.case_id}-{BRATS_SUFFIXES[c]}.nii.gz") for c in CHANNELS}
+
+
 def cli_labels(logic, volumes: dict, workdir, python: str, params, modelPath: str = "", timeout: float = 3600):
     """``(labels, geometry)`` of ``pedtumorseg predict``'s final label map (fold 0, no TTA, CPU, ``--set`` =
     ``params``) on the volumes as the module writes them (same storage node), read back with the core's reader."""
