@@ -110,6 +110,8 @@ def test_predict_raw_only_writes_the_network_labels_and_no_post_processed_map(tm
     code, _, err = _run(["predict", "--case", files.images["t1"].parent, "--out", tmp_path / "x", "--model",
                          tiny_bundle, "--raw-only", "--set", "min_volume_et=1"], capsys)
     assert code != 0 and "--raw-only" in err
+    code, _, err = _run(["predict", "--input-dir", cases_dir, "--output-dir", tmp_path / "batch", "--raw-only"], capsys)
+    assert code != 0 and "--raw-only" in err and not (tmp_path / "batch").exists()
 
 
 def test_missing_flair_fails_naming_the_file_and_writes_nothing(tmp_path, tiny_bundle, cases_dir):

@@ -79,14 +79,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     json_progress = _JsonProgress() if args.progress == "json" else None
     try:
+        if args.raw_only and (args.input_dir or args.set):
+            raise InputError(None, "--raw-only is for one case and writes the labels before post-processing: "
+                                   "no --input-dir, no --set")
         if args.input_dir:
             if not args.output_dir:
                 raise InputError(args.input_dir, "batch mode needs --output-dir")
             return _predict_batch(args, run_batch, Predictor)
         if not args.out:
             raise InputError(None, "give --out DIR for the outputs")
-        if args.raw_only and args.set:
-            raise InputError(None, "--raw-only writes the labels before post-processing: --set has no effect there")
         files = _single_case_files(args)
         predictor = Predictor.load(args.model, device=args.device, folds=args.folds, tta=not args.no_tta,
                                    step_size=args.step_size)
