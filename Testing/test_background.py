@@ -196,6 +196,8 @@ def test_build_predict_command_is_accepted_by_the_cli_parser():
     assert (args.t1, args.t1ce, args.t2, args.flair) == ("a", "b", "c", "d")
     assert args.folds == [0, 1] and args.no_tta and args.raw and args.progress == "json"
     assert args.device == "cuda" and args.model == "m" and args.case_id == "X" and args.out == "out"
+    only = build_parser().parse_args(build_predict_command("py", inputs, "out", raw_only=True)[3:])
+    assert only.raw_only and not only.raw  # --raw-only replaces --raw
 
 
 def test_parse_line():

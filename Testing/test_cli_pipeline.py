@@ -88,6 +88,32 @@ def test_predict_four_files_json_progress(tmp_path, tiny_bundle, cases_dir, caps
     assert Path(events[-1]["outputs"]["seg"]).name == "custom-seg.nii.gz"
 
 
+def test_predict_raw_only_writes_the_network_labels_and_no_post_processed_map(tmp_path, tiny_bundle, cases_dir,
+                                                                               capsys):
+    """The Slicer module's one-way Apply: the process returns raw labels only; the module post-processes."""
+    from pedtumorseg.pipeline import Predictor, predict_case
+
+    files = find_cases(cases_dir)[2]
+    code, out, err = _run(["predict", "--case", files.images["t1"].parent, "--out", tmp_path / "only", "--model",
+                           tiny_bundle, "--device", "cpu", "--no-tta", "--raw-only", "--progress", "json"], capsys)
+    assert code == 0, err
+    done = json.loads(out.strip().splitlines()[-1])
+    assert done["event"] == "done" and sorted(done["outputs"]) == ["raw", "stats"]
+    assert sorted(p.name for p in (tmp_path / "only").iterdir()) == [f"{files.case_id}-seg-raw.nii.gz",
+                                                                     f"{files.case_id}-stats.json"]
+    stats = json.loads(Path(done["outputs"]["stats"]).read_text())
+    assert stats["postprocessing"] is None
+    # the same raw labels as a normal run's --raw output
+    predictor = Predictor.load(str(tiny_bundle), device="cpu", tta=False)
+    normal = predict_case(files, tmp_path / "normal", predictor, write_raw=True)
+    np.testing.assert_array_equal(read_labels(done["outputs"]["raw"]), read_labels(normal.outputs["raw"]))
+    code, _, err = _run(["predict", "--case", files.images["t1"].parent, "--out", tmp_path / "x", "--model",
+                         tiny_bundle, "--raw-only", "--set", "min_volume_et=1"], capsys)
+    assert code != 0 and "--raw-only" in err
+    code, _, err = _run(["predict", "--input-dir", cases_dir, "--output-dir", tmp_path / "batch", "--raw-only"], capsys)
+    assert code != 0 and "--raw-only" in err and not (tmp_path / "batch").exists()
+
+
 def test_missing_flair_fails_naming_the_file_and_writes_nothing(tmp_path, tiny_bundle, cases_dir):
     src = find_cases(cases_dir)[0]
     case = tmp_path / "case"

@@ -147,19 +147,63 @@ def test_terminology_entries_distinct_and_invalid_label():
         panel.terminology_entry(0)
 
 
-def test_edited_segments():
+def test_tight_crop_and_same_crop():
     a = np.zeros((3, 4, 5), np.uint8)
     a[1, 1, 1] = 1
-    b = a.copy()
-    b[2, 2, 2] = 1
-    da, db = panel.segment_digest(a), panel.segment_digest(b)
-    assert da != db
-    assert panel.segment_digest(a * 7) == da  # only inside/outside matters
-    assert panel.segment_digest(a.reshape(4, 3, 5)) != da  # shape matters
-    written = {1: da, 2: da, 3: da}
-    assert panel.edited_segments(written, {1: da, 2: db, 3: da, 4: db}) == {2}
-    assert panel.edited_segments(written, {1: da, 2: da}) == {3}  # a deleted segment counts as edited
-    assert panel.edited_segments({}, {1: db}) == set()
+    a[2, 3, 1] = 7  # any non-zero value is inside
+    crop, start = panel.tight_crop(a, offset_zyx=(10, 20, 30))
+    assert start == (11, 21, 31) and crop.shape == (2, 3, 1) and crop.dtype == np.uint8
+    assert crop[:, :, 0].tolist() == [[1, 0, 0], [0, 0, 1]]
+    assert panel.tight_crop(np.zeros((2, 2, 2))) == (None, None)
+    b = np.zeros((6, 6, 6), np.uint8)
+    b[2:4, 2:5, 2] = a[1:3, 1:4, 1] != 0  # the same voxels at another place of a bigger array
+    assert panel.same_crop(panel.tight_crop(a, (0, 0, 0)), panel.tight_crop(b, (-1, -1, -1)))
+    assert not panel.same_crop(panel.tight_crop(a), panel.tight_crop(b))  # moved by one voxel
+    b[5, 5, 5] = 1
+    assert not panel.same_crop(panel.tight_crop(a, (0, 0, 0)), panel.tight_crop(b, (-1, -1, -1)))
+    assert panel.same_crop((None, None), (None, None))
+    assert not panel.same_crop((None, None), panel.tight_crop(a))
+
+
+def test_clamp_ratio_window():
+    from pedtumorseg.postprocess import PostprocessParams
+
+    p = PostprocessParams(ratio_low=0.8, ratio_high=1.4)
+    assert panel.clamp_ratio_window(p, {"ratio_low": 1.0}) == {"ratio_low": 1.0}  # valid: unchanged
+    assert panel.clamp_ratio_window(p, {"min_volume_et": 3.0}) == {"min_volume_et": 3.0}
+    assert panel.clamp_ratio_window(p, {"ratio_low": 1.9}) == {"ratio_low": 1.39}  # one 0.01 step below high
+    assert panel.clamp_ratio_window(p, {"ratio_low": 1.4}) == {"ratio_low": 1.39}
+    assert panel.clamp_ratio_window(p, {"ratio_high": 0.5}) == {"ratio_high": 0.81}  # one step above low
+    assert panel.clamp_ratio_window(p, {"ratio_high": 0.3, "ratio_low": 0.9}) == {"ratio_high": 0.3, "ratio_low": 0.29}
+    assert panel.clamp_ratio_window(PostprocessParams(ratio_low=0.2, ratio_high=0.5), {"ratio_high": 0.2}) == {
+        "ratio_high": 0.21}
+    # high at the bottom of the range (0.2) and low dragged onto it: low stays at the bottom, high moves up
+    assert panel.clamp_ratio_window(p, {"ratio_high": 0.2, "ratio_low": 0.5}) == {"ratio_high": 0.21, "ratio_low": 0.2}
+    top = PostprocessParams(ratio_low=4.0, ratio_high=5.0)
+    assert panel.clamp_ratio_window(top, {"ratio_low": 5.0}) == {"ratio_low": 4.99}
+    for changes in ({"ratio_low": 3.3}, {"ratio_high": 0.2}, {"ratio_low": 5.0, "ratio_high": 0.2}):
+        p.replace(**panel.clamp_ratio_window(p, changes))  # always a valid PostprocessParams
+
+
+def test_raw_scan_arguments():
+    assert panel.raw_scan_arguments("Auto", "auto") == []
+    assert panel.raw_scan_arguments("Yes", "No") == ["--skull-strip", "yes", "--register", "no"]
+    assert panel.raw_scan_arguments("Auto", "Yes") == ["--register", "yes"]
+    with pytest.raises(ValueError, match="--skull-strip"):
+        panel.raw_scan_arguments("maybe", "auto")
+
+
+def test_run_info_and_status_text(tmp_path):
+    stats = tmp_path / "stats.json"
+    stats.write_text('{"warnings": ["resampled"], "runtime": {"backend": "torch", "device": "cpu", "elapsed_s": 3.25}}')
+    info = panel.run_info({"event": "done", "outputs": {"stats": str(stats)}})
+    assert info == {"backend": "torch", "device": "cpu", "elapsed_s": 3.25, "warnings": ["resampled"]}
+    assert panel.status_text(info) == "Done (torch on cpu, 3.2 s)."
+    # the done event wins over the stats file; missing pieces are left out
+    info = panel.run_info({"event": "done", "device": "cuda:0", "outputs": {"stats": str(tmp_path / "gone.json")}})
+    assert info == {"device": "cuda:0", "warnings": []}
+    assert panel.status_text(info) == "Done (cuda:0)."
+    assert panel.status_text(panel.run_info(None)) == "Done."
 
 
 def test_missing_requirements():

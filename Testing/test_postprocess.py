@@ -315,3 +315,23 @@ def test_session_with_empty_prediction():
     shape = (6, 6, 6)
     session = Session(np.zeros(shape, np.uint8), np.ones(shape), np.ones(shape), (1, 1, 1))
     assert session.update(ratio_high=1.5) == set() and not session.labels.any()
+
+
+def test_dilate_cube_by_hand_and_equal_to_scipy():
+    from scipy import ndimage
+
+    from pedtumorseg.postprocess import dilate_cube
+
+    mask = np.zeros((4, 5, 6), bool)
+    mask[0, 0, 0] = True  # a corner voxel grows into its 2x2x2 corner (outside the array counts as 0)
+    mask[2, 2, 3] = True  # an inner voxel grows into its 3x3x3 cube
+    grown = dilate_cube(mask)
+    expected = np.zeros_like(mask)
+    expected[0:2, 0:2, 0:2] = True
+    expected[1:4, 1:4, 2:5] = True
+    np.testing.assert_array_equal(grown, expected)
+    assert int(grown.sum()) == 8 + 27  # the blocks do not overlap (x 0-1 and 2-4)
+    rng = np.random.default_rng(0)
+    for shape in ((9, 7, 8), (1, 5, 5), (30, 20, 10)):
+        random = rng.random(shape) < 0.05
+        np.testing.assert_array_equal(dilate_cube(random), ndimage.binary_dilation(random, np.ones((3, 3, 3), bool)))

@@ -31,8 +31,9 @@ EVENT_EXIT = "exit"  # {"event": "exit", "returncode": int} once, after the proc
 def build_predict_command(python: str | os.PathLike, inputs: Mapping[str, str | os.PathLike], out_dir: str | os.PathLike,
                           model: str | os.PathLike | None = None, device: str = "auto",
                           folds: Sequence[int] | None = None, tta: bool = True, case_id: str | None = None,
-                          raw: bool = True, extra: Sequence[str] = ()) -> list[str]:
-    """argv of ``python -m pedtumorseg predict`` on four files with JSON progress (and ``--raw``)."""
+                          raw: bool = True, raw_only: bool = False, extra: Sequence[str] = ()) -> list[str]:
+    """argv of ``python -m pedtumorseg predict`` on four files with JSON progress (and ``--raw`` or
+    ``--raw-only``: the network's labels only, for a caller that post-processes them itself)."""
     missing = [c for c in CHANNELS if not inputs.get(c)]
     if missing:
         raise ValueError(f"missing input file(s) for {', '.join(missing)}")
@@ -48,7 +49,9 @@ def build_predict_command(python: str | os.PathLike, inputs: Mapping[str, str | 
         command += ["--folds", *[str(int(f)) for f in folds]]
     if not tta:
         command.append("--no-tta")
-    if raw:
+    if raw_only:
+        command.append("--raw-only")
+    elif raw:
         command.append("--raw")
     command += list(extra)
     return command

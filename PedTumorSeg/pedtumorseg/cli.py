@@ -79,6 +79,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     json_progress = _JsonProgress() if args.progress == "json" else None
     try:
+        if args.raw_only and (args.input_dir or args.set):
+            raise InputError(None, "--raw-only is for one case and writes the labels before post-processing: "
+                                   "no --input-dir, no --set")
         if args.input_dir:
             if not args.output_dir:
                 raise InputError(args.input_dir, "batch mode needs --output-dir")
@@ -91,7 +94,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         params = _postprocess_params(args, predictor)
         progress = json_progress or (_text_progress if args.progress == "text" else None)
         result = predict_case(files, args.out, predictor, params=params, write_raw=args.raw,
-                              overlay=args.overlay, progress=progress)
+                              overlay=args.overlay, progress=progress, raw_only=args.raw_only)
     except Cancelled:
         if json_progress:
             json_progress.emit({"event": "error", "message": "cancelled"})
@@ -241,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="post-processing parameter, e.g. ratio_high=1.4, min_volume_et=150, ratio_enabled=false")
     p.add_argument("--raw", action="store_true", help="also write the labels before post-processing")
+    p.add_argument("--raw-only", action="store_true",
+                   help="single case: write only the network's labels (<ID>-seg-raw.nii.gz, no post-processing) and "
+                        "their stats, for a caller that post-processes them itself (the Slicer module)")
     p.add_argument("--overlay", action="store_true", help="also write a PNG montage of the result")
     p.add_argument("--num-parts", type=int, default=1, help="batch sharding: number of parts")
     p.add_argument("--part-id", type=int, default=0, help="batch sharding: this part (0-based)")

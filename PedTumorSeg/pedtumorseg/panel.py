@@ -3,15 +3,17 @@
 Everything the Slicer module computes that is not MRML/Qt glue lives here so that it can be tested without
 Slicer: auto-assignment of loaded volumes to the four channels, input validation, the prediction options of
 the Device/Quality controls, the post-processing controls built from :data:`postprocess.PARAMETERS`, the
-results table, the segment terminology strings, detection of hand-edited segments and the decision which
+results table, the segment terminology strings, the comparison of segment crops for hand-edit detection, the
+ratio-window clamp, the raw-scan options and the decision which
 Python requirements are missing.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
+import json
+import os
 import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
@@ -275,22 +277,115 @@ def terminology_entry(label: int) -> str:
 
 # --- hand-edit detection -----------------------------------------------------------------------------------
 
-def segment_digest(mask) -> str:
-    """Checksum of a segment's binary mask (shape and the set of non-zero voxels)."""
-    array = np.asarray(mask)
-    bits = np.packbits((array != 0).ravel())
-    h = hashlib.sha1(repr(array.shape).encode())
-    h.update(bits.tobytes())
-    return h.hexdigest()
+def tight_crop(mask, offset_zyx=(0, 0, 0)):
+    """``(crop, start_zyx)``: the smallest box of ``mask`` (any array, non-zero = inside) holding every non-zero
+    voxel, as uint8 0/1, and the index of its first voxel (``offset_zyx`` added); ``(None, None)`` when empty."""
+    array = np.asarray(mask) != 0
+    if not array.any():
+        return None, None
+    lo, hi = [], []
+    for axis in range(array.ndim):
+        other = tuple(a for a in range(array.ndim) if a != axis)
+        hits = np.flatnonzero(array.any(axis=other))
+        lo.append(int(hits[0]))
+        hi.append(int(hits[-1]) + 1)
+    crop = array[tuple(slice(a, b) for a, b in zip(lo, hi))].astype(np.uint8)
+    return crop, tuple(int(a) + int(o) for a, o in zip(lo, offset_zyx))
 
 
-def edited_segments(written: Mapping[int, str], current: Mapping[int, str]) -> set[int]:
-    """Labels whose segment content (``current`` digest) differs from what the module last wrote (``written``).
+def same_crop(a, b) -> bool:
+    """Whether two :func:`tight_crop` results hold the same voxels (both empty counts as the same)."""
+    (crop_a, start_a), (crop_b, start_b) = a, b
+    if crop_a is None or crop_b is None:
+        return crop_a is None and crop_b is None
+    return tuple(start_a) == tuple(start_b) and crop_a.shape == crop_b.shape and np.array_equal(crop_a, crop_b)
 
-    A label the module never wrote is not "edited" (nothing to protect); a label whose segment disappeared
-    (missing in ``current``) counts as edited.
+
+# --- slider values ------------------------------------------------------------------------------------------
+
+def clamp_ratio_window(current, changes: Mapping[str, object]) -> dict[str, object]:
+    """``changes`` with the ratio window kept valid (``ratio_low < ratio_high``) instead of refused.
+
+    A ``ratio_low`` dragged to or above ``ratio_high`` stops one slider step below it; a ``ratio_high`` dragged
+    to or below ``ratio_low`` stops one step above it (when both change at once, ``ratio_high`` wins). The
+    result stays inside the sliders' range. ``current`` is the ``PostprocessParams`` the changes apply to.
     """
-    return {label for label, digest in written.items() if current.get(label) != digest}
+    out = dict(changes)
+    if "ratio_low" not in out and "ratio_high" not in out:
+        return out
+    specs = {s.name: s for s in slider_specs()}
+    step = specs["ratio_low"].step
+    high = float(out.get("ratio_high", current.ratio_high))
+    low = float(out.get("ratio_low", current.ratio_low))
+    if low < high:
+        return out
+    if "ratio_low" in changes:
+        low = round(high - step, specs["ratio_low"].decimals)
+        if low < specs["ratio_low"].minimum:  # high is at the bottom of the range: move it up instead
+            low = specs["ratio_low"].minimum
+            high = round(low + step, specs["ratio_high"].decimals)
+            out["ratio_high"] = high
+        out["ratio_low"] = low
+    else:
+        high = round(low + step, specs["ratio_high"].decimals)
+        if high > specs["ratio_high"].maximum:
+            high = specs["ratio_high"].maximum
+            out["ratio_low"] = round(high - step, specs["ratio_low"].decimals)
+        out["ratio_high"] = high
+    return {name: value for name, value in out.items() if value != getattr(current, name) or name in changes}
+
+
+# --- raw clinical scans ----------------------------------------------------------------------------------------
+
+#: the "Raw scans" choice: what the prediction does about skull stripping and registration
+RAW_SCAN_CHOICES: tuple[str, ...] = ("Auto", "Yes", "No")
+
+
+def raw_scan_arguments(skull_strip: str, register: str) -> list[str]:
+    """CLI arguments of the panel's "Raw scans" controls: ``--skull-strip``/``--register`` ``yes|no``; ``Auto``
+    is the CLI's default and adds nothing."""
+    out = []
+    for flag, value in (("--skull-strip", skull_strip), ("--register", register)):
+        text = str(value).strip().lower()
+        if text not in ("auto", "yes", "no"):
+            raise ValueError(f"{flag} {value!r}: expected one of {', '.join(RAW_SCAN_CHOICES)}")
+        if text != "auto":
+            out += [flag, text]
+    return out
+
+
+# --- run status -----------------------------------------------------------------------------------------------
+def run_info(done_event: dict | None) -> dict:
+    """What a finished run says about itself: ``backend``, ``device``, ``elapsed_s`` when the ``done`` event or the
+    stats file it names has them (absent keys are left out), and ``warnings``."""
+    event = dict(done_event or {})
+    stats = {}
+    path = event.get("outputs", {}).get("stats")
+    if path and os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                stats = json.load(f)
+        except (OSError, ValueError):
+            stats = {}
+    info = {}
+    for key in ("backend", "device", "elapsed_s"):
+        for source in (event, stats, stats.get("model", {}), stats.get("runtime", {})):
+            if isinstance(source, dict) and source.get(key) is not None:
+                info[key] = source[key]
+                break
+    info["warnings"] = list(stats.get("warnings", []))
+    return info
+
+
+def status_text(info: dict) -> str:
+    """One status line for a finished run, e.g. ``Done (torch on cpu, 12.3 s).``"""
+    parts = [str(info[k]) for k in ("backend",) if info.get(k)]
+    if info.get("device"):
+        parts.append(("on " if parts else "") + str(info["device"]))
+    details = " ".join(parts)
+    if info.get("elapsed_s") is not None:
+        details = (details + ", " if details else "") + f"{float(info['elapsed_s']):.1f} s"
+    return f"Done ({details})." if details else "Done."
 
 
 # --- requirements ----------------------------------------------------------------------------------------------
@@ -310,6 +405,22 @@ class MissingRequirements:
     @property
     def ok(self) -> bool:
         return not self.install_torch and not self.pip and not self.problems
+
+
+def installed_versions() -> dict[str, str | None]:
+    """Distribution name -> version (None if missing) of :data:`SLICER_SHIPPED`, torch and :data:`PIP_REQUIREMENTS`.
+    Packages Slicer builds itself (e.g. SimpleITK) may have no pip metadata, so an importable package without
+    metadata counts as installed ("unknown")."""
+    import importlib.metadata
+    import importlib.util
+
+    versions: dict[str, str | None] = {}
+    for name in list(SLICER_SHIPPED) + ["torch"] + list(PIP_REQUIREMENTS):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "unknown" if importlib.util.find_spec(name) is not None else None
+    return versions
 
 
 def missing_requirements(installed: Mapping[str, str | None]) -> MissingRequirements:

@@ -76,11 +76,13 @@ class CaseResult:
 
 def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predictor, *,
                  params: PostprocessParams | None = None, write_raw: bool = False, overlay: bool = False,
-                 progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> CaseResult:
+                 progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
+                 raw_only: bool = False) -> CaseResult:
     """Segment one case and write its outputs into ``out_dir``.
 
-    ``params`` defaults to the bundle's post-processing defaults. On any failure nothing of this case is left
-    in ``out_dir``.
+    ``params`` defaults to the bundle's post-processing defaults. ``raw_only``: no post-processing; only the raw
+    labels (``raw``) and stats of them (``postprocessing`` null) are written. On any failure nothing of this case
+    is left in ``out_dir``.
     """
     params = predictor.bundle.postprocessing if params is None else params
     report = progress or (lambda fraction, message: None)
@@ -96,23 +98,24 @@ def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predic
         raise Cancelled("cancelled")
     raw = prediction.labels
     t1, t1ce = case.images[CHANNELS.index("t1")], case.images[CHANNELS.index("t1ce")]
-    final = postprocess(raw, t1, t1ce, case.geometry.spacing_zyx, params)
+    final = raw if raw_only else postprocess(raw, t1, t1ce, case.geometry.spacing_zyx, params)
     report(0.95, f"{case.case_id}: post-processed")
 
     paths = output_paths(case.case_id, out_dir)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     try:
-        write_labels(final, case.geometry, paths["seg"])
-        written.append(paths["seg"])
-        if write_raw:
+        if not raw_only:
+            write_labels(final, case.geometry, paths["seg"])
+            written.append(paths["seg"])
+        if write_raw or raw_only:
             write_labels(raw, case.geometry, paths["raw"])
             written.append(paths["raw"])
         if overlay:
             write_overlay_png(case.images, final, case.geometry, paths["overlay"])
             written.append(paths["overlay"])
         stats = stats_dict(case.case_id, final, case.geometry, model=predictor.model_info(),
-                           postprocessing=params.to_dict(), warnings=case.warnings)
+                           postprocessing=None if raw_only else params.to_dict(), warnings=case.warnings)
         write_json(stats, paths["stats"])  # last: marks the case finished
         written.append(paths["stats"])
     except BaseException:

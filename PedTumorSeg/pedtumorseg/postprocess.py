@@ -267,14 +267,28 @@ class _ComponentTable(NamedTuple):
     box: tuple[slice, ...] | None = None  # where ``components`` lies in the array it was computed from
 
 
+def dilate_cube(mask: np.ndarray) -> np.ndarray:
+    """Binary dilation with the 3x3x3 cube, outside the array counting as 0: equal to
+    ``ndimage.binary_dilation(mask, structure=np.ones((3, 3, 3)))``, computed as one 3-voxel dilation per axis
+    (the cube is separable), several times faster on a tumor box."""
+    out = np.asarray(mask, dtype=bool)
+    for axis in range(out.ndim):
+        lower = tuple(slice(1, None) if a == axis else slice(None) for a in range(out.ndim))
+        upper = tuple(slice(None, -1) if a == axis else slice(None) for a in range(out.ndim))
+        grown = out.copy()
+        grown[lower] |= out[upper]
+        grown[upper] |= out[lower]
+        out = grown
+    return out
+
+
 def _component_table(label_mask: np.ndarray, voxel_volume: float) -> _ComponentTable:
     """Components of the 3x3x3-dilated mask, restricted to the original voxels, with their volumes in mm^3.
 
     The mask must not touch the border of the array unless that border is the volume's border (crops carry
     a margin of at least 1 voxel), so dilation and labelling on a crop equal those on the full volume.
     """
-    dilated = ndimage.binary_dilation(label_mask, structure=_CUBE)
-    components, n = ndimage.label(dilated, structure=_CUBE)
+    components, n = ndimage.label(dilate_cube(label_mask), structure=_CUBE)
     components[~label_mask] = 0
     counts = np.bincount(components.ravel(), minlength=n + 1)
     return _ComponentTable(components, counts * voxel_volume)
