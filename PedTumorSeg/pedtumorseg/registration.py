@@ -1,0 +1,107 @@
+"""Rigid co-registration of one MR sequence onto another (SimpleITK): 6 degrees of freedom (Euler angles and a
+translation), Mattes mutual information, three resolution levels.
+
+The series of one examination share the scanner's coordinate system, so the search starts from the identity (the
+transform the headers already imply), rotating about the centre of the fixed image. The result maps points of the
+fixed (T1CE) grid to the moving image, which is what ``sitk.Resample`` takes.
+
+Quality figure: the Mattes mutual information metric (lower is better; SimpleITK reports its negative) at the
+start and at the end, on the full-resolution images with a fixed sampling; ``improved`` says whether the end is
+better than the start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+HISTOGRAM_BINS = 32
+SAMPLING = 0.05
+SHRINK = (4, 2, 1)
+SMOOTH_MM = (2.0, 1.0, 0.0)
+SEED = 20260
+
+
+@dataclass
+class RigidResult:
+    transform: sitk.Euler3DTransform  # fixed point -> moving point
+    metric_before: float
+    metric_after: float
+    iterations: int
+    stop: str
+
+    def to_dict(self) -> dict:
+        t = self.transform
+        return {
+            "type": "Euler3DTransform (fixed/T1CE point -> moving point, mm, LPS)",
+            "rotation_deg": [float(np.degrees(a)) for a in (t.GetAngleX(), t.GetAngleY(), t.GetAngleZ())],
+            "translation_mm": [float(v) for v in t.GetTranslation()],
+            "center_mm": [float(v) for v in t.GetCenter()],
+            "matrix": [float(v) for v in t.GetMatrix()],
+            "mattes_mi_before": self.metric_before,
+            "mattes_mi_after": self.metric_after,
+            "improved": bool(self.metric_after < self.metric_before),
+            "iterations": self.iterations,
+            "stop": self.stop,
+        }
+
+
+def _method(fixed_mask: sitk.Image | None) -> sitk.ImageRegistrationMethod:
+    r = sitk.ImageRegistrationMethod()
+    r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=HISTOGRAM_BINS)
+    r.SetMetricSamplingStrategy(r.RANDOM)
+    r.SetMetricSamplingPercentage(SAMPLING, SEED)
+    r.SetInterpolator(sitk.sitkLinear)
+    if fixed_mask is not None:
+        r.SetMetricFixedMask(fixed_mask)
+    return r
+
+
+def image_center(image: sitk.Image) -> tuple[float, float, float]:
+    size = np.asarray(image.GetSize(), float)
+    return image.TransformContinuousIndexToPhysicalPoint(tuple((size - 1) / 2))
+
+
+def register_rigid(fixed: sitk.Image, moving: sitk.Image, fixed_mask: sitk.Image | None = None) -> RigidResult:
+    """Rigid transform that maps ``fixed`` points onto the matching ``moving`` points (see module docstring)."""
+    fixed = sitk.Cast(fixed, sitk.sitkFloat32)
+    moving = sitk.Cast(moving, sitk.sitkFloat32)
+    initial = sitk.Euler3DTransform()
+    initial.SetCenter(image_center(fixed))
+
+    probe = _method(fixed_mask)
+    probe.SetInitialTransform(initial, inPlace=False)
+    before = float(probe.MetricEvaluate(fixed, moving))
+
+    r = _method(fixed_mask)
+    import os
+    if os.environ.get("REGOPT") == "gd":
+        r.SetOptimizerAsGradientDescent(learningRate=1.0, numberOfIterations=100, convergenceMinimumValue=1e-6,
+                                        convergenceWindowSize=10, estimateLearningRate=r.EachIteration)
+    else:
+        r.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=150,
+                                               relaxationFactor=0.7, gradientMagnitudeTolerance=1e-6)
+    r.SetOptimizerScalesFromPhysicalShift()
+    r.SetShrinkFactorsPerLevel(list(SHRINK))
+    r.SetSmoothingSigmasPerLevel(list(SMOOTH_MM))
+    r.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    r.SetInitialTransform(initial, inPlace=False)
+    result = r.Execute(fixed, moving)
+    composite = sitk.CompositeTransform(result)
+    final = sitk.Euler3DTransform(composite.GetNthTransform(composite.GetNumberOfTransforms() - 1)) \
+        if composite.GetNumberOfTransforms() else sitk.Euler3DTransform(result)
+
+    probe = _method(fixed_mask)
+    probe.SetInitialTransform(final, inPlace=False)
+    after = float(probe.MetricEvaluate(fixed, moving))
+    return RigidResult(final, before, after, int(r.GetOptimizerIteration()),
+                       r.GetOptimizerStopConditionDescription())
+
+
+def mean_displacement(a: sitk.Transform, b: sitk.Transform, points: np.ndarray) -> float:
+    """Mean distance (mm) between ``a(p)`` and ``b(p)`` over the (N, 3) physical points."""
+    d = [np.linalg.norm(np.subtract(a.TransformPoint(tuple(map(float, p))), b.TransformPoint(tuple(map(float, p)))))
+         for p in points]
+    return float(np.mean(d)) if d else 0.0
