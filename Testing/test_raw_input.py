@@ -242,3 +242,176 @@ def test_a_folder_with_two_series_is_refused(dicom_study, tmp_path):
             shutil.copy(f, mixed / f"{sub}_{f.name}")
     with pytest.raises(InputError, match="holds 2 DICOM series"):
         read_series(mixed)
+
+
+# --- the preprocessed path is unchanged -----------------------------------------------------------------------------
+
+def test_preprocessed_case_gives_the_same_result_bit_for_bit(small_phantom_dir, tmp_path):
+    """predict_case on a BraTS-preprocessed case equals the path before raw input existed: load_case ->
+    Engine.predict -> postprocess, array for array."""
+    from conftest import write_tiny_bundle
+
+    from pedtumorseg.conventions import CHANNELS
+    from pedtumorseg.io import find_case, load_case, read_labels
+    from pedtumorseg.pipeline import Predictor, predict_case
+    from pedtumorseg.postprocess import postprocess
+
+    predictor = Predictor.load(write_tiny_bundle(tmp_path / "b.zip"), device="cpu", tta=False)
+    files = find_case(small_phantom_dir)
+    result = predict_case(files, tmp_path / "out", predictor, write_raw=True)
+    case = load_case(files)
+    prediction = predictor.engine.predict(case.images, case.geometry.spacing_zyx)
+    expected = postprocess(prediction.labels, case.images[CHANNELS.index("t1")], case.images[CHANNELS.index("t1ce")],
+                           case.geometry.spacing_zyx, predictor.params)
+    assert np.array_equal(read_labels(result.outputs["raw"]), prediction.labels)
+    assert np.array_equal(read_labels(result.outputs["seg"]), expected)
+    assert result.stats["input"]["mode"] == "preprocessed"
+    assert result.stats["input"]["skull"]["skull_detected"] is False
+    assert "brain_mask" not in result.outputs
+
+
+# --- end to end on a raw phantom ------------------------------------------------------------------------------------
+
+def _wt_dice(a, b) -> float:
+    a, b = a > 0, b > 0
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
+@pytest.mark.slow
+def test_raw_phantom_end_to_end_matches_the_clean_case(raw_phantom, dicom_study, tmp_path):
+    """The raw DICOM examination (skull, own pose and grid per sequence) segmented by the shipped demo bundle:
+    whole-tumor Dice within 0.05 of the clean phantom's; outputs on the T1CE grid; brain mask and DICOM SEG."""
+    pytest.importorskip("deepbet")
+    hd = pytest.importorskip("highdicom")
+    from pedtumorseg.io import find_case, read_labels
+    from pedtumorseg.panel import TERMINOLOGY_TYPES
+    from pedtumorseg.phantom import write_phantom
+    from pedtumorseg.pipeline import Predictor, predict_case
+    from pedtumorseg.raw_input import find_any_case
+
+    predictor = Predictor.load(device="cpu", tta=False)
+    clean_dir = write_phantom(raw_phantom.clean, tmp_path / "clean")
+    clean = predict_case(find_case(clean_dir), tmp_path / "clean-out", predictor)
+    clean_dice = _wt_dice(read_labels(clean.outputs["seg"]), raw_phantom.clean.seg)
+
+    files = find_any_case(dicom_study)
+    result = predict_case(files, tmp_path / "raw-out", predictor, dicom_seg=True)
+    seg_image = sitk.ReadImage(str(result.outputs["seg"]))
+    t1ce = raw_phantom.images["t1ce"]
+    assert seg_image.GetSize() == t1ce.GetSize()
+    assert np.allclose(seg_image.GetOrigin(), t1ce.GetOrigin(), atol=1e-3)
+    assert np.allclose(seg_image.GetDirection(), t1ce.GetDirection(), atol=1e-5)
+    seg = sitk.GetArrayFromImage(seg_image)
+    raw_dice = _wt_dice(seg, sitk.GetArrayFromImage(raw_phantom.seg))
+    assert raw_dice >= clean_dice - 0.05, (raw_dice, clean_dice)
+
+    info = result.stats["input"]
+    assert info["mode"] == "raw" and info["registration"]["performed"]
+    assert info["skull"]["skull_detected"] and info["skull"]["stripped_here"]
+    for ch in ("t1", "t2", "flair"):
+        assert info["registration"][ch]["improved"]
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(result.outputs["brain_mask"])))
+    assert _wt_dice(mask, sitk.GetArrayFromImage(raw_phantom.brain_mask)) > 0.9
+
+    # the DICOM SEG read back: references, codes, colors, and frame by frame the same labels
+    import pydicom
+
+    from pedtumorseg.conventions import LABEL_COLORS, LABEL_LONG_NAMES
+    from pedtumorseg.dicom_input import series_files
+
+    t1ce_files = series_files(info["sources"]["t1ce"]["path"])
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in t1ce_files]
+    seg_ds = hd.seg.segread(str(result.outputs["dicom_seg"]))
+    assert seg_ds.ReferencedSeriesSequence[0].SeriesInstanceUID == sources[0].SeriesInstanceUID
+    assert seg_ds.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert seg_ds.number_of_segments == 4
+    for label in (1, 2, 3, 4):
+        desc = seg_ds.get_segment_description(label)
+        assert desc.segment_label == LABEL_LONG_NAMES[label]
+        assert desc.segmented_property_type.value == TERMINOLOGY_TYPES[label][1]
+        assert desc.segmented_property_type.scheme_designator == "SCT"
+        rgb = hd.color.CIELabColor.from_dicom_value(desc.RecommendedDisplayCIELabValue).to_rgb()
+        assert np.allclose(rgb, [255 * c for c in LABEL_COLORS[label]], atol=2)
+    back = seg_ds.get_pixels_by_source_instance([ds.SOPInstanceUID for ds in sources], combine_segments=True)
+    assert np.array_equal(np.asarray(back, np.uint8), seg)
+
+
+# --- command line -----------------------------------------------------------------------------------------------------
+
+def test_cli_resolves_raw_options_once(monkeypatch, tmp_path):
+    from pedtumorseg import cli, pipeline
+
+    seen = {}
+
+    def fake_load(model=None, **kwargs):
+        seen.update(kwargs, model=model)
+        raise InputError(None, "stop here")
+
+    monkeypatch.setattr(pipeline.Predictor, "load", staticmethod(fake_load))
+    code = cli.main(["predict", "--t1", str(tmp_path), "--t1ce", str(tmp_path), "--t2", str(tmp_path), "--flair",
+                     str(tmp_path), "--out", str(tmp_path / "o"), "--register", "no", "--skull-strip", "yes",
+                     "--brain-mask", "m.nii.gz", "--set", "min_volume_et=5", "--device", "cpu"])
+    assert code == 1
+    raw = seen["raw"]
+    assert (raw.register, raw.skull_strip, raw.brain_mask) == ("no", "yes", Path("m.nii.gz"))
+    assert seen["overrides"] == ["min_volume_et=5"] and seen["device"] == "cpu"
+
+
+def test_cli_study_refusal_is_one_line_and_writes_nothing(dicom_study, tmp_path, capsys):
+    from pedtumorseg import cli
+
+    study = tmp_path / "study"
+    shutil.copytree(dicom_study, study)
+    shutil.rmtree(study / "04_T2_TSE_AX")
+    code = cli.main(["predict", "--case", str(study), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "no T2 series recognised" in err[0] and "--t2 DIR" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+# --- DICOM SEG ------------------------------------------------------------------------------------------------------
+
+def test_dicom_seg_reads_back_frames_references_codes(tmp_path):
+    hd = pytest.importorskip("highdicom")
+    import pydicom
+
+    from pedtumorseg.conventions import LABEL_COLORS, LABEL_LONG_NAMES
+    from pedtumorseg.dicom_input import read_series, series_files
+    from pedtumorseg.dicom_seg import write_dicom_seg
+    from pedtumorseg.panel import TERMINOLOGY_TYPES
+    from pedtumorseg.phantom_raw import write_dicom_series
+
+    rng = np.random.default_rng(5)
+    g = Geometry((16, 12, 6), (0.8, 0.8, 3.0), (-10.0, 20.0, 5.0), SAGITTAL)
+    image = g.to_image(rng.integers(0, 1000, g.shape_zyx).astype(np.int16))
+    tags = {"0008|0060": "MR", "0008|0016": "1.2.840.10008.5.1.4.1.1.4", "0020|000d": "2.25.1", "0020|0052": "2.25.2",
+            "0020|000e": "2.25.3", "0010|0010": "TEST^ONE", "0010|0020": "T1", "0008|0020": "20260101",
+            "0008|0030": "120000", "0020|0010": "1", "0020|0011": "3", "0008|103e": "T1 POST"}
+    folder = write_dicom_series(image, tmp_path / "t1ce", tags, rng)
+    read = read_series(folder)
+    labels = np.zeros(g.shape_zyx, np.uint8)
+    labels[1:3, 2:6, 3:9] = 1
+    labels[3, 4:8, 5:10] = 2
+    labels[4, 0:3, 0:4] = 3
+    labels[5, 5:9, 9:14] = 4
+    assert sitk.GetArrayFromImage(read).shape == labels.shape
+    out = write_dicom_seg(labels, folder, tmp_path / "seg.dcm", model={"name": "m", "version": "1"})
+    seg = hd.seg.segread(str(out))
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in series_files(folder)]
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == "2.25.3"
+    assert seg.StudyInstanceUID == "2.25.1" and seg.FrameOfReferenceUID == "2.25.2"
+    assert seg.number_of_segments == 4 and seg.SegmentationType == "BINARY"
+    for label in (1, 2, 3, 4):
+        desc = seg.get_segment_description(label)
+        assert desc.segment_label == LABEL_LONG_NAMES[label]
+        assert (desc.segmented_property_type.scheme_designator, desc.segmented_property_type.value,
+                desc.segmented_property_type.meaning) == TERMINOLOGY_TYPES[label]
+        assert desc.segmented_property_category.value == "49755003"
+        assert desc.anatomic_regions[0].value == "12738006"
+        rgb = hd.color.CIELabColor.from_dicom_value(desc.RecommendedDisplayCIELabValue).to_rgb()
+        assert np.allclose(rgb, [255 * c for c in LABEL_COLORS[label]], atol=2)
+    back = seg.get_pixels_by_source_instance([ds.SOPInstanceUID for ds in sources], combine_segments=True)
+    assert np.array_equal(np.asarray(back, np.uint8), labels)
+    with pytest.raises(InputError, match="does not match the series"):
+        write_dicom_seg(labels[:-1], folder, tmp_path / "bad.dcm")
+    assert not (tmp_path / "bad.dcm").exists()
