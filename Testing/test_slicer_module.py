@@ -693,10 +693,10 @@ def test_batch_script_with_the_real_pipeline_resumes_and_reports_failures(tmp_pa
             "--quality", "fast"]
     assert batch.main(argv) == 1
     text = capsys.readouterr().out
-    assert "Summary: 1 done, 0 skipped (already finished), 1 failed" in text
+    assert "1 segmented, 0 already finished (skipped), 1 failed" in text  # run_batch's summary lines
     assert "[1/2] " in text and "[2/2] " in text and "[3/2]" not in text  # real run_batch progress indices
     assert f"FAILED {bad.name}:" in text and "t2f" in text.split(f"FAILED {bad.name}:")[1]
     assert (out / f"{good.name}-seg.nii.gz").is_file() and (out / f"{good.name}-stats.json").is_file()
     assert not list(out.glob(f"{bad.name}*"))
     assert batch.main(argv) == 1  # resume: the finished case is skipped, the broken one still fails
-    assert "Summary: 0 done, 1 skipped (already finished), 1 failed" in capsys.readouterr().out
+    assert "0 segmented, 1 already finished (skipped), 1 failed" in capsys.readouterr().out
