@@ -26,6 +26,11 @@ from pedtumorseg.pipeline import Predictor, predict_case
 from pedtumorseg.raw_input import find_any_case
 
 
+def _wt_dice(a, b) -> float:
+    a, b = a > 0, b > 0
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
 def _timed(files, out, predictor, **kw):
     marks = []
     t0 = time.perf_counter()
@@ -72,6 +77,13 @@ def main() -> None:
         predictor = Predictor.load(device=args.device, tta=False)
         t_clean, _, _ = _timed(find_case(clean), tmp / "out-clean", predictor)
         t_raw, t0, marks = _timed(find_any_case(study), tmp / "out-raw", predictor, dicom_seg=True)
+        case_id = raw.case_id
+        dice_clean = _wt_dice(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp / "out-clean" / f"{case_id}-seg.nii.gz"))),
+                              raw.clean.seg)
+        dice_raw = _wt_dice(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp / "out-raw" / f"{case_id}-seg.nii.gz"))),
+                            sitk.GetArrayFromImage(raw.seg))
+        dice_brain = _wt_dice(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp / "out-raw" / f"{case_id}-brain-mask.nii.gz"))),
+                              sitk.GetArrayFromImage(raw.brain_mask))
         stages = _stage_seconds(t0, marks)
         print(f"raw phantom {args.size} seed {args.seed}: T1CE {raw.images['t1ce'].GetSize()}, "
               f"{args.threads} threads, device {predictor.engine.device}, bundle {predictor.bundle.name}")
@@ -81,6 +93,7 @@ def main() -> None:
               f"{stages.get('register', 0.0):.1f} s, target < 20 s)")
         print(f"  preprocessed path        {t_clean:8.2f} s   (same phantom, clean version)")
         print(f"  ratio raw / preprocessed {t_raw / t_clean:8.2f}")
+        print(f"  whole-tumor Dice: raw {dice_raw:.3f}, clean {dice_clean:.3f}; brain-mask Dice {dice_brain:.3f}")
 
 
 if __name__ == "__main__":
