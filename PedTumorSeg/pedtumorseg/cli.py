@@ -83,14 +83,14 @@ def _single_case_files(args: argparse.Namespace):
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .errors import Cancelled, InputError
-    from .pipeline import Predictor, predict_case, run_batch
+    from .pipeline import predict_case, run_batch
 
     json_progress = _JsonProgress() if args.progress == "json" else None
     try:
         if args.input_dir:
             if not args.output_dir:
                 raise InputError(args.input_dir, "batch mode needs --output-dir")
-            return _predict_batch(args, run_batch, Predictor)
+            return _predict_batch(args, run_batch)
         if not args.out:
             raise InputError(None, "give --out DIR for the outputs")
         files = _single_case_files(args)
@@ -115,7 +115,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_batch(args: argparse.Namespace, run_batch, Predictor) -> int:
+def _predict_batch(args: argparse.Namespace, run_batch) -> int:
     from tqdm import tqdm
 
     bar = None
