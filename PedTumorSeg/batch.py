@@ -3,11 +3,16 @@
 In Slicer (no window, no dialogs)::
 
     Slicer --no-main-window --python-script <module dir>/batch.py -- --input-dir DIR --output-dir DIR \
-        [--model BUNDLE] [--device auto|cuda|cpu] [--quality fast|full] [--num-parts N --part-id K] [--set k=v ...]
+        [--model BUNDLE] [--device auto|cuda|cpu] [--quality fast|full] [--num-parts N --part-id K] [--set k=v ...] \
+        [--register auto|yes|no] [--skull-strip auto|yes|no] [--dicom-seg]
 
 or with any Python that has the core package's requirements: ``python batch.py --input-dir ... --output-dir ...``.
 
-Each case folder of ``--input-dir`` (BraTS or legacy names) gets ``<ID>-seg.nii.gz``, ``<ID>-stats.json`` in
+This is a thin adapter over the core: the run is resolved once by ``pedtumorseg.pipeline.Predictor.load`` (bundle,
+device, quality preset, ``--set`` overrides, raw-input options) and handed to ``pipeline.run_batch``, whose summary
+lines are printed as they are.
+
+Each case folder of ``--input-dir`` (BraTS or legacy names, or a DICOM study) gets ``<ID>-seg.nii.gz``, ``<ID>-stats.json`` in
 ``--output-dir``; finished cases are skipped (resume); progress lines go to stdout, a summary at the end, and the
 exit status is non-zero when any case failed (1) or the arguments are wrong (2).
 
@@ -59,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="post-processing override, e.g. --set min_volume_et=100 (repeatable)")
     p.add_argument("--raw", action="store_true", help="also write <ID>-seg-raw.nii.gz (before post-processing)")
+    p.add_argument("--register", choices=("auto", "yes", "no"), default="auto",
+                   help="raw scans: register T1, T2, FLAIR to T1CE (auto: when their grids differ)")
+    p.add_argument("--skull-strip", choices=("auto", "yes", "no"), default="auto",
+                   help="raw scans: brain extraction (auto: when the T1CE shows skull and scalp)")
+    p.add_argument("--dicom-seg", action="store_true", help="also write <ID>-seg.dcm for DICOM studies")
     return p
 
 
@@ -73,34 +83,29 @@ def script_arguments(argv) -> list:
 def run(args, out=sys.stdout) -> int:
     """Run the batch for parsed ``args``; returns the exit status."""
     from pedtumorseg import pipeline
-    from pedtumorseg.bundle import default_bundle_path, load_bundle
 
     if args.num_parts < 1 or not 0 <= args.part_id < args.num_parts:
         print(f"error: --part-id must be in [0, {args.num_parts - 1}] and --num-parts >= 1", file=out, flush=True)
         return EXIT_USAGE
     try:
-        bundle = load_bundle(args.model or default_bundle_path())
-        params = bundle.postprocessing.with_overrides(args.set) if args.set else None
-    except Exception as exc:  # a wrong bundle path or --set value: one line, no traceback
+        predictor = pipeline.Predictor.load(
+            args.model, device=args.device, quality=args.quality, overrides=args.set,
+            raw=pipeline.RawOptions(register=args.register, skull_strip=args.skull_strip))
+    except Exception as exc:  # a wrong bundle path, device or --set value: one line, no traceback
         print(f"error: {exc}", file=out, flush=True)
         return EXIT_USAGE
-    folds = [bundle.folds[0]] if args.quality == "fast" else None
-    tta = args.quality == "full"
 
     def progress(index: int, total: int, case_id: str, status: str) -> None:
         # run_batch counts cases from 1 (index == total for the last one)
         print(f"[{index}/{total}] {case_id}: {status}", file=out, flush=True)
 
-    print(f"PedTumorSeg batch: {args.input_dir} -> {args.output_dir} (model {bundle.name} {bundle.version}, "
-          f"quality {args.quality}, device {args.device}, part {args.part_id + 1}/{args.num_parts})",
-          file=out, flush=True)
-    summary = pipeline.run_batch(args.input_dir, args.output_dir, model=str(bundle.path), device=args.device,
-                                 folds=folds, tta=tta, params=params, num_parts=args.num_parts,
-                                 part_id=args.part_id, write_raw=args.raw, progress=progress)
-    print(f"Summary: {len(summary.done)} done, {len(summary.skipped)} skipped (already finished), "
-          f"{len(summary.failed)} failed", file=out, flush=True)
-    for case_id, message in summary.failed:
-        print(f"FAILED {case_id}: {message}", file=out, flush=True)
+    print(f"PedTumorSeg batch: {args.input_dir} -> {args.output_dir} ({predictor.describe()}, quality "
+          f"{args.quality}, part {args.part_id + 1}/{args.num_parts})", file=out, flush=True)
+    summary = pipeline.run_batch(args.input_dir, args.output_dir, predictor=predictor, num_parts=args.num_parts,
+                                 part_id=args.part_id, write_raw=args.raw, dicom_seg=args.dicom_seg,
+                                 progress=progress)
+    for line in summary.lines():
+        print(line, file=out, flush=True)
     return summary.exit_code
 
 

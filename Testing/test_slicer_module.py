@@ -340,9 +340,25 @@ def test_batch_script_arguments_after_double_dash():
     assert batch.script_arguments(["--input-dir", "a"]) == ["--input-dir", "a"]
 
 
+class _FakeEngine:
+    def __init__(self, bundle, options):
+        self.options, self.device = options, "cpu"
+        self.folds = options.folds if options.folds is not None else bundle.folds
+
+
+def _fake_loading(monkeypatch):
+    """Predictor.load runs for real, on a fake bundle and engine (counted loads)."""
+    from pedtumorseg import pipeline
+
+    loads = []
+    monkeypatch.setattr(pipeline, "load_bundle", lambda path: loads.append(path) or _FakeBundle(path))
+    monkeypatch.setattr(pipeline, "Engine", _FakeEngine)
+    return loads
+
+
 @pytest.mark.parametrize("quality, folds, tta", [("fast", [3], False), ("full", None, True)])
 def test_batch_calls_run_batch_and_reports(monkeypatch, tmp_path, capsys, quality, folds, tta):
-    from pedtumorseg import bundle, pipeline
+    from pedtumorseg import pipeline
 
     batch = _load_batch()
     calls = {}
@@ -355,29 +371,32 @@ def test_batch_calls_run_batch_and_reports(monkeypatch, tmp_path, capsys, qualit
         return pipeline.BatchSummary(done=["A"], skipped=["B"], failed=[("C", "C-t1n.nii.gz: contains NaN")])
 
     monkeypatch.setattr(pipeline, "run_batch", fake_run_batch)
-    monkeypatch.setattr(bundle, "load_bundle", lambda path: _FakeBundle(path))
+    loads = _fake_loading(monkeypatch)
     status = batch.main(["--", "--input-dir", str(tmp_path / "in"), "--output-dir", str(tmp_path / "out"),
                          "--model", str(tmp_path / "m.zip"), "--device", "cpu", "--quality", quality,
                          "--num-parts", "2", "--part-id", "1", "--set", "min_volume_et=99", "--set",
-                         "ratio_enabled=false"])
+                         "ratio_enabled=false", "--skull-strip", "no"])
     assert status == 1
     out = capsys.readouterr().out
     assert "[1/3] A: done" in out and "[3/3] C: failed" in out
-    assert "Summary: 1 done, 1 skipped (already finished), 1 failed" in out
+    assert "1 segmented, 1 already finished (skipped), 1 failed" in out  # run_batch's own summary lines
     assert "FAILED C: C-t1n.nii.gz: contains NaN" in out
-    assert calls["folds"] == folds and calls["tta"] is tta
-    assert calls["device"] == "cpu" and calls["num_parts"] == 2 and calls["part_id"] == 1
-    assert calls["params"].min_volume_et == 99.0 and calls["params"].ratio_enabled is False
-    assert calls["params"].min_volume_cc == 50.0  # the rest from the bundle's defaults
+    assert loads == [str(tmp_path / "m.zip")]  # the bundle is loaded once, by Predictor.load
+    predictor = calls["predictor"]
+    assert predictor.engine.options.folds == folds and predictor.engine.options.tta is tta
+    assert predictor.engine.options.device == "cpu" and calls["num_parts"] == 2 and calls["part_id"] == 1
+    assert predictor.params.min_volume_et == 99.0 and predictor.params.ratio_enabled is False
+    assert predictor.params.min_volume_cc == 50.0  # the rest from the bundle's defaults
+    assert predictor.raw.skull_strip == "no" and predictor.raw.register == "auto"
     assert calls["input_dir"] == str(tmp_path / "in")
 
 
 def test_batch_success_and_usage_errors(monkeypatch, tmp_path, capsys):
-    from pedtumorseg import bundle, pipeline
+    from pedtumorseg import pipeline
 
     batch = _load_batch()
     monkeypatch.setattr(pipeline, "run_batch", lambda *a, **k: pipeline.BatchSummary(done=["A"]))
-    monkeypatch.setattr(bundle, "load_bundle", lambda path: _FakeBundle(path))
+    _fake_loading(monkeypatch)
     base = ["--input-dir", "i", "--output-dir", "o", "--model", "m"]
     assert batch.main(base) == 0
     assert batch.main(base + ["--set", "no_such_param=1"]) == 2
@@ -456,10 +475,10 @@ def test_batch_script_with_the_real_pipeline_resumes_and_reports_failures(tmp_pa
             "--quality", "fast"]
     assert batch.main(argv) == 1
     text = capsys.readouterr().out
-    assert "Summary: 1 done, 0 skipped (already finished), 1 failed" in text
+    assert "1 segmented, 0 already finished (skipped), 1 failed" in text  # run_batch's summary lines
     assert "[1/2] " in text and "[2/2] " in text and "[3/2]" not in text  # real run_batch progress indices
     assert f"FAILED {bad.name}:" in text and "t2f" in text.split(f"FAILED {bad.name}:")[1]
     assert (out / f"{good.name}-seg.nii.gz").is_file() and (out / f"{good.name}-stats.json").is_file()
     assert not list(out.glob(f"{bad.name}*"))
     assert batch.main(argv) == 1  # resume: the finished case is skipped, the broken one still fails
-    assert "Summary: 0 done, 1 skipped (already finished), 1 failed" in capsys.readouterr().out
+    assert "0 segmented, 1 already finished (skipped), 1 failed" in capsys.readouterr().out

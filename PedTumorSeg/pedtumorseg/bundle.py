@@ -110,6 +110,11 @@ def validate_manifest(manifest, path=None, *, check_files: bool = True) -> None:
         bad(f"spacing_zyx must be 3 positive numbers, got {sp!r}")
     if not (_is_int_list(manifest["patch_size"], 3) and all(p > 0 for p in manifest["patch_size"])):
         bad(f"patch_size must be 3 positive integers, got {manifest['patch_size']!r}")
+    if "orientation" in manifest:
+        from .orientation import is_valid_code
+        if not is_valid_code(manifest["orientation"]):
+            bad(f"orientation must be a code like 'LPS' (one letter of L/R, P/A, S/I each), got "
+                f"{manifest['orientation']!r}")
     axes = manifest["mirror_axes"]
     if not (_is_int_list(axes) and all(0 <= a <= 2 for a in axes) and len(set(axes)) == len(axes)):
         bad(f"mirror_axes must be distinct integers in 0..2, got {axes!r}")
@@ -202,6 +207,12 @@ class Bundle:
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
         return tuple(float(s) for s in self.manifest["spacing_zyx"])
+
+    @property
+    def orientation(self) -> str:
+        """Anatomical orientation of the training data's voxel axes (``LPS`` when the manifest does not say)."""
+        from .orientation import DEFAULT_ORIENTATION
+        return str(self.manifest.get("orientation", DEFAULT_ORIENTATION)).upper()
 
     @property
     def patch_size(self) -> tuple[int, int, int]:

@@ -27,7 +27,12 @@ def _error(message: str) -> None:
 def cmd_phantoms(args: argparse.Namespace) -> int:
     from .phantom import write_phantoms
 
-    folders = write_phantoms(args.out, args.n, size=args.size, seed=args.seed)
+    if args.mode == "raw":
+        from .phantom_raw import make_raw_phantom, write_raw_phantom
+        folders = [write_raw_phantom(make_raw_phantom(args.seed + k, args.size), args.out, fmt=args.format)
+                   for k in range(args.n)]
+    else:
+        folders = write_phantoms(args.out, args.n, size=args.size, seed=args.seed)
     for folder in folders:
         print(folder)
     return 0
@@ -51,22 +56,25 @@ def _text_progress(fraction: float, message: str) -> None:
     print(f"[{fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
 
 
-def _postprocess_params(args: argparse.Namespace, predictor):
-    params = predictor.bundle.postprocessing
-    if args.set:
-        params = params.with_overrides(args.set)
-    return params
+def _load_predictor(args: argparse.Namespace):
+    """The one resolved run configuration of a `predict` command line."""
+    from .pipeline import Predictor, RawOptions
+
+    raw = RawOptions(register=args.register, skull_strip=args.skull_strip, brain_mask=args.brain_mask)
+    return Predictor.load(args.model, device=args.device, folds=args.folds, tta=not args.no_tta,
+                          step_size=args.step_size, overrides=args.set, raw=raw)
 
 
 def _single_case_files(args: argparse.Namespace):
     from .errors import InputError
-    from .io import case_from_files, find_case
+    from .io import case_from_files
+    from .raw_input import find_any_case
 
     explicit = [args.t1, args.t1ce, args.t2, args.flair]
     if args.case:
-        if any(explicit):
-            raise InputError(args.case, "give either --case or the four files --t1 --t1ce --t2 --flair, not both")
-        return find_case(args.case)
+        # a DICOM study folder may take explicit series for some sequences; a file-named case folder may not
+        return find_any_case(args.case, dict(zip(("t1", "t1ce", "t2", "flair"), explicit)) if any(explicit)
+                             else None)
     missing = [name for name, value in zip(("--t1", "--t1ce", "--t2", "--flair"), explicit) if not value]
     if missing:
         raise InputError(None, f"missing {', '.join(missing)}: give all four files, or --case DIR, or --input-dir DIR")
@@ -75,7 +83,7 @@ def _single_case_files(args: argparse.Namespace):
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .errors import Cancelled, InputError
-    from .pipeline import Predictor, predict_case, run_batch
+    from .pipeline import predict_case, run_batch
 
     json_progress = _JsonProgress() if args.progress == "json" else None
     try:
@@ -85,16 +93,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.input_dir:
             if not args.output_dir:
                 raise InputError(args.input_dir, "batch mode needs --output-dir")
-            return _predict_batch(args, run_batch, Predictor)
+            return _predict_batch(args, run_batch)
         if not args.out:
             raise InputError(None, "give --out DIR for the outputs")
         files = _single_case_files(args)
-        predictor = Predictor.load(args.model, device=args.device, folds=args.folds, tta=not args.no_tta,
-                                   step_size=args.step_size)
-        params = _postprocess_params(args, predictor)
+        predictor = _load_predictor(args)
         progress = json_progress or (_text_progress if args.progress == "text" else None)
-        result = predict_case(files, args.out, predictor, params=params, write_raw=args.raw,
-                              overlay=args.overlay, progress=progress, raw_only=args.raw_only)
+        result = predict_case(files, args.out, predictor, write_raw=args.raw, overlay=args.overlay,
+                              dicom_seg=args.dicom_seg, progress=progress, raw_only=args.raw_only)
     except Cancelled:
         if json_progress:
             json_progress.emit({"event": "error", "message": "cancelled"})
@@ -112,7 +118,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_batch(args: argparse.Namespace, run_batch, Predictor) -> int:
+def _predict_batch(args: argparse.Namespace, run_batch) -> int:
     from tqdm import tqdm
 
     bar = None
@@ -126,16 +132,9 @@ def _predict_batch(args: argparse.Namespace, run_batch, Predictor) -> int:
         bar.set_postfix_str(f"{case_id}: {status}")
         bar.update(1)
 
-    predictor = None
-    params = None
-    if args.set:
-        predictor = Predictor.load(args.model, device=args.device, folds=args.folds, tta=not args.no_tta,
-                                   step_size=args.step_size)
-        params = _postprocess_params(args, predictor)
-    summary = run_batch(args.input_dir, args.output_dir, predictor=predictor, model=args.model, device=args.device,
-                        folds=args.folds, tta=not args.no_tta, step_size=args.step_size, params=params,
-                        num_parts=args.num_parts,
-                        part_id=args.part_id, write_raw=args.raw, overlay=args.overlay, progress=on_case)
+    summary = run_batch(args.input_dir, args.output_dir, predictor=_load_predictor(args), num_parts=args.num_parts,
+                        part_id=args.part_id, write_raw=args.raw, overlay=args.overlay, dicom_seg=args.dicom_seg,
+                        progress=on_case)
     if bar is not None:
         bar.close()
     for line in summary.lines():
@@ -223,12 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=("brats", "small"), default="brats",
                    help="brats: 240x240x155 at 1 mm; small: the same field of view at 2.5 mm")
     p.add_argument("--seed", type=int, default=0, help="case k uses seed SEED+k (default 0)")
+    p.add_argument("--mode", choices=("clean", "raw"), default="clean",
+                   help="clean: BraTS-preprocessed; raw: a clinical examination (skull, own pose and grid per "
+                        "sequence)")
+    p.add_argument("--format", choices=("nifti", "dicom"), default="nifti", help="raw mode: NIfTI files or DICOM series")
     p.set_defaults(func=cmd_phantoms)
 
     p = sub.add_parser("predict", help="segment one case or a folder of cases")
     src = p.add_argument_group("input (one of: --case, the four files, --input-dir)")
-    src.add_argument("--case", help="folder of one case (BraTS or legacy names)")
-    src.add_argument("--t1")
+    src.add_argument("--case", help="folder of one case (BraTS or legacy names) or a DICOM study folder")
+    src.add_argument("--t1", help="image file or DICOM series folder (with --case: choose this study series)")
     src.add_argument("--t1ce")
     src.add_argument("--t2")
     src.add_argument("--flair")
@@ -247,6 +250,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw-only", action="store_true",
                    help="single case: write only the network's labels (<ID>-seg-raw.nii.gz, no post-processing) and "
                         "their stats, for a caller that post-processes them itself (the Slicer module)")
+    raw = p.add_argument_group("raw scans (DICOM or NIfTI, unregistered, with skull; needs pedtumorseg[raw])")
+    raw.add_argument("--register", choices=("auto", "yes", "no"), default="auto",
+                     help="rigidly register T1, T2, FLAIR to T1CE (auto: when their grids differ)")
+    raw.add_argument("--skull-strip", choices=("auto", "yes", "no"), default="auto",
+                     help="brain extraction with deepbet (auto: when the T1CE shows skull and scalp)")
+    raw.add_argument("--brain-mask", help="use this brain mask (any grid overlapping the T1CE) instead of deepbet")
+    raw.add_argument("--dicom-seg", action="store_true",
+                     help="also write <ID>-seg.dcm, a DICOM SEG referencing the T1CE series (T1CE given as DICOM)")
     p.add_argument("--overlay", action="store_true", help="also write a PNG montage of the result")
     p.add_argument("--num-parts", type=int, default=1, help="batch sharding: number of parts")
     p.add_argument("--part-id", type=int, default=0, help="batch sharding: this part (0-based)")

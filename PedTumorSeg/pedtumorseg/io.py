@@ -247,10 +247,11 @@ def find_cases(root: str | os.PathLike, problems: list[tuple[Path, InputError]] 
 
 
 def case_from_files(t1, t1ce, t2, flair, case_id: str | None = None, seg=None) -> CaseFiles:
-    """A case from four explicit paths; the id defaults to the T1CE file name without modality suffix."""
+    """A case from four explicit paths (image files or DICOM series folders); the id defaults to the T1CE file
+    name without modality suffix (a series folder: its name)."""
     images = {ch: Path(p) for ch, p in zip(CHANNELS, (t1, t1ce, t2, flair))}
     for ch, p in images.items():
-        if not p.is_file():
+        if not (p.is_file() or p.is_dir()):
             raise InputError(p, f"{CHANNEL_LONG_NAMES[ch]} image not found")
     if case_id is None:
         stem = _strip_ext(images["t1ce"].name) or images["t1ce"].name

@@ -1,7 +1,11 @@
 """One case or a folder of cases from files to outputs: the path shared by the CLI and Slicer's headless batch.
 
-files -> ``io.load_case`` -> ``engine.Engine.predict`` -> ``postprocess.postprocess`` -> ``<ID>-seg.nii.gz``,
-``<ID>-stats.json`` (and ``<ID>-seg-raw.nii.gz``, ``<ID>-overlay.png`` on request).
+files -> ``raw_input.prepare_case`` (``io.load_case`` for BraTS-preprocessed inputs) -> ``engine.Engine.predict``
+-> ``postprocess.postprocess`` -> ``<ID>-seg.nii.gz``, ``<ID>-stats.json`` (and ``<ID>-seg-raw.nii.gz``,
+``<ID>-overlay.png``, ``<ID>-seg.dcm`` on request, ``<ID>-brain-mask.nii.gz`` when a brain mask was used).
+
+A run is configured once: :meth:`Predictor.load` resolves the bundle, device, folds/TTA (or a quality preset),
+post-processing overrides and raw-input options; ``predict_case`` and ``run_batch`` take that object.
 
 A case counts as finished when its stats file exists: it is written last, so a batch that stopped half-way
 resumes at the first unfinished case. If anything fails, the files already written for that case are removed
@@ -18,9 +22,10 @@ from typing import Callable, Sequence
 from .bundle import Bundle, default_bundle_path, load_bundle
 from .conventions import CHANNELS
 from .engine import Engine, PredictOptions
-from .errors import Cancelled
-from .io import CaseFiles, find_cases, load_case, write_labels
+from .errors import Cancelled, InputError
+from .io import CaseFiles, find_cases, write_labels
 from .postprocess import PostprocessParams, postprocess
+from .raw_input import RawOptions, find_dicom_studies, prepare_case
 from .report import stats_dict, write_json, write_overlay_png
 
 Progress = Callable[[float, str], None]
@@ -34,6 +39,8 @@ def output_paths(case_id: str, out_dir: str | os.PathLike) -> dict[str, Path]:
         "raw": out / f"{case_id}-seg-raw.nii.gz",
         "stats": out / f"{case_id}-stats.json",
         "overlay": out / f"{case_id}-overlay.png",
+        "brain_mask": out / f"{case_id}-brain-mask.nii.gz",
+        "dicom_seg": out / f"{case_id}-seg.dcm",
     }
 
 
@@ -42,20 +49,48 @@ def is_finished(case_id: str, out_dir: str | os.PathLike) -> bool:
     return paths["stats"].is_file() and paths["seg"].is_file()
 
 
+#: ``--quality`` presets: which folds and whether to mirror (test-time augmentation)
+QUALITY_PRESETS = ("fast", "full")
+
+
 @dataclass
 class Predictor:
-    """A loaded bundle and its engine, ready for many cases."""
+    """One resolved run configuration: the loaded bundle and its engine, the post-processing parameters (bundle
+    defaults with ``--set`` overrides applied) and the raw-input options. The CLI, ``run_batch``, Slicer's
+    ``batch.py`` and the module all build one with :meth:`load`."""
 
     bundle: Bundle
     engine: Engine
+    params: PostprocessParams | None = None
+    raw: RawOptions = field(default_factory=RawOptions)
+    quality: str | None = None
+
+    def __post_init__(self):
+        if self.params is None:
+            self.params = self.bundle.postprocessing
 
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, *, device: str = "auto",
-             folds: Sequence[int] | None = None, tta: bool = True, step_size: float = 0.5) -> "Predictor":
+             folds: Sequence[int] | None = None, tta: bool = True, step_size: float = 0.5,
+             quality: str | None = None, overrides: Sequence[str] | None = None,
+             raw: RawOptions | None = None) -> "Predictor":
+        """Load the bundle once and resolve everything a run needs.
+
+        ``quality`` (``fast``: the bundle's first fold without TTA; ``full``: all folds with TTA) replaces
+        ``folds``/``tta`` when given. ``overrides`` are ``KEY=VALUE`` post-processing settings (``--set``).
+        """
         bundle = load_bundle(model if model is not None else default_bundle_path())
+        if quality is not None:
+            if quality not in QUALITY_PRESETS:
+                raise ValueError(f"quality must be one of {', '.join(QUALITY_PRESETS)}, got {quality!r}")
+            folds, tta = ([bundle.folds[0]], False) if quality == "fast" else (None, True)
         options = PredictOptions(device=device, folds=None if folds is None else list(folds), tta=tta,
                                  step_size=step_size)
-        return cls(bundle=bundle, engine=Engine(bundle, options))
+        params = bundle.postprocessing
+        if overrides:
+            params = params.with_overrides(list(overrides))
+        return cls(bundle=bundle, engine=Engine(bundle, options), params=params, raw=raw or RawOptions(),
+                   quality=quality)
 
     def model_info(self) -> dict:
         return {
@@ -65,6 +100,11 @@ class Predictor:
             "tta": bool(self.engine.options.tta),
             "device": str(self.engine.device),
         }
+
+    def describe(self) -> str:
+        """One line for logs: model, folds/TTA, device."""
+        return (f"model {self.bundle.name} {self.bundle.version}, folds {list(self.engine.folds)}, "
+                f"TTA {'on' if self.engine.options.tta else 'off'}, device {self.engine.device}")
 
 
 @dataclass
@@ -76,29 +116,36 @@ class CaseResult:
 
 def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predictor, *,
                  params: PostprocessParams | None = None, write_raw: bool = False, overlay: bool = False,
-                 progress: Progress | None = None, cancel: Callable[[], bool] | None = None,
-                 raw_only: bool = False) -> CaseResult:
+                 dicom_seg: bool = False, progress: Progress | None = None,
+                 cancel: Callable[[], bool] | None = None, raw_only: bool = False) -> CaseResult:
     """Segment one case and write its outputs into ``out_dir``.
 
-    ``params`` defaults to the bundle's post-processing defaults. ``raw_only``: no post-processing; only the raw
-    labels (``raw``) and stats of them (``postprocessing`` null) are written. On any failure nothing of this case
-    is left in ``out_dir``.
+    ``params`` defaults to the predictor's resolved post-processing parameters. Raw inputs (DICOM, unregistered,
+    with skull) are prepared by ``raw_input.prepare_case`` with ``predictor.raw``; when a brain mask was used it
+    is written as ``<ID>-brain-mask.nii.gz``; ``dicom_seg`` writes ``<ID>-seg.dcm`` (T1CE given as DICOM).
+    ``raw_only``: no post-processing; only the raw labels (``raw``) and stats of them (``postprocessing``
+    null) are written. On any failure nothing of this case is left in ``out_dir``.
     """
-    params = predictor.bundle.postprocessing if params is None else params
+    params = predictor.params if params is None else params
     report = progress or (lambda fraction, message: None)
-    case = load_case(files)
-    report(0.0, f"{case.case_id}: loaded")
+    if dicom_seg and not Path(files.images["t1ce"]).is_dir():
+        raise InputError(files.images["t1ce"], "--dicom-seg needs the T1CE as a DICOM series folder")
+    prepared = prepare_case(files, predictor.raw, predictor.bundle, device=str(predictor.engine.device),
+                            progress=lambda f, m: report(0.1 * f, m))
+    case = prepared.case
+    report(0.1, f"{case.case_id}: loaded")
 
     def engine_progress(fraction: float, message: str) -> None:
-        report(0.02 + 0.9 * fraction, message)
+        report(0.1 + 0.82 * fraction, message)
 
-    prediction = predictor.engine.predict(case.images, case.geometry.spacing_zyx, progress=engine_progress,
-                                          cancel=cancel)
+    prediction = prepared.predict(predictor.engine, predictor.bundle.orientation, progress=engine_progress,
+                                  cancel=cancel)
     if cancel is not None and cancel():
         raise Cancelled("cancelled")
     raw = prediction.labels
     t1, t1ce = case.images[CHANNELS.index("t1")], case.images[CHANNELS.index("t1ce")]
-    final = raw if raw_only else postprocess(raw, t1, t1ce, case.geometry.spacing_zyx, params)
+    final = raw if raw_only else postprocess(raw, t1, t1ce, case.geometry.spacing_zyx, params,
+                                             mask=prepared.brain_mask)
     report(0.95, f"{case.case_id}: post-processed")
 
     paths = output_paths(case.case_id, out_dir)
@@ -114,8 +161,16 @@ def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predic
         if overlay:
             write_overlay_png(case.images, final, case.geometry, paths["overlay"])
             written.append(paths["overlay"])
+        if prepared.brain_mask is not None:
+            write_labels(prepared.brain_mask.astype("uint8"), case.geometry, paths["brain_mask"])
+            written.append(paths["brain_mask"])
+        if dicom_seg:
+            from .dicom_seg import write_dicom_seg
+            write_dicom_seg(final, files.images["t1ce"], paths["dicom_seg"], model=predictor.model_info())
+            written.append(paths["dicom_seg"])
         stats = stats_dict(case.case_id, final, case.geometry, model=predictor.model_info(),
                            postprocessing=None if raw_only else params.to_dict(), warnings=case.warnings)
+        stats["input"] = prepared.info
         write_json(stats, paths["stats"])  # last: marks the case finished
         written.append(paths["stats"])
     except BaseException:
@@ -154,8 +209,12 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
               model: str | os.PathLike | None = None, device: str = "auto", folds: Sequence[int] | None = None,
               tta: bool = True, step_size: float = 0.5, params: PostprocessParams | None = None,
               num_parts: int = 1, part_id: int = 0, write_raw: bool = False, overlay: bool = False,
+              dicom_seg: bool = False,
               progress: Callable[[int, int, str, str], None] | None = None) -> BatchSummary:
-    """Segment every case under ``input_dir`` (each sub-folder holding a BraTS-named case).
+    """Segment every case under ``input_dir`` (each sub-folder holding a BraTS-named case or a DICOM study).
+
+    ``predictor`` is the resolved run (:meth:`Predictor.load`); without one it is loaded from ``model``,
+    ``device``, ``folds``, ``tta``, ``step_size`` when there is work to do.
 
     Finished cases are skipped (resume); one case's failure does not stop the others; every failure is listed in
     the summary. ``progress(index, total, case_id, status)`` is called after each case with status
@@ -163,6 +222,7 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
     """
     problems: list = []
     found = find_cases(input_dir, problems=problems)
+    found += find_dicom_studies(input_dir, {f.case_id for f in found} | {p.name for p, _ in problems}, problems)
     # incomplete case folders are failures of their own case, sharded like the others
     entries = sorted([(f.case_id, f) for f in found] + [(folder.name, exc) for folder, exc in problems],
                      key=lambda entry: entry[0])
@@ -188,7 +248,8 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
     for files in todo:
         index += 1
         try:
-            predict_case(files, output_dir, predictor, params=params, write_raw=write_raw, overlay=overlay)
+            predict_case(files, output_dir, predictor, params=params, write_raw=write_raw, overlay=overlay,
+                         dicom_seg=dicom_seg)
             summary.done.append(files.case_id)
             status = "done"
         except Cancelled:
@@ -201,5 +262,5 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
     return summary
 
 
-__all__ = ["Predictor", "CaseResult", "BatchSummary", "predict_case", "run_batch", "output_paths", "is_finished",
+__all__ = ["Predictor", "RawOptions", "QUALITY_PRESETS", "CaseResult", "BatchSummary", "predict_case", "run_batch", "output_paths", "is_finished",
            "shard"]

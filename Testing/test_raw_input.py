@@ -1,0 +1,417 @@
+"""Raw clinical input: orientation, DICOM series selection, skull detection, the network grid and the mapping back,
+and the preprocessed path staying bit for bit what it was."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from pedtumorseg.errors import InputError
+from pedtumorseg.io import Geometry
+from pedtumorseg.orientation import (is_valid_code, orientation_code, predict_in_orientation, reorient_array,
+                                     reoriented_geometry)
+from pedtumorseg.raw_input import RawOptions, grid_at_spacing, probabilities_to_grid
+
+SAGITTAL = (0.0, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0)  # columns: x->P, y->I, z->R (rows of the 3x3 here)
+RAS_STORED = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+# --- orientation --------------------------------------------------------------------------------------------------
+
+def test_orientation_codes_by_hand():
+    identity = Geometry((4, 5, 6), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert orientation_code(identity) == "LPS"
+    assert orientation_code(Geometry((4, 5, 6), (1.0,) * 3, (0.0,) * 3, RAS_STORED)) == "RAS"
+    # x column (0,1,0) points Posterior, y column (0,0,-1) Inferior, z column (-1,0,0) Right
+    assert orientation_code(Geometry((4, 5, 6), (1.0,) * 3, (0.0,) * 3, SAGITTAL)) == "PIR"
+    assert is_valid_code("LPS") and is_valid_code("pir") and not is_valid_code("LLS") and not is_valid_code("LP")
+
+
+def test_reorient_is_exact_and_keeps_physical_positions():
+    rng = np.random.default_rng(0)
+    g = Geometry((4, 5, 6), (1.0, 2.0, 3.0), (10.0, -5.0, 7.0), SAGITTAL)
+    array = rng.standard_normal(g.shape_zyx).astype(np.float32)
+    lps, g_lps = reorient_array(array, g, "LPS")
+    assert orientation_code(g_lps) == "LPS" and g_lps == reoriented_geometry(g, "LPS")
+    # spacing follows the axes: LPS x is the sagittal grid's z (3 mm), LPS y its x (1 mm), LPS z its y (2 mm)
+    assert g_lps.spacing == (3.0, 1.0, 2.0)
+    # the same voxel is at the same physical point on both grids
+    img, img_lps = g.to_image(array), g_lps.to_image(lps)
+    for idx in [(0, 0, 0), (3, 4, 5), (1, 2, 3)]:
+        point = img.TransformIndexToPhysicalPoint(idx)
+        back = img_lps.TransformPhysicalPointToIndex(point)
+        assert img[idx] == img_lps[back]
+    restored, g_back = reorient_array(lps, g_lps, orientation_code(g))
+    assert g_back == g and np.array_equal(restored, array)
+
+
+class _RecordingEngine:
+    """Labels = T1CE > 0.5, pointwise: any orientation mix-up in the mapping back changes the result."""
+
+    def __init__(self):
+        self.seen = []
+
+    def predict(self, images, spacing_zyx, progress=None, cancel=None):
+        from pedtumorseg.engine import Prediction
+
+        self.seen.append((images, tuple(spacing_zyx)))
+        labels = (images[1] > 0.5).astype(np.uint8)
+        probs = np.stack([1.0 - labels, labels.astype(float), 0 * labels, 0 * labels, 0 * labels]).astype(np.float32)
+        return Prediction(probs, labels)
+
+
+def test_predict_in_orientation_maps_back_and_is_a_plain_call_when_oriented():
+    rng = np.random.default_rng(1)
+    g = Geometry((6, 5, 4), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), RAS_STORED)
+    images = rng.random((4,) + g.shape_zyx).astype(np.float32)
+    engine = _RecordingEngine()
+    prediction = predict_in_orientation(engine, images, g, "LPS")
+    seen, spacing = engine.seen[0]
+    # RAS -> LPS flips x and y: the network saw the flipped array
+    assert np.array_equal(seen, images[:, :, ::-1, ::-1])
+    assert spacing == (2.0, 1.0, 1.0)
+    assert np.array_equal(prediction.labels, (images[1] > 0.5).astype(np.uint8))
+    assert prediction.probabilities.shape == (5,) + g.shape_zyx
+    lps = Geometry((6, 5, 4), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    engine = _RecordingEngine()
+    predict_in_orientation(engine, images, lps, "LPS")
+    assert engine.seen[0][0] is images  # already oriented: the very same array, untouched
+
+
+def test_bundle_orientation_default_and_validation(tmp_path):
+    from conftest import write_tiny_bundle
+
+    from pedtumorseg.bundle import load_bundle, validate_manifest
+    from pedtumorseg.errors import BundleError
+
+    bundle = load_bundle(write_tiny_bundle(tmp_path / "b.zip"))
+    assert "orientation" not in bundle.manifest and bundle.orientation == "LPS"
+    manifest = dict(bundle.manifest, orientation="RAS")
+    validate_manifest(manifest, check_files=False)
+    with pytest.raises(BundleError, match="orientation"):
+        validate_manifest(dict(bundle.manifest, orientation="LLS"), check_files=False)
+
+
+# --- the network grid and the way back ------------------------------------------------------------------------------
+
+def test_grid_at_spacing_by_hand():
+    g = Geometry((10, 10, 4), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    h = grid_at_spacing(g, (2.0, 2.0, 2.0))
+    # extent 10 x 10 x 20 mm from corner (-0.5, -0.5, -2.5); first 2 mm voxel centre 1 mm inside the corner
+    assert h.size == (5, 5, 10) and h.spacing == (2.0, 2.0, 2.0)
+    assert np.allclose(h.origin, (0.5, 0.5, -1.5))
+    # a flipped axis moves the origin the other way
+    flipped = Geometry((10, 10, 4), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0), (-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    assert np.allclose(grid_at_spacing(flipped, (2.0, 2.0, 2.0)).origin, (-0.5, 0.5, -1.5))
+
+
+def test_probabilities_to_grid_linear_and_background_outside():
+    src = Geometry((4, 1, 1), (2.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    dst = Geometry((3, 1, 1), (1.0, 1.0, 1.0), (1.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    p1 = np.array([0.0, 1.0, 0.5, 0.0], np.float32).reshape(1, 1, 4)
+    probs = np.stack([1 - p1, p1, 0 * p1, 0 * p1, 0 * p1])
+    out = probabilities_to_grid(probs, src, dst)
+    # dst x = 1, 2, 3 mm lie at src index 0.5, 1, 1.5 -> p1 = 0.5, 1.0, 0.75
+    assert np.allclose(out[1, 0, 0], [0.5, 1.0, 0.75]) and np.allclose(out.sum(0), 1.0)
+    far = Geometry((2, 1, 1), (1.0, 1.0, 1.0), (100.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    outside = probabilities_to_grid(probs, src, far)
+    assert np.all(outside[0] == 1.0) and np.all(outside[1:] == 0.0)
+
+
+def test_raw_options_validate():
+    assert RawOptions().register == "auto"
+    with pytest.raises(ValueError, match="--skull-strip"):
+        RawOptions(skull_strip="maybe")
+
+
+# --- skull detection ------------------------------------------------------------------------------------------------
+
+def test_detect_skull_on_stripped_and_raw_images(small_phantom_dir):
+    from pedtumorseg.brain_extraction import detect_skull
+    from pedtumorseg.phantom_raw import make_raw_phantom
+
+    clean = sitk.ReadImage(str(next(small_phantom_dir.glob("*-t1c.nii.gz"))))
+    decision = detect_skull(clean)
+    assert not decision.skull and decision.background_constant_fraction > 0.99
+    raw = make_raw_phantom(3, "small")
+    decision = detect_skull(raw.images["t1ce"])
+    assert decision.skull and "background not constant" in decision.reason
+
+
+def test_detect_skull_on_the_real_brats_case(real_case_dir):
+    from pedtumorseg.brain_extraction import detect_skull
+
+    for path in sorted(real_case_dir.glob("*.nii.gz")):
+        assert not detect_skull(sitk.ReadImage(str(path))).skull, path.name
+
+
+# --- DICOM input ----------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def raw_phantom():
+    from pedtumorseg.phantom_raw import make_raw_phantom
+
+    return make_raw_phantom(3, "small")
+
+
+@pytest.fixture(scope="module")
+def dicom_study(raw_phantom, tmp_path_factory):
+    pytest.importorskip("pydicom")
+    from pedtumorseg.phantom_raw import write_raw_phantom
+
+    return write_raw_phantom(raw_phantom, tmp_path_factory.mktemp("dicom"), fmt="dicom")
+
+
+def test_study_selection_picks_the_four_and_skips_the_localizer(dicom_study):
+    from pedtumorseg.dicom_input import find_study
+
+    chosen = find_study(dicom_study)
+    assert {ch: p.name for ch, p in chosen.items()} == {
+        "t1": "02_T1_MPRAGE_SAG", "t1ce": "03_T1_MPRAGE_AX_POST_GAD", "t2": "04_T2_TSE_AX",
+        "flair": "05_T2_FLAIR_COR"}
+
+
+def test_dicom_series_reads_back_the_written_volume(dicom_study, raw_phantom):
+    from pedtumorseg.dicom_input import find_study, read_series
+
+    for ch in ("t1", "t2"):
+        image = read_series(find_study(dicom_study)[ch])
+        truth = raw_phantom.images[ch]
+        assert image.GetSize() == truth.GetSize()
+        assert np.allclose(image.GetSpacing(), truth.GetSpacing(), atol=1e-4)
+        assert np.allclose(image.GetOrigin(), truth.GetOrigin(), atol=1e-3)
+        assert np.allclose(image.GetDirection(), truth.GetDirection(), atol=1e-5)
+        assert np.array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(truth))
+
+
+def test_study_refusals_name_the_problem_and_the_way_out(dicom_study, tmp_path):
+    from pedtumorseg.dicom_input import find_study
+
+    study = tmp_path / "study"
+    shutil.copytree(dicom_study, study)
+    shutil.rmtree(study / "05_T2_FLAIR_COR")
+    with pytest.raises(InputError, match=r"no T2-FLAIR series recognised among: .*01_LOCALIZER.*--flair DIR"):
+        find_study(study)
+    # an explicit choice fills the gap
+    chosen = find_study(study, {"flair": dicom_study / "05_T2_FLAIR_COR"})
+    assert chosen["flair"] == dicom_study / "05_T2_FLAIR_COR"
+    shutil.copytree(study / "03_T1_MPRAGE_AX_POST_GAD", study / "06_T1_POST_REPEAT")
+    with pytest.raises(InputError, match=r"2 series could be the T1CE: 03_T1_MPRAGE.*06_T1_POST_REPEAT.*--t1ce DIR"):
+        find_study(study, {"flair": dicom_study / "05_T2_FLAIR_COR"})
+
+
+def test_classify_by_hand():
+    from pedtumorseg.dicom_input import SeriesInfo, classify
+
+    def info(desc, te=None, tr=None, ti=None, contrast=False, modality="MR"):
+        return SeriesInfo(Path("x"), desc, modality, te, tr, ti, contrast)
+
+    assert classify(info("AX FLAIR")) == "flair"
+    assert classify(info("", te=120, tr=9000, ti=2500)) == "flair"
+    assert classify(info("T2 TSE")) == "t2"
+    assert classify(info("", te=90, tr=3000)) == "t2"
+    assert classify(info("T1 MPRAGE")) == "t1"
+    assert classify(info("T1 MPRAGE", contrast=True)) == "t1ce"
+    assert classify(info("T1 SE AX +C")) == "t1ce"
+    assert classify(info("", te=10, tr=500)) == "t1"
+    assert classify(info("T2* GRE")) is None and classify(info("AX DWI")) is None
+    assert classify(info("LOCALIZER")) is None and classify(info("T1", modality="CT")) is None
+
+
+def test_dicom_without_the_raw_extra_is_refused_in_one_line(dicom_study, monkeypatch):
+    from pedtumorseg.raw_input import read_any
+
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # import pydicom -> ImportError
+    with pytest.raises(InputError) as err:
+        read_any(dicom_study / "03_T1_MPRAGE_AX_POST_GAD", "t1ce")
+    assert "pip install 'pedtumorseg[raw]'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_folder_with_two_series_is_refused(dicom_study, tmp_path):
+    from pedtumorseg.dicom_input import read_series
+
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for sub in ("02_T1_MPRAGE_SAG", "04_T2_TSE_AX"):
+        for f in (dicom_study / sub).iterdir():
+            shutil.copy(f, mixed / f"{sub}_{f.name}")
+    with pytest.raises(InputError, match="holds 2 DICOM series"):
+        read_series(mixed)
+
+
+# --- the preprocessed path is unchanged -----------------------------------------------------------------------------
+
+def test_preprocessed_case_gives_the_same_result_bit_for_bit(small_phantom_dir, tmp_path):
+    """predict_case on a BraTS-preprocessed case equals the path before raw input existed: load_case ->
+    Engine.predict -> postprocess, array for array."""
+    from conftest import write_tiny_bundle
+
+    from pedtumorseg.conventions import CHANNELS
+    from pedtumorseg.io import find_case, load_case, read_labels
+    from pedtumorseg.pipeline import Predictor, predict_case
+    from pedtumorseg.postprocess import postprocess
+
+    predictor = Predictor.load(write_tiny_bundle(tmp_path / "b.zip"), device="cpu", tta=False)
+    files = find_case(small_phantom_dir)
+    result = predict_case(files, tmp_path / "out", predictor, write_raw=True)
+    case = load_case(files)
+    prediction = predictor.engine.predict(case.images, case.geometry.spacing_zyx)
+    expected = postprocess(prediction.labels, case.images[CHANNELS.index("t1")], case.images[CHANNELS.index("t1ce")],
+                           case.geometry.spacing_zyx, predictor.params)
+    assert np.array_equal(read_labels(result.outputs["raw"]), prediction.labels)
+    assert np.array_equal(read_labels(result.outputs["seg"]), expected)
+    assert result.stats["input"]["mode"] == "preprocessed"
+    assert result.stats["input"]["skull"]["skull_detected"] is False
+    assert "brain_mask" not in result.outputs
+
+
+# --- end to end on a raw phantom ------------------------------------------------------------------------------------
+
+def _wt_dice(a, b) -> float:
+    a, b = a > 0, b > 0
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
+@pytest.mark.slow
+def test_raw_phantom_end_to_end_matches_the_clean_case(raw_phantom, dicom_study, tmp_path):
+    """The raw DICOM examination (skull, own pose and grid per sequence) segmented by the shipped demo bundle:
+    whole-tumor Dice within 0.05 of the clean phantom's; outputs on the T1CE grid; brain mask and DICOM SEG."""
+    pytest.importorskip("deepbet")
+    hd = pytest.importorskip("highdicom")
+    from pedtumorseg.io import find_case, read_labels
+    from pedtumorseg.panel import TERMINOLOGY_TYPES
+    from pedtumorseg.phantom import write_phantom
+    from pedtumorseg.pipeline import Predictor, predict_case
+    from pedtumorseg.raw_input import find_any_case
+
+    predictor = Predictor.load(device="cpu", tta=False)
+    clean_dir = write_phantom(raw_phantom.clean, tmp_path / "clean")
+    clean = predict_case(find_case(clean_dir), tmp_path / "clean-out", predictor)
+    clean_dice = _wt_dice(read_labels(clean.outputs["seg"]), raw_phantom.clean.seg)
+
+    files = find_any_case(dicom_study)
+    result = predict_case(files, tmp_path / "raw-out", predictor, dicom_seg=True)
+    seg_image = sitk.ReadImage(str(result.outputs["seg"]))
+    t1ce = raw_phantom.images["t1ce"]
+    assert seg_image.GetSize() == t1ce.GetSize()
+    assert np.allclose(seg_image.GetOrigin(), t1ce.GetOrigin(), atol=1e-3)
+    assert np.allclose(seg_image.GetDirection(), t1ce.GetDirection(), atol=1e-5)
+    seg = sitk.GetArrayFromImage(seg_image)
+    raw_dice = _wt_dice(seg, sitk.GetArrayFromImage(raw_phantom.seg))
+    assert raw_dice >= clean_dice - 0.05, (raw_dice, clean_dice)
+
+    info = result.stats["input"]
+    assert info["mode"] == "raw" and info["registration"]["performed"]
+    assert info["skull"]["skull_detected"] and info["skull"]["stripped_here"]
+    for ch in ("t1", "t2", "flair"):
+        assert info["registration"][ch]["improved"]
+    mask = sitk.GetArrayFromImage(sitk.ReadImage(str(result.outputs["brain_mask"])))
+    assert _wt_dice(mask, sitk.GetArrayFromImage(raw_phantom.brain_mask)) > 0.9
+
+    # the DICOM SEG read back: references, codes, colors, and frame by frame the same labels
+    import pydicom
+
+    from pedtumorseg.conventions import LABEL_COLORS, LABEL_LONG_NAMES
+    from pedtumorseg.dicom_input import series_files
+
+    t1ce_files = series_files(info["sources"]["t1ce"]["path"])
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in t1ce_files]
+    seg_ds = hd.seg.segread(str(result.outputs["dicom_seg"]))
+    assert seg_ds.ReferencedSeriesSequence[0].SeriesInstanceUID == sources[0].SeriesInstanceUID
+    assert seg_ds.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert seg_ds.number_of_segments == 4
+    for label in (1, 2, 3, 4):
+        desc = seg_ds.get_segment_description(label)
+        assert desc.segment_label == LABEL_LONG_NAMES[label]
+        assert desc.segmented_property_type.value == TERMINOLOGY_TYPES[label][1]
+        assert desc.segmented_property_type.scheme_designator == "SCT"
+        rgb = hd.color.CIELabColor.from_dicom_value(desc.RecommendedDisplayCIELabValue).to_rgb()
+        assert np.allclose(rgb, [255 * c for c in LABEL_COLORS[label]], atol=2)
+    back = seg_ds.get_pixels_by_source_instance([ds.SOPInstanceUID for ds in sources], combine_segments=True)
+    assert np.array_equal(np.asarray(back, np.uint8), seg)
+
+
+# --- command line -----------------------------------------------------------------------------------------------------
+
+def test_cli_resolves_raw_options_once(monkeypatch, tmp_path):
+    from pedtumorseg import cli, pipeline
+
+    seen = {}
+
+    def fake_load(model=None, **kwargs):
+        seen.update(kwargs, model=model)
+        raise InputError(None, "stop here")
+
+    monkeypatch.setattr(pipeline.Predictor, "load", staticmethod(fake_load))
+    code = cli.main(["predict", "--t1", str(tmp_path), "--t1ce", str(tmp_path), "--t2", str(tmp_path), "--flair",
+                     str(tmp_path), "--out", str(tmp_path / "o"), "--register", "no", "--skull-strip", "yes",
+                     "--brain-mask", "m.nii.gz", "--set", "min_volume_et=5", "--device", "cpu"])
+    assert code == 1
+    raw = seen["raw"]
+    assert (raw.register, raw.skull_strip, raw.brain_mask) == ("no", "yes", Path("m.nii.gz"))
+    assert seen["overrides"] == ["min_volume_et=5"] and seen["device"] == "cpu"
+
+
+def test_cli_study_refusal_is_one_line_and_writes_nothing(dicom_study, tmp_path, capsys):
+    from pedtumorseg import cli
+
+    study = tmp_path / "study"
+    shutil.copytree(dicom_study, study)
+    shutil.rmtree(study / "04_T2_TSE_AX")
+    code = cli.main(["predict", "--case", str(study), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "no T2 series recognised" in err[0] and "--t2 DIR" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
+# --- DICOM SEG ------------------------------------------------------------------------------------------------------
+
+def test_dicom_seg_reads_back_frames_references_codes(tmp_path):
+    hd = pytest.importorskip("highdicom")
+    import pydicom
+
+    from pedtumorseg.conventions import LABEL_COLORS, LABEL_LONG_NAMES
+    from pedtumorseg.dicom_input import read_series, series_files
+    from pedtumorseg.dicom_seg import write_dicom_seg
+    from pedtumorseg.panel import TERMINOLOGY_TYPES
+    from pedtumorseg.phantom_raw import write_dicom_series
+
+    rng = np.random.default_rng(5)
+    g = Geometry((16, 12, 6), (0.8, 0.8, 3.0), (-10.0, 20.0, 5.0), SAGITTAL)
+    image = g.to_image(rng.integers(0, 1000, g.shape_zyx).astype(np.int16))
+    tags = {"0008|0060": "MR", "0008|0016": "1.2.840.10008.5.1.4.1.1.4", "0020|000d": "2.25.1", "0020|0052": "2.25.2",
+            "0020|000e": "2.25.3", "0010|0010": "TEST^ONE", "0010|0020": "T1", "0008|0020": "20260101",
+            "0008|0030": "120000", "0020|0010": "1", "0020|0011": "3", "0008|103e": "T1 POST"}
+    folder = write_dicom_series(image, tmp_path / "t1ce", tags, rng)
+    read = read_series(folder)
+    labels = np.zeros(g.shape_zyx, np.uint8)
+    labels[1:3, 2:6, 3:9] = 1
+    labels[3, 4:8, 5:10] = 2
+    labels[4, 0:3, 0:4] = 3
+    labels[5, 5:9, 9:14] = 4
+    assert sitk.GetArrayFromImage(read).shape == labels.shape
+    out = write_dicom_seg(labels, folder, tmp_path / "seg.dcm", model={"name": "m", "version": "1"})
+    seg = hd.seg.segread(str(out))
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in series_files(folder)]
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == "2.25.3"
+    assert seg.StudyInstanceUID == "2.25.1" and seg.FrameOfReferenceUID == "2.25.2"
+    assert seg.number_of_segments == 4 and seg.SegmentationType == "BINARY"
+    for label in (1, 2, 3, 4):
+        desc = seg.get_segment_description(label)
+        assert desc.segment_label == LABEL_LONG_NAMES[label]
+        assert (desc.segmented_property_type.scheme_designator, desc.segmented_property_type.value,
+                desc.segmented_property_type.meaning) == TERMINOLOGY_TYPES[label]
+        assert desc.segmented_property_category.value == "49755003"
+        assert desc.anatomic_regions[0].value == "12738006"
+        rgb = hd.color.CIELabColor.from_dicom_value(desc.RecommendedDisplayCIELabValue).to_rgb()
+        assert np.allclose(rgb, [255 * c for c in LABEL_COLORS[label]], atol=2)
+    back = seg.get_pixels_by_source_instance([ds.SOPInstanceUID for ds in sources], combine_segments=True)
+    assert np.array_equal(np.asarray(back, np.uint8), labels)
+    with pytest.raises(InputError, match="does not match the series"):
+        write_dicom_seg(labels[:-1], folder, tmp_path / "bad.dcm")
+    assert not (tmp_path / "bad.dcm").exists()
