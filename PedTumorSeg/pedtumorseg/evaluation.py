@@ -1,7 +1,7 @@
 """Evaluate a folder of predictions against ground truth (DESIGN §8).
 
-Per case and region the core ``metrics.evaluate_case`` rows (lesion-wise BraTS PED metrics plus plain Dice,
-HD95, sensitivity) go to a CSV; a JSON summary next to it holds mean / std (population, ddof=0) / median per
+Per case and region the core ``metrics.evaluate_case`` rows (the BraTS 2024/2025 PED scores: lesion-wise
+Dice, HD95, NSD with lesion counts, and whole-region Dice, HD95, sensitivity, NSD, specificity) go to a CSV; a JSON summary next to it holds mean / std (population, ddof=0) / median per
 region and metric (NaN values ignored, their count reported), and the volume-proportion agreement of the
 clinical paper (shared/seeds/001): per subregion ET, NET, CC, ED the fraction of the whole tumor (WT) in the
 prediction and the ground truth, compared over cases with the core ``metrics.proportion_agreement`` (Pearson,
@@ -33,7 +33,8 @@ from pedtumorseg.io import _strip_ext as _image_stem  # name without its image e
 
 #: columns of the per-case CSV, in order
 CSV_COLUMNS: tuple[str, ...] = ("case", "region", "lesion_dice", "lesion_hd95", "lesion_nsd_0.5", "lesion_nsd_1.0",
-                                "dice", "hd95", "sensitivity")
+                                "dice", "hd95", "sensitivity", "nsd_0.5", "nsd_1.0", "specificity",
+                                "num_tp_lesions", "num_fn_lesions", "num_fp_lesions")
 METRICS: tuple[str, ...] = CSV_COLUMNS[2:]
 #: subregions whose share of WT is compared (001 paper)
 SUBREGIONS: tuple[str, ...] = tuple(LABEL_NAMES[label] for label in FOREGROUND_LABELS)

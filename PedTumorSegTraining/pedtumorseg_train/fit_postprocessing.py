@@ -182,17 +182,12 @@ def region_lesion_dice(pred: np.ndarray, gt: np.ndarray, label: int, spacing_zyx
 
 
 def _crop_box(*label_maps: np.ndarray, margin: int = _CROP_MARGIN) -> tuple[slice, ...] | None:
+    from pedtumorseg.arrays import bounding_box
+
     fg = np.zeros(label_maps[0].shape, bool)
     for m in label_maps:
         fg |= m > 0
-    if not fg.any():
-        return None
-    box = []
-    for axis in range(fg.ndim):
-        other = tuple(a for a in range(fg.ndim) if a != axis)
-        idx = np.flatnonzero(fg.any(axis=other))
-        box.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, fg.shape[axis])))
-    return tuple(box)
+    return bounding_box(fg, margin)
 
 
 def best_cutoff(candidates: Sequence[float], scores: Sequence[float]) -> float:
