@@ -145,7 +145,11 @@ def _predict_batch(args: argparse.Namespace, run_batch, Predictor) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_folder
 
-    result = evaluate_folder(args.pred, args.gt, args.out, workers=args.workers)
+    try:
+        result = evaluate_folder(args.pred, args.gt, args.out, workers=args.workers, scorer=args.scorer)
+    except ImportError as exc:  # --scorer brats2026 without its optional package
+        _error(str(exc))
+        return EXIT_USAGE
     for line in result.summary_lines():
         print(line)
     for case_id in result.missing:
@@ -223,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gt", required=True, help="folder of ground-truth cases (<ID>/<ID>-seg.nii.gz) or label files")
     p.add_argument("--out", required=True, help="CSV file for the per-case, per-region rows")
     p.add_argument("--workers", type=int, default=1, help="parallel processes")
+    p.add_argument("--scorer", choices=("brats2025", "brats2026"), default="brats2025",
+                   help="brats2025: the BraTS 2024/2025 PED scorer (default); brats2026: the challenge package "
+                        "brats-evaluation (panoptica; needs the [brats2026] extra)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="segment a synthetic case with the shipped demo model")

@@ -212,7 +212,9 @@ def _union(*boxes: tuple[slice, ...]) -> tuple[slice, ...]:
     return tuple(slice(min(b[d].start for b in boxes), max(b[d].stop for b in boxes)) for d in range(len(boxes[0])))
 
 
-def _lesion_part(pred_lesions, n_pred, gt, spacing_zyx) -> dict:
+def _lesion_part(pred_lesions, n_pred, gt, spacing_zyx, whole=None) -> dict:
+    """``whole``: the (HD95, NSD) of the whole filtered prediction against the whole GT when already computed;
+    reused for a single GT lesion matched by every predicted lesion (the same pair of masks)."""
     gt_lesions, n_gt = dilation_lesions(gt)
     voxel_mm3 = voxel_volume_mm3(spacing_zyx)
     gt_sizes = np.bincount(gt_lesions.ravel(), minlength=n_gt + 1)
@@ -239,7 +241,10 @@ def _lesion_part(pred_lesions, n_pred, gt, spacing_zyx) -> dict:
         box = _grown(_union(gt_boxes[k - 1], *(pred_boxes[h - 1] for h in hits)), 1, gt.shape)
         lesion = gt_lesions[box] == k
         match = np.isin(pred_lesions[box], hits)
-        hd95, nsd = surface_scores(lesion, match, spacing_zyx, tol)
+        if whole is not None and n_gt == 1 and hits.size == n_pred:
+            hd95, nsd = whole
+        else:
+            hd95, nsd = surface_scores(lesion, match, spacing_zyx, tol)
         sums += [dice(lesion, match), hd95] + [nsd[t] for t in tol]
     num_fp = int(np.count_nonzero(~matched[1:]))
     sums[1] += HD95_MISS * num_fp
@@ -250,7 +255,7 @@ def _lesion_part(pred_lesions, n_pred, gt, spacing_zyx) -> dict:
     return out
 
 
-def _legacy_part(pred, gt, spacing_zyx, total_voxels: int) -> dict:
+def _legacy_part(pred, gt, spacing_zyx, total_voxels: int) -> tuple[dict, tuple]:
     hd95, nsd = surface_scores(pred, gt, spacing_zyx)
     n_pred, n_gt = int(np.count_nonzero(pred)), int(np.count_nonzero(gt))
     tp = int(np.count_nonzero(pred & gt))
@@ -261,8 +266,8 @@ def _legacy_part(pred, gt, spacing_zyx, total_voxels: int) -> dict:
     fp = n_pred - tp
     tn = total_voxels - (n_pred + n_gt - tp)
     specificity = tn / (tn + fp) if tn + fp else 0.0
-    return {"dice": dice(pred, gt), "hd95": hd95, **{f"nsd_{t}": nsd[t] for t in NSD_TOLERANCES_MM},
-            "sensitivity": float(sensitivity), "specificity": float(specificity)}
+    return ({"dice": dice(pred, gt), "hd95": hd95, **{f"nsd_{t}": nsd[t] for t in NSD_TOLERANCES_MM},
+             "sensitivity": float(sensitivity), "specificity": float(specificity)}, (hd95, nsd))
 
 
 def region_scores(pred: np.ndarray, gt: np.ndarray, spacing_zyx, total_voxels: int | None = None,
@@ -278,11 +283,12 @@ def region_scores(pred: np.ndarray, gt: np.ndarray, spacing_zyx, total_voxels: i
         box = (slice(0, 1),) * pred.ndim
     pred, gt = pred[box], gt[box]
     pred_lesions, n_pred = predicted_lesions(pred)
-    out = {}
-    if lesion:
-        out.update(_lesion_part(pred_lesions, n_pred, gt, spacing_zyx))
+    out, whole = {}, None
     if legacy:
-        out.update(_legacy_part(pred_lesions > 0, gt, spacing_zyx, total))
+        scores, whole = _legacy_part(pred_lesions > 0, gt, spacing_zyx, total)
+        out.update(scores)
+    if lesion:
+        out = {**_lesion_part(pred_lesions, n_pred, gt, spacing_zyx, whole), **out}
     return out
 
 
