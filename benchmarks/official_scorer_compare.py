@@ -13,9 +13,10 @@ nibabel, pandas), for example::
 
 ``OFFICIAL_DIR`` is a checkout of the official repository (the folder with ``metrics_PED.py`` and its
 ``surface_distance`` package). The official side runs in a subprocess with ``--official-python``; this side
-imports ``pedtumorseg``. Prints, per case and region, every score of both and the largest differences; exits 1
-when a Dice/NSD differs by more than 1e-4 or an HD95 by more than 0.5 mm (legacy HD95, sensitivity and
-specificity only where each side has at most one lesion: see ``pedtumorseg.metrics``).
+imports ``pedtumorseg``. Prints the largest |official - ours| of each score and every value outside the
+tolerances; exits 1 when a Dice/NSD differs by more than 1e-4, an HD95 by more than 0.5 mm or a lesion count at
+all (the whole-region HD95, sensitivity and specificity only where each side has at most one lesion: the official
+code computes them on images of lesion numbers, see ``pedtumorseg.metrics``).
 """
 
 from __future__ import annotations
