@@ -36,7 +36,8 @@ $TRAIN export --work-dir $W --dataset-id 101 --preset demo --folds 0 --checkpoin
     --description "Demo model: PedTumorSegNet demo preset trained on synthetic phantoms only. Not for clinical or research use on real data."
 
 # 5. held-out evaluation: core engine + core post-processing (the `pedtumorseg predict` CLI, bundle defaults,
-#    no mirroring TTA to keep it short on 2 shared cores), lesion-wise Dice with the core metrics
+#    no mirroring TTA to keep it short on 2 shared cores), lesion-wise Dice with the core metrics (the BraTS
+#    2024/2025 PED scorer)
 .venv/bin/pedtumorseg predict --input-dir $D/phantoms_heldout --output-dir $D/heldout_pred \
     --model Resources/Models/pedtumorseg-demo.zip --device cpu --no-tta --raw --progress none
 $PY - $D/phantoms_heldout $D/heldout_pred $D/heldout_eval.json <<'PYEOF'

@@ -149,6 +149,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if (args.pred_b or args.size_cutoff_ml is not None) and not args.report:
         raise ValueError("--pred-b and --size-cutoff-ml are options of the report: give --report too")
+    if args.report and args.scorer != "brats2025":
+        raise ValueError("--report is built on the brats2025 scorer's columns: leave out --scorer or --report")
     if args.size_cutoff_ml is not None and not args.size_cutoff_ml > 0:
         raise ValueError(f"--size-cutoff-ml must be a volume > 0 mL, got {args.size_cutoff_ml}")
     if args.report:
@@ -160,13 +162,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         label_files(args.pred_b)  # an unusable second folder fails before the first is evaluated
     report = bool(args.report)
-    result = evaluate_folder(args.pred, args.gt, args.out, workers=args.workers, report_data=report)
+    result = evaluate_folder(args.pred, args.gt, args.out, workers=args.workers, report_data=report,
+                             scorer=args.scorer)
     results = [("A", args.pred, result)]
     if args.pred_b:
         out = Path(args.out)
         out_b = out.with_name(f"{out.stem}-b{out.suffix}")  # metrics.csv -> metrics-b.csv
         results.append(("B", args.pred_b, evaluate_folder(args.pred_b, args.gt, out_b, workers=args.workers,
-                                                          report_data=True)))
+                                                          report_data=True, scorer=args.scorer)))
     for name, pred, res in results:
         if len(results) > 1:
             print(f"{name} = {pred}")
@@ -276,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "report (paired Wilcoxon per region); its scores go to <out stem>-b.csv")
     p.add_argument("--size-cutoff-ml", type=float, metavar="ML", help="report: ground-truth WT volume "
                    "separating small from large tumors (default: the median over the cases)")
+    p.add_argument("--scorer", choices=("brats2025", "brats2026"), default="brats2025",
+                   help="brats2025: the BraTS 2024/2025 PED scorer (default); brats2026: the challenge package "
+                        "brats-evaluation (panoptica; needs the [brats2026] extra)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="segment a synthetic case with the shipped demo model")

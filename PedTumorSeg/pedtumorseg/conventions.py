@@ -54,3 +54,12 @@ SEG_SUFFIX = "seg"
 #: the channel whose grid is the reference geometry of a case
 REFERENCE_CHANNEL = "t1ce"
 IMAGE_EXTENSIONS: tuple[str, ...] = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def strip_image_extension(name: str, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) -> str | None:
+    """``name`` without its image extension (the longest of ``extensions`` it ends with, any case), or None."""
+    low = name.lower()
+    for ext in sorted(extensions, key=len, reverse=True):
+        if low.endswith(ext):
+            return name[: -len(ext)]
+    return None

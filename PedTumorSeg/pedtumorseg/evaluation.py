@@ -1,7 +1,7 @@
 """Evaluate a folder of predictions against ground truth (DESIGN §8).
 
-Per case and region the core ``metrics.evaluate_case`` rows (lesion-wise BraTS PED metrics plus plain Dice,
-HD95, sensitivity) go to a CSV; a JSON summary next to it holds mean / std (population, ddof=0) / median per
+Per case and region the core ``metrics.evaluate_case`` rows (the BraTS 2024/2025 PED scores: lesion-wise
+Dice, HD95, NSD with lesion counts, and whole-region Dice, HD95, sensitivity, NSD, specificity) go to a CSV; a JSON summary next to it holds mean / std (population, ddof=0) / median per
 region and metric (NaN values ignored, their count reported), and the volume-proportion agreement of the
 clinical paper (shared/seeds/001): per subregion ET, NET, CC, ED the fraction of the whole tumor (WT) in the
 prediction and the ground truth, compared over cases with the core ``metrics.proportion_agreement`` (Pearson,
@@ -28,13 +28,28 @@ from pathlib import Path
 import numpy as np
 
 from pedtumorseg.conventions import FOREGROUND_LABELS, LABEL_NAMES, REGIONS, SEG_SUFFIX
+from pedtumorseg.conventions import strip_image_extension as _image_stem  # without the image extension, or None
 from pedtumorseg.errors import InputError
-from pedtumorseg.io import _strip_ext as _image_stem  # name without its image extension, or None
 
 #: columns of the per-case CSV, in order
 CSV_COLUMNS: tuple[str, ...] = ("case", "region", "lesion_dice", "lesion_hd95", "lesion_nsd_0.5", "lesion_nsd_1.0",
-                                "dice", "hd95", "sensitivity")
+                                "dice", "hd95", "sensitivity", "nsd_0.5", "nsd_1.0", "specificity",
+                                "num_tp_lesions", "num_fn_lesions", "num_fp_lesions")
 METRICS: tuple[str, ...] = CSV_COLUMNS[2:]
+#: ``--scorer`` values: brats2025 = ``pedtumorseg.metrics`` (the BraTS 2024/2025 PED scorer, default),
+#: brats2026 = the challenge package brats-evaluation (``pedtumorseg.scorer_brats2026``, optional extra)
+SCORERS: tuple[str, ...] = ("brats2025", "brats2026")
+
+
+def metric_columns(scorer: str = "brats2025") -> tuple[str, ...]:
+    """The metric columns (after ``case``, ``region``) of the CSV of ``scorer``."""
+    if scorer == "brats2025":
+        return METRICS
+    if scorer == "brats2026":
+        from pedtumorseg.scorer_brats2026 import COLUMNS
+
+        return COLUMNS
+    raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
 #: subregions whose share of WT is compared (001 paper)
 SUBREGIONS: tuple[str, ...] = tuple(LABEL_NAMES[label] for label in FOREGROUND_LABELS)
 
@@ -95,12 +110,12 @@ def wt_fractions(labels: np.ndarray, spacing_zyx=(1.0, 1.0, 1.0)) -> dict[str, f
     return {name: float(v["fraction_of_wt"][name]) for name in SUBREGIONS}
 
 
-def _csv_rows(case_id: str, scored: list[dict]) -> list[dict]:
+def _csv_rows(case_id: str, scored: list[dict], scorer: str = "brats2025") -> list[dict]:
     """``evaluate_case`` rows reduced to the CSV columns (None -> NaN)."""
     rows = []
     for r in scored:
         row = {"case": case_id, "region": r["region"]}
-        for m in METRICS:
+        for m in metric_columns(scorer):
             v = r.get(m, math.nan)
             row[m] = math.nan if v is None else float(v)
         rows.append(row)
@@ -111,7 +126,7 @@ def _evaluate_pair(args) -> tuple[list[dict], dict[str, float], dict[str, float]
     """Rows (CSV columns), predicted and ground-truth WT fractions of one case; with ``report_data`` also the
     rows of the combined region NET+CC+ED and the volumes (mL) ``{"prediction": ..., "ground_truth": ...}`` of
     the report's regions (None otherwise)."""
-    case_id, pred_path, gt_path, spacing_from, report_data = args
+    case_id, pred_path, gt_path, spacing_from, report_data, scorer = args
     from pedtumorseg.io import read_labels
 
     gt_geom = _read_geometry(gt_path)
@@ -125,14 +140,21 @@ def _evaluate_pair(args) -> tuple[list[dict], dict[str, float], dict[str, float]
     gt = read_labels(gt_path)
     pred = read_labels(pred_path)
     spacing = (gt_geom if spacing_from == "gt" else pred_geom).spacing_zyx
-    rows = _csv_rows(case_id, evaluate_case(pred, gt, spacing))
+    if scorer == "brats2026":
+        from pedtumorseg.scorer_brats2026 import evaluate_files
+
+        scored = evaluate_files(pred_path, gt_path, case_id)
+    else:
+        scored = evaluate_case(pred, gt, spacing)
+    rows = _csv_rows(case_id, scored, scorer)
     case_volumes = None
     if report_data:
         from pedtumorseg.analysis import COMBINED_AS, COMBINED_REGION, combined_labels, with_combined
         from pedtumorseg.conventions import LABEL_NAMES
         from pedtumorseg.metrics import volumes
 
-        # the combined region is the ED row of label maps whose label 4 covers NET, CC and ED
+        # the combined region is the ED row of label maps whose label 4 covers NET, CC and ED (always scored with
+        # the 2024/2025 definitions: the report's statistics are computed on those columns)
         combined = evaluate_case(combined_labels(pred), combined_labels(gt), spacing)
         rows += [dict(r, region=COMBINED_REGION) for r in _csv_rows(case_id, combined)
                  if r["region"] == LABEL_NAMES[COMBINED_AS]]
@@ -174,7 +196,7 @@ def _evaluate_pair_in_worker(args):
 
 # --- summaries ----------------------------------------------------------------------------------------------
 
-def summarize(rows: list[dict]) -> dict:
+def summarize(rows: list[dict], metrics: tuple[str, ...] = METRICS) -> dict:
     """``{region: {metric: {"mean", "std", "median", "n", "n_nan"}}}`` over the rows (regions in ``REGIONS``
     order, then any other); NaN values are left out and counted in ``n_nan``; all-NaN gives NaN stats."""
     regions = [r for r in REGIONS if any(row["region"] == r for row in rows)]
@@ -182,7 +204,7 @@ def summarize(rows: list[dict]) -> dict:
     out: dict = {}
     for region in regions:
         out[region] = {}
-        for m in METRICS:
+        for m in metrics:
             v = np.asarray([row[m] for row in rows if row["region"] == region], float)
             ok = v[np.isfinite(v)]
             out[region][m] = {
@@ -298,11 +320,13 @@ class EvaluationResult:
 
 
 def evaluate_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out_csv: str | os.PathLike,
-                    spacing_from: str = "gt", workers: int = 1, report_data: bool = False) -> EvaluationResult:
+                    spacing_from: str = "gt", workers: int = 1, report_data: bool = False,
+                    scorer: str = "brats2025") -> EvaluationResult:
     """Evaluate every ground-truth case of ``gt_dir`` that has a prediction in ``pred_dir``.
 
-    Writes ``out_csv`` (columns ``CSV_COLUMNS``, one row per case and region), ``<out_csv stem>-summary.json``
-    and ``<out_csv stem>-bland-altman.png`` next to it, all atomically. ``spacing_from`` ("gt" or "pred")
+    Writes ``out_csv`` (``case``, ``region`` and the ``metric_columns(scorer)``; one row per case and region),
+    ``<out_csv stem>-summary.json`` and ``<out_csv stem>-bland-altman.png`` next to it, all atomically.
+    ``scorer``: one of :data:`SCORERS` (brats2026 raises ImportError without the optional brats-evaluation). ``spacing_from`` ("gt" or "pred")
     says whose header gives the voxel spacing. ``workers`` > 1 evaluates cases in a process pool.
     ``report_data`` adds what the HTML report needs: rows of the combined region NET+CC+ED (also in the CSV)
     and per-case volumes of every region (``EvaluationResult.volumes``, ``<out_csv stem>-volumes.csv`` with
@@ -311,6 +335,11 @@ def evaluate_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out_
     ``InputError`` when no case can be evaluated or a prediction is on another grid than its ground truth
     (nothing is written then).
     """
+    columns = ("case", "region") + metric_columns(scorer)
+    if scorer == "brats2026":
+        from pedtumorseg.scorer_brats2026 import evaluator
+
+        evaluator()  # the optional package is there (clear error before any work)
     if spacing_from not in ("gt", "pred"):
         raise ValueError(f"spacing_from must be 'gt' or 'pred', got {spacing_from!r}")
     out_csv = Path(out_csv)
@@ -320,7 +349,7 @@ def evaluate_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out_
     preds = label_files(pred_dir)
     missing = sorted(set(gts) - set(preds))
     extra = sorted(set(preds) - set(gts))
-    todo = [(cid, preds[cid], gts[cid], spacing_from, report_data) for cid in sorted(gts) if cid in preds]
+    todo = [(cid, preds[cid], gts[cid], spacing_from, report_data, scorer) for cid in sorted(gts) if cid in preds]
     if not todo:
         raise InputError(pred_dir, f"no prediction for any of the {len(gts)} ground-truth case(s)")
 
@@ -358,7 +387,8 @@ def evaluate_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out_
         "predictions_without_ground_truth": extra,
         "spacing_from": spacing_from,
         "std": "population (ddof=0), NaN values left out",
-        "metrics": summarize(rows),
+        "scorer": scorer,
+        "metrics": summarize(rows, columns[2:]),
         "volume_proportions": {
             "definition": "subregion volume / WT volume, prediction vs ground truth, over cases",
             "cases_without_fractions": no_fraction,
@@ -375,10 +405,10 @@ def evaluate_folder(pred_dir: str | os.PathLike, gt_dir: str | os.PathLike, out_
 
     with atomic_output(out_csv) as tmp:
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
+            writer = csv.DictWriter(f, fieldnames=list(columns))
             writer.writeheader()
             for row in rows:
-                writer.writerow({k: (row[k] if k in ("case", "region") else repr(float(row[k]))) for k in CSV_COLUMNS})
+                writer.writerow({k: (row[k] if k in ("case", "region") else repr(float(row[k]))) for k in columns})
     with atomic_output(summary_path) as tmp:
         tmp.write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
     if report_data:

@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .conventions import (BRATS_SUFFIXES, CHANNEL_LONG_NAMES, CHANNELS, IMAGE_EXTENSIONS, LEGACY_SUFFIXES,
-                          REFERENCE_CHANNEL, SEG_SUFFIX)
+                          REFERENCE_CHANNEL, SEG_SUFFIX, strip_image_extension)
 from .errors import InputError
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,9 @@ class Geometry:
 
 # --- atomic output --------------------------------------------------------------------------------------
 def _split_ext(name: str) -> tuple[str, str]:
-    for ext in sorted(IMAGE_EXTENSIONS + (".tar.gz",), key=len, reverse=True):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)], name[-len(ext):]
+    stem = strip_image_extension(name, IMAGE_EXTENSIONS + (".tar.gz",))
+    if stem is not None:
+        return stem, name[len(stem):]
     stem, ext = os.path.splitext(name)
     return stem, ext
 
@@ -153,14 +153,6 @@ class CaseFiles:
     seg: Path | None = None
 
 
-def _strip_ext(name: str) -> str | None:
-    low = name.lower()
-    for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
-        if low.endswith(ext):
-            return name[: -len(ext)]
-    return None
-
-
 def _match(stem: str, suffix: str) -> str | None:
     """Case id if ``stem`` ends with ``[-_]<suffix>`` (case-insensitive), else None.
 
@@ -176,7 +168,7 @@ def _scan(folder: Path) -> dict[str, dict[str, list[tuple[str, Path]]]]:
     for p in sorted(folder.iterdir()):
         if not p.is_file():
             continue
-        stem = _strip_ext(p.name)
+        stem = strip_image_extension(p.name)
         if stem is None:
             continue
         for scheme, suffixes in (("brats", BRATS_SUFFIXES), ("legacy", LEGACY_SUFFIXES)):
@@ -254,7 +246,7 @@ def case_from_files(t1, t1ce, t2, flair, case_id: str | None = None, seg=None) -
         if not (p.is_file() or p.is_dir()):
             raise InputError(p, f"{CHANNEL_LONG_NAMES[ch]} image not found")
     if case_id is None:
-        stem = _strip_ext(images["t1ce"].name) or images["t1ce"].name
+        stem = strip_image_extension(images["t1ce"].name) or images["t1ce"].name
         case_id = stem
         for suffix in (BRATS_SUFFIXES["t1ce"], LEGACY_SUFFIXES["t1ce"]):
             cid = _match(stem, suffix)

@@ -20,7 +20,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .conventions import CHANNEL_LONG_NAMES, CHANNELS, CC, ED, ET, IMAGE_EXTENSIONS, LABEL_LONG_NAMES, NET, REGIONS
+from .conventions import (CHANNEL_LONG_NAMES, CHANNELS, CC, ED, ET, LABEL_LONG_NAMES, NET, REGIONS,
+                          strip_image_extension)
 
 # --- input auto-assignment --------------------------------------------------------------------------------
 
@@ -44,10 +45,7 @@ _COMPILED = tuple(
 def normalize_name(name: str) -> str:
     """Lower case, file extension removed, separators (``_ - space .``) collapsed to single ``_``."""
     text = str(name).strip().lower()
-    for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
-        if text.endswith(ext):
-            text = text[: -len(ext)]
-            break
+    text = strip_image_extension(text) or text
     text = re.sub(r"[\s_\-.]+", "_", text)
     return text.strip("_")
 

@@ -28,6 +28,8 @@ from typing import Any, Iterable, NamedTuple
 import numpy as np
 from scipy import ndimage
 
+from .arrays import bounding_box, voxel_volume_mm3
+from .arrays import nonzero_mask as brain_mask  # (C, z, y, x) -> channels != 0, holes filled
 from .conventions import CC, ED, ET, FOREGROUND_LABELS, NET
 
 NORMALIZATIONS: tuple[str, ...] = ("mean", "zscore")
@@ -179,15 +181,6 @@ del _D
 
 # --- brain mask and ratio map --------------------------------------------------------------------------------
 
-def brain_mask(images) -> np.ndarray:
-    """Union over channels of ``!= 0``, holes filled (nnU-Net's non-zero crop mask). ``images``: (C, z, y, x)."""
-    images = [np.asarray(c) for c in images]
-    mask = np.zeros(images[0].shape, dtype=bool)
-    for channel in images:
-        mask |= channel != 0
-    return ndimage.binary_fill_holes(mask)
-
-
 def _normalization_stats(t1, t1ce, mask, normalization) -> tuple[float, float, float, float] | None:
     """(offset_t1, scale_t1, offset_t1ce, scale_t1ce) so that norm = (x - offset) / scale; None if undefined."""
     if normalization not in NORMALIZATIONS:
@@ -243,23 +236,6 @@ def relabel_by_ratio(labels, ratio, params: PostprocessParams) -> np.ndarray:
 
 
 # --- small components ----------------------------------------------------------------------------------------
-
-def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
-    """Bounding box of ``mask`` grown by ``margin`` voxels (clipped), or None for an empty mask."""
-    slices = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        if hits.size == 0:
-            return None
-        slices.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(slices)
-
-
-def voxel_volume_mm3(spacing_zyx) -> float:
-    sz, sy, sx = (float(s) for s in spacing_zyx)
-    return sz * sy * sx
-
 
 class _ComponentTable(NamedTuple):
     components: np.ndarray  # int32 component id of each original label voxel (0 elsewhere), on the given crop

@@ -23,25 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from .arrays import bounding_box, nonzero_mask  # noqa: F401  (nonzero_mask: any channel != 0, holes filled)
+
 ANISO_THRESHOLD = 3.0
-
-
-def nonzero_mask(images: np.ndarray) -> np.ndarray:
-    """any channel != 0, with holes filled (3D)."""
-    mask = np.any(images != 0, axis=0)
-    return ndi.binary_fill_holes(mask)
 
 
 def bbox_of(mask: np.ndarray) -> tuple[slice, ...]:
     """Bounding box of a boolean mask as slices; the whole array when the mask is empty."""
-    if not mask.any():
-        return tuple(slice(0, n) for n in mask.shape)
-    out = []
-    for ax in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != ax)
-        idx = np.flatnonzero(mask.any(axis=other))
-        out.append(slice(int(idx[0]), int(idx[-1]) + 1))
-    return tuple(out)
+    return bounding_box(mask) or tuple(slice(0, n) for n in mask.shape)
 
 
 def zscore(data: np.ndarray, mask: np.ndarray | None, use_mask: tuple[bool, ...] | list[bool]) -> np.ndarray:

@@ -149,7 +149,12 @@ def cmd_fit_postprocessing(a) -> int:
 
 def cmd_evaluate(a) -> int:
     from pedtumorseg.evaluation import evaluate_folder
-    result = evaluate_folder(a.pred, a.gt, a.out, spacing_from=a.spacing_from, workers=a.workers)
+    try:
+        result = evaluate_folder(a.pred, a.gt, a.out, spacing_from=a.spacing_from, workers=a.workers,
+                                 scorer=a.scorer)
+    except ImportError as exc:  # --scorer brats2026 without its optional package
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for line in result.summary_lines():
         print(line)
     if result.missing:
@@ -249,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", required=True, help="per-case CSV (summary JSON and Bland-Altman PNG next to it)")
     ev.add_argument("--spacing-from", default="gt", choices=["gt", "pred"])
     ev.add_argument("--workers", type=int, default=1)
+    ev.add_argument("--scorer", choices=["brats2025", "brats2026"], default="brats2025",
+                    help="brats2025: the BraTS 2024/2025 PED scorer (default); brats2026: brats-evaluation "
+                         "(panoptica; needs the [brats2026] extra)")
     ev.set_defaults(func=cmd_evaluate)
     return p
 

@@ -42,7 +42,7 @@ import dataclasses
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -154,45 +154,21 @@ def fit_ratio_thresholds(et_ratios: np.ndarray, net_ratios: np.ndarray,
 
 # --- cut-off sweep --------------------------------------------------------------------------------------
 
-def _lesion_dice(result, region: str) -> float:
-    """The lesion-wise Dice of ``region`` from a core ``metrics.lesion_wise`` result.
-
-    Accepts ``{region: {"lesion_dice": ...}}``, ``{region: obj with .lesion_dice}`` or a list of row dicts
-    with a ``"region"`` key.
-    """
-    if isinstance(result, Mapping):
-        entry = result[region]
-    else:
-        entry = next(r for r in result if r["region"] == region)
-    value = entry["lesion_dice"] if isinstance(entry, Mapping) else entry.lesion_dice
-    return float(value)
-
-
 def region_lesion_dice(pred: np.ndarray, gt: np.ndarray, label: int, spacing_zyx) -> float:
-    """Lesion-wise Dice of one single-label region, via the core ``metrics.lesion_wise``.
+    """Lesion-wise Dice of one single-label region (the BraTS PED rule of the core ``metrics.region_scores``,
+    lesion part only)."""
+    from pedtumorseg.metrics import region_scores
 
-    Only ``label`` is kept in both maps (the other regions are empty on both sides), which gives the same value
-    for the region of ``label`` and keeps the metric cheap.
-    """
-    from pedtumorseg.metrics import lesion_wise
-
-    p = np.where(pred == label, label, 0).astype(np.uint8)
-    g = np.where(gt == label, label, 0).astype(np.uint8)
-    return _lesion_dice(lesion_wise(p, g, spacing_zyx), LABEL_NAMES[label])
+    return float(region_scores(pred == label, gt == label, spacing_zyx, legacy=False)["lesion_dice"])
 
 
 def _crop_box(*label_maps: np.ndarray, margin: int = _CROP_MARGIN) -> tuple[slice, ...] | None:
+    from pedtumorseg.arrays import bounding_box
+
     fg = np.zeros(label_maps[0].shape, bool)
     for m in label_maps:
         fg |= m > 0
-    if not fg.any():
-        return None
-    box = []
-    for axis in range(fg.ndim):
-        other = tuple(a for a in range(fg.ndim) if a != axis)
-        idx = np.flatnonzero(fg.any(axis=other))
-        box.append(slice(max(int(idx[0]) - margin, 0), min(int(idx[-1]) + 1 + margin, fg.shape[axis])))
-    return tuple(box)
+    return bounding_box(fg, margin)
 
 
 def best_cutoff(candidates: Sequence[float], scores: Sequence[float]) -> float:
