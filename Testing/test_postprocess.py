@@ -150,8 +150,11 @@ def test_postprocess_relabel_with_both_normalizations():
     # zscore ratios [1.414, 1.414, 0, 0]: the first NET voxel becomes ET, the rest stays (0 is outside [0.2, 5])
     z = postprocess(raw, t1, t1ce, (1, 1, 1), p.replace(normalization="zscore"))
     np.testing.assert_array_equal(z.ravel(), [1, 1, 1, 2])
+    # the default is the paper's z-score
+    assert PostprocessParams().normalization == "zscore"
+    np.testing.assert_array_equal(postprocess(raw, t1, t1ce, (1, 1, 1), p).ravel(), z.ravel())
     # mean ratios [0, 1.333, 2, 0.667]: nothing crosses a threshold inside the window
-    m = postprocess(raw, t1, t1ce, (1, 1, 1), p)
+    m = postprocess(raw, t1, t1ce, (1, 1, 1), p.replace(normalization="mean"))
     np.testing.assert_array_equal(m.ravel(), [2, 1, 1, 2])
 
 
@@ -211,7 +214,7 @@ def test_disabled_steps_are_identity():
     t1ce = rng.uniform(0.5, 4, size=raw.shape)
     np.testing.assert_array_equal(postprocess(raw, t1, t1ce, (1, 1, 1), PostprocessParams(**OFF)), raw)
     only_ratio = postprocess(raw, t1, t1ce, (1, 1, 1), PostprocessParams(components_enabled=False))
-    ratio = ratio_map(t1, t1ce, np.ones(raw.shape, bool), "mean")
+    ratio = ratio_map(t1, t1ce, np.ones(raw.shape, bool), "zscore")
     np.testing.assert_array_equal(only_ratio, relabel_by_ratio(raw, ratio, PostprocessParams()))
     assert (only_ratio != raw).any()
     only_cc = postprocess(raw, t1, t1ce, (1, 1, 1), PostprocessParams(ratio_enabled=False))
@@ -292,7 +295,8 @@ def test_session_change_sets_by_hand_and_reset():
     raw[2:6, 2:6, 10:15] = 3  # 80 voxels CC
     t1 = np.full(shape, 100.0)
     t1ce = np.full(shape, 100.0)
-    session = Session(raw, t1, t1ce, (1, 1, 1), PostprocessParams())
+    MEAN = PostprocessParams(normalization="mean")  # constant images: z-scores are undefined, mean ratios are 1
+    session = Session(raw, t1, t1ce, (1, 1, 1), MEAN)
     assert (session.labels == 1).sum() == 0 and (session.labels == 3).sum() == 80  # ET 80 < 160; CC 80 >= 50
     assert session.update(min_volume_et=50.0) == {1}
     assert session.update(min_volume_cc=100.0) == {3}
@@ -303,8 +307,8 @@ def test_session_change_sets_by_hand_and_reset():
     with pytest.raises(ValueError, match="ratio_low"):
         session.update(ratio_low=1.3)  # above ratio_high=1.2
     assert session.params.ratio_low == 1.1  # refused change left the session as it was
-    assert session.reset(PostprocessParams()) == {2, 3}  # defaults: NET gone (ET removed again), CC back
-    np.testing.assert_array_equal(session.labels, postprocess(raw, t1, t1ce, (1, 1, 1), PostprocessParams()))
+    assert session.reset(MEAN) == {2, 3}  # defaults: NET gone (ET removed again), CC back
+    np.testing.assert_array_equal(session.labels, postprocess(raw, t1, t1ce, (1, 1, 1), MEAN))
     with pytest.raises(ValueError):
         session.labels[0, 0, 0] = 1  # read-only view
     vol = session.volumes_ml()

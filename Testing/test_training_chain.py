@@ -171,11 +171,18 @@ def test_fit_postprocessing_updates_the_bundle(chain, tmp_path, monkeypatch):
     preds.mkdir()
     for seg in (raw / "labelsTr").iterdir():  # perfect "cross-validation predictions"
         shutil.copyfile(seg, preds / seg.name)
+    # a bundle that declares the "mean" ratio normalization: fit-postprocessing fits for it (no --normalization)
+    from pedtumorseg.postprocess import PostprocessParams
+    from pedtumorseg_train.cli import update_bundle_postprocessing
+    declared = tmp_path / "declares_mean.zip"
+    update_bundle_postprocessing(bundle_in, declared, PostprocessParams(normalization="mean").to_dict())
+    bundle_in = declared
     out = tmp_path / "fitted.zip"
     report = tmp_path / "fit.json"
     assert _run("fit-postprocessing", "--raw", raw, "--predictions", preds, "--bundle", bundle_in, "--out", out,
                 "--report", report) == 0
     fitted = json.loads(report.read_text())["params"]
+    assert json.loads(report.read_text())["normalization"] == "mean" and fitted["normalization"] == "mean"
     before, after = load_bundle(bundle_in), load_bundle(out)  # load verifies the recomputed checksums
     assert after.manifest["postprocessing"] == fitted
     assert after.manifest["postprocessing"]["ratio_high"] != before.manifest["postprocessing"]["ratio_high"]
