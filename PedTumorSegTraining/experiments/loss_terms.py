@@ -14,6 +14,9 @@ and the number of false-positive voxels there.
 
     python PedTumorSegTraining/experiments/loss_terms.py scales            # term magnitudes at initialization
     python PedTumorSegTraining/experiments/loss_terms.py fp --iterations 400
+    # or on phantoms already on disk (pedtumorseg phantoms --size small ...):
+    python PedTumorSegTraining/experiments/loss_terms.py fp --train-dir TRAIN --train-seed 10000 \
+        --test-dir VAL --test-seed 30000 --n-test 12
     python PedTumorSegTraining/experiments/loss_terms.py hd --iterations 400
 
 Results are printed as JSON (and written with ``--out``).
@@ -31,6 +34,7 @@ import numpy as np
 import torch
 
 from pedtumorseg.conventions import LABEL_NAMES
+from pedtumorseg.io import find_case, find_cases, load_case, read_labels
 from pedtumorseg.loss import PedTumorSegLoss, hausdorff_dt, one_hot, soft_dice
 from pedtumorseg.metrics import lesion_wise
 from pedtumorseg.model.network import PedTumorSegNet
@@ -41,13 +45,24 @@ PAD = (32, 48, 48)
 SUBREGIONS = ("ET", "NET", "CC", "ED")
 
 
-def reduced_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(images (4, 31, 48, 48) float32 z-scored in the brain, labels (31, 48, 48) uint8) of phantom ``seed``."""
-    ph = make_phantom(seed, "small")
-    imgs = np.stack([ph.images[c].astype(np.float32) for c in ("t1", "t1ce", "t2", "flair")])
+def reduced_case(source) -> tuple[np.ndarray, np.ndarray]:
+    """(images (4, 31, 48, 48) float32 z-scored in the brain, labels (31, 48, 48) uint8) of a ``small`` phantom:
+    ``source`` is a seed (generated) or a case folder written by ``pedtumorseg phantoms`` (read)."""
+    if isinstance(source, (int, np.integer)):
+        ph = make_phantom(int(source), "small")
+        imgs = np.stack([ph.images[c].astype(np.float32) for c in ("t1", "t1ce", "t2", "flair")])
+        seg = ph.seg
+    else:
+        case = find_case(source)
+        loaded = load_case(case)
+        imgs = loaded.images.astype(np.float32)
+        seg = read_labels(case.seg, loaded.geometry)
+        if loaded.geometry.spacing_zyx != (2.5, 2.5, 2.5):
+            raise ValueError(f"{source}: expected a 'small' phantom (2.5 mm)")
+
     z, y, x = (s // 2 * 2 for s in imgs.shape[1:])
     imgs = imgs[:, :z, :y, :x].reshape(4, z // 2, 2, y // 2, 2, x // 2, 2).mean((2, 4, 6))
-    labels = ph.seg[:z:2, :y:2, :x:2].copy()
+    labels = seg[:z:2, :y:2, :x:2].copy()
     brain = (imgs != 0).any(0)
     for c in range(4):
         v = imgs[c][brain]
@@ -123,13 +138,20 @@ def evaluate(net, cases) -> dict:
     return summary
 
 
-def load(seeds) -> list:
-    return [reduced_case(s) for s in seeds]
+def load(seeds, folder=None) -> list:
+    """Cases by seed, or (with ``folder``) the phantom case folders in it whose seed is in ``seeds``."""
+    if folder is None:
+        return [reduced_case(s) for s in seeds]
+    wanted = {f"BraTS-PED-S{s:05d}-000" for s in seeds}
+    found = [c.images["t1"].parent for c in find_cases(folder) if c.case_id in wanted]
+    if len(found) != len(wanted):
+        raise SystemExit(f"{folder}: {len(found)} of the {len(wanted)} requested phantom seeds found")
+    return [reduced_case(f) for f in sorted(found)]
 
 
 def cmd_scales(a) -> dict:
     """Magnitudes of the unweighted terms for an untrained network on training cases (mean over 4 batches)."""
-    data = load(range(a.train_seed, a.train_seed + 8))
+    data = load(range(a.train_seed, a.train_seed + 8), a.train_dir)
     net = network(0)
     vals = {"dice": [], "ce": [], "hd_normalized": [], "hd_karimi": [], "fp": []}
     with torch.no_grad():
@@ -149,8 +171,8 @@ def cmd_scales(a) -> dict:
 
 
 def compare(a, variants: dict) -> dict:
-    train_data = load(range(a.train_seed, a.train_seed + a.n_train))
-    test_data = load(range(a.test_seed, a.test_seed + a.n_test))
+    train_data = load(range(a.train_seed, a.train_seed + a.n_train), a.train_dir)
+    test_data = load(range(a.test_seed, a.test_seed + a.n_test), a.test_dir)
     results = {"iterations": a.iterations, "n_train": a.n_train, "n_test": a.n_test,
                "train_seeds": [a.train_seed, a.train_seed + a.n_train - 1],
                "test_seeds": [a.test_seed, a.test_seed + a.n_test - 1], "variants": {}}
@@ -171,6 +193,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-test", type=int, default=16)
     ap.add_argument("--train-seed", type=int, default=40000)
     ap.add_argument("--test-seed", type=int, default=50000)
+    ap.add_argument("--train-dir", help="read the training phantoms from this folder instead of generating them")
+    ap.add_argument("--test-dir", help="read the test phantoms from this folder instead of generating them")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out")
