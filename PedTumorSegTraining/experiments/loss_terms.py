@@ -104,7 +104,8 @@ def train(data, loss_fn, iterations: int, seed: int = 0, log_every: int = 50) ->
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12)  # as nnU-Net
         opt.step()
         if it % log_every == 0 or it == iterations - 1:
-            history.append({"iteration": it, "loss": float(loss), **{k: float(v) for k, v in loss_fn.last_terms.items()}})
+            history.append({"iteration": it, "loss": float(loss.detach()),
+                            **{k: float(v) for k, v in loss_fn.last_terms.items()}})
     return net, history
 
 
@@ -197,6 +198,8 @@ def main(argv=None) -> int:
     ap.add_argument("--test-dir", help="read the test phantoms from this folder instead of generating them")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-hd-off", action="store_true",
+                    help="hd: leave out the HD-off variant (the same run as fp's fp_on with the same arguments)")
     ap.add_argument("--out")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -205,8 +208,11 @@ def main(argv=None) -> int:
     elif a.what == "fp":  # same everything, FP term on (theta 0.1) vs off; HD off in both to isolate the FP term
         res = compare(a, {"fp_off": dict(theta=0.0, w_hd=0.0), "fp_on": dict(theta=0.1, w_hd=0.0)})
     else:  # HD term: off, normalized at weight 1 (default), Karimi's un-normalized mean at 0.1 (the old default)
-        res = compare(a, {"hd_off": dict(w_hd=0.0), "hd_normalized_w1": dict(w_hd=1.0),
-                          "hd_karimi_w0.1": dict(w_hd=0.1, hd_normalize=False)})
+        variants = {"hd_off": dict(w_hd=0.0), "hd_normalized_w1": dict(w_hd=1.0),
+                    "hd_karimi_w0.1": dict(w_hd=0.1, hd_normalize=False)}
+        if a.skip_hd_off:  # identical to the "fp_on" variant of `fp` with the same seeds and sizes
+            del variants["hd_off"]
+        res = compare(a, variants)
     text = json.dumps(res, indent=1)
     print(text)
     if a.out:
