@@ -171,6 +171,17 @@ def test_159_mm3_et_removed_at_160_kept_at_150_and_160_kept():
     np.testing.assert_array_equal(remove_small_components(et160, (1, 1, 1), {1: 160.0}), et160)  # strict <
 
 
+def test_volume_is_counted_on_the_original_voxels_and_removed_et_inside_net_becomes_background():
+    # the chosen readings (see the postprocess docstring): a 2 x 2 x 2 ET island (8 voxels = 8 mm^3; its
+    # 3x3x3-dilated component has 4^3 = 64 voxels) inside a NET block, cut-off 50 mm^3
+    labels = _block((12, 12, 12), (1, 11), (1, 11), (1, 11), 2)
+    labels[5:7, 5:7, 5:7] = 1
+    out = remove_small_components(labels, (1, 1, 1), {1: 50.0})
+    assert (out == 1).sum() == 0  # 8 < 50 (the dilated count, 64, would have kept it)
+    assert (out[5:7, 5:7, 5:7] == 0).all()  # removed -> background, a hole in the core, not NET
+    assert (out == 2).sum() == (labels == 2).sum()
+
+
 def test_components_one_voxel_apart_are_merged_by_the_dilation():
     shape = (10, 10, 20)
     a = _block(shape, (2, 6), (2, 6), (2, 7))  # 4*4*5 = 80 voxels
