@@ -172,6 +172,8 @@ def cmd_scales(a) -> dict:
 
 
 def compare(a, variants: dict) -> dict:
+    if a.only:
+        variants = {k: v for k, v in variants.items() if k in a.only}
     train_data = load(range(a.train_seed, a.train_seed + a.n_train), a.train_dir)
     test_data = load(range(a.test_seed, a.test_seed + a.n_test), a.test_dir)
     results = {"iterations": a.iterations, "n_train": a.n_train, "n_test": a.n_test,
@@ -198,6 +200,8 @@ def main(argv=None) -> int:
     ap.add_argument("--test-dir", help="read the test phantoms from this folder instead of generating them")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", nargs="+", help="run only these variants (e.g. fp_on), to split a comparison "
+                    "over processes; each variant's run depends only on the seeds and sizes")
     ap.add_argument("--skip-hd-off", action="store_true",
                     help="hd: leave out the HD-off variant (the same run as fp's fp_on with the same arguments)")
     ap.add_argument("--out")
