@@ -104,6 +104,7 @@ def train(data, loss_fn, iterations: int, seed: int = 0, log_every: int = 50) ->
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12)  # as nnU-Net
         opt.step()
         if it % log_every == 0 or it == iterations - 1:
+            print(f"iteration {it}: loss {float(loss.detach()):.4f}", file=sys.stderr, flush=True)
             history.append({"iteration": it, "loss": float(loss.detach()),
                             **{k: float(v) for k, v in loss_fn.last_terms.items()}})
     return net, history
