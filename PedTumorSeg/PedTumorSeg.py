@@ -54,7 +54,9 @@ class PedTumorSeg(ScriptedLoadableModule):
             "from T1, T1CE, T2 and T2-FLAIR volumes (enhanced nnU-Net, BraTS 2025 PED). Prediction runs in the "
             "background; post-processing sliders update the segmentation live.")
         self.parent.acknowledgementText = _(
-            "Method: enhanced nnU-Net of the BraTS 2025 pediatric tumor segmentation challenge winner.")
+            "Method: X. Li, Z.-Q. J. Xu, Y. Ren, T. Qiu, X. Wang, 'Towards Reliable Pediatric Brain Tumor "
+            "Segmentation: Task-Specific nnU-Net Enhancements' (first place on the BraTS 2025 Task-6 PED "
+            "validation leaderboard, among the top on the test set).")
 
 
 @parameterNodeWrapper

@@ -56,3 +56,15 @@ def test_demo_bundle_on_a_full_size_grid_returns_the_input_grid():
                                                                                 phantom.geometry.spacing_zyx)
     assert prediction.labels.shape == (155, 240, 240)
     assert set(np.unique(prediction.labels)) <= {0, 1, 2, 3, 4}
+
+
+def test_shipped_bundle_ratio_thresholds_fit_its_normalization():
+    """The paper's thresholds belong to the z-score normalization; a bundle that declares ``mean`` must carry
+    thresholds fitted for it (pedtumorseg-train fit-postprocessing), never the paper's."""
+    m = load_bundle(default_bundle_path()).manifest
+    pp = m["postprocessing"]
+    if pp["normalization"] == "mean":
+        assert (pp["ratio_high"], pp["ratio_low"]) != (1.388, 0.766)
+        assert m["training"]["postprocessing_fit"]["normalization"] == "mean"
+    else:
+        assert pp["normalization"] == "zscore"

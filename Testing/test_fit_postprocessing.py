@@ -200,7 +200,7 @@ def test_fit_end_to_end_with_a_missing_prediction(tmp_path):
     images, gt = _ratio_case()
     raw = _write_raw_dataset(tmp_path / "raw", {"P_001": (images, gt), "P_002": (images, gt)})
     _write(gt, tmp_path / "cv" / "fold_0" / "validation" / "P_001.nii.gz")
-    params, report = fit(raw, tmp_path / "cv", candidates_et=[0, 100], candidates_cc=[0, 100])
+    params, report = fit(raw, tmp_path / "cv", normalization="mean", candidates_et=[0, 100], candidates_cc=[0, 100])
     k = 512 / 54090
     # NET ratios (both cases): 8 x 100k and 8 x 150k -> 95th percentile at rank 0.95 * 15 = 14.25 of the sorted
     # values, 150k there; ET ratios 8 x 120k and 8 x 300k -> 5th percentile at rank 0.75: 120k
@@ -221,7 +221,7 @@ def test_fit_swaps_thresholds_when_et_and_net_are_separated(tmp_path):
     images, gt = _ratio_case(et_low=300.0)  # all ET at 300: T1CE sum 54090 + 4 * 180 = 54810
     raw = _write_raw_dataset(tmp_path / "raw", {"P_001": (images, gt)})
     _write(gt, tmp_path / "cv" / "P_001.nii.gz")
-    params, report = fit(raw, tmp_path / "cv", candidates_et=[0], candidates_cc=[0])
+    params, report = fit(raw, tmp_path / "cv", normalization="mean", candidates_et=[0], candidates_cc=[0])
     k = 512 / 54810
     # paper rule: NET p95 = 150k (rank 0.95 * 7 = 6.65 among 4 x 100k, 4 x 150k), ET p5 = 300k > 150k -> swapped
     assert report["thresholds_swapped"] is True

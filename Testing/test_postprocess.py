@@ -150,8 +150,11 @@ def test_postprocess_relabel_with_both_normalizations():
     # zscore ratios [1.414, 1.414, 0, 0]: the first NET voxel becomes ET, the rest stays (0 is outside [0.2, 5])
     z = postprocess(raw, t1, t1ce, (1, 1, 1), p.replace(normalization="zscore"))
     np.testing.assert_array_equal(z.ravel(), [1, 1, 1, 2])
+    # the default is the paper's z-score
+    assert PostprocessParams().normalization == "zscore"
+    np.testing.assert_array_equal(postprocess(raw, t1, t1ce, (1, 1, 1), p).ravel(), z.ravel())
     # mean ratios [0, 1.333, 2, 0.667]: nothing crosses a threshold inside the window
-    m = postprocess(raw, t1, t1ce, (1, 1, 1), p)
+    m = postprocess(raw, t1, t1ce, (1, 1, 1), p.replace(normalization="mean"))
     np.testing.assert_array_equal(m.ravel(), [2, 1, 1, 2])
 
 
@@ -166,6 +169,17 @@ def test_159_mm3_et_removed_at_160_kept_at_150_and_160_kept():
     et160 = et159.copy()
     et160[2, 2, 55] = 1
     np.testing.assert_array_equal(remove_small_components(et160, (1, 1, 1), {1: 160.0}), et160)  # strict <
+
+
+def test_volume_is_counted_on_the_original_voxels_and_removed_et_inside_net_becomes_background():
+    # the chosen readings (see the postprocess docstring): a 2 x 2 x 2 ET island (8 voxels = 8 mm^3; its
+    # 3x3x3-dilated component has 4^3 = 64 voxels) inside a NET block, cut-off 50 mm^3
+    labels = _block((12, 12, 12), (1, 11), (1, 11), (1, 11), 2)
+    labels[5:7, 5:7, 5:7] = 1
+    out = remove_small_components(labels, (1, 1, 1), {1: 50.0})
+    assert (out == 1).sum() == 0  # 8 < 50 (the dilated count, 64, would have kept it)
+    assert (out[5:7, 5:7, 5:7] == 0).all()  # removed -> background, a hole in the core, not NET
+    assert (out == 2).sum() == (labels == 2).sum()
 
 
 def test_components_one_voxel_apart_are_merged_by_the_dilation():
@@ -211,7 +225,7 @@ def test_disabled_steps_are_identity():
     t1ce = rng.uniform(0.5, 4, size=raw.shape)
     np.testing.assert_array_equal(postprocess(raw, t1, t1ce, (1, 1, 1), PostprocessParams(**OFF)), raw)
     only_ratio = postprocess(raw, t1, t1ce, (1, 1, 1), PostprocessParams(components_enabled=False))
-    ratio = ratio_map(t1, t1ce, np.ones(raw.shape, bool), "mean")
+    ratio = ratio_map(t1, t1ce, np.ones(raw.shape, bool), "zscore")
     np.testing.assert_array_equal(only_ratio, relabel_by_ratio(raw, ratio, PostprocessParams()))
     assert (only_ratio != raw).any()
     only_cc = postprocess(raw, t1, t1ce, (1, 1, 1), PostprocessParams(ratio_enabled=False))
@@ -292,7 +306,8 @@ def test_session_change_sets_by_hand_and_reset():
     raw[2:6, 2:6, 10:15] = 3  # 80 voxels CC
     t1 = np.full(shape, 100.0)
     t1ce = np.full(shape, 100.0)
-    session = Session(raw, t1, t1ce, (1, 1, 1), PostprocessParams())
+    MEAN = PostprocessParams(normalization="mean")  # constant images: z-scores are undefined, mean ratios are 1
+    session = Session(raw, t1, t1ce, (1, 1, 1), MEAN)
     assert (session.labels == 1).sum() == 0 and (session.labels == 3).sum() == 80  # ET 80 < 160; CC 80 >= 50
     assert session.update(min_volume_et=50.0) == {1}
     assert session.update(min_volume_cc=100.0) == {3}
@@ -303,8 +318,8 @@ def test_session_change_sets_by_hand_and_reset():
     with pytest.raises(ValueError, match="ratio_low"):
         session.update(ratio_low=1.3)  # above ratio_high=1.2
     assert session.params.ratio_low == 1.1  # refused change left the session as it was
-    assert session.reset(PostprocessParams()) == {2, 3}  # defaults: NET gone (ET removed again), CC back
-    np.testing.assert_array_equal(session.labels, postprocess(raw, t1, t1ce, (1, 1, 1), PostprocessParams()))
+    assert session.reset(MEAN) == {2, 3}  # defaults: NET gone (ET removed again), CC back
+    np.testing.assert_array_equal(session.labels, postprocess(raw, t1, t1ce, (1, 1, 1), MEAN))
     with pytest.raises(ValueError):
         session.labels[0, 0, 0] = 1  # read-only view
     vol = session.volumes_ml()

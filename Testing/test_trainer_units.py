@@ -144,6 +144,58 @@ def test_loss_is_ours_with_nnunet_deep_supervision_weights(trainer):
     value.backward()
 
 
+def _spatial_transforms(pipeline):
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+    found, stack = [], [pipeline]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, SpatialTransform):
+            found.append(t)
+        stack.extend(getattr(t, "transforms", []) or [])
+        if getattr(t, "transform", None) is not None:
+            stack.append(t.transform)
+    return found
+
+
+def test_training_transforms_include_elastic_deformation(trainer):
+    import pickle
+    from pedtumorseg_train.schedule import DEFAULTS
+    from pedtumorseg_train.trainer import ELASTIC_SCALE, elastic_magnitude
+    args = ((32, 32, 32), (-0.5, 0.5), None, (0, 1, 2), False)
+    pipeline = trainer.get_training_transforms(*args, use_mask_for_norm=[True] * 4)
+    (spatial,) = _spatial_transforms(pipeline)
+    assert DEFAULTS["p_elastic_deform"] == 0.2 and spatial.p_elastic_deform == 0.2
+    assert spatial.elastic_deform_scale == ELASTIC_SCALE and spatial.elastic_deform_magnitude is elastic_magnitude
+    # nnU-Net's own pipeline has it off: this is what the trainer changes
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    (plain,) = _spatial_transforms(nnUNetTrainer.get_training_transforms(*args, use_mask_for_norm=[True] * 4))
+    assert plain.p_elastic_deform == 0
+    # configurable (0 = nnU-Net's pipeline) and picklable into nnU-Net's augmentation worker processes
+    trainer.configure(p_elastic_deform=0.0)
+    (off,) = _spatial_transforms(trainer.get_training_transforms(*args))
+    assert off.p_elastic_deform == 0.0
+    pickle.loads(pickle.dumps(pipeline))
+    # elastic displacement bound: U(0, 0.25) x sigma (voxels), sigma = scale x patch edge
+    np.random.seed(0)
+    mags = [elastic_magnitude(patch_size=(32, 48, 64), dim=2, deformation_scale=0.2) for _ in range(200)]
+    assert 0 <= min(mags) and max(mags) <= 0.25 * 0.2 * 64 and max(mags) > 0.8 * 0.25 * 0.2 * 64
+
+
+def test_elastic_deformation_runs_and_moves_labels(trainer):
+    torch.manual_seed(0)
+    np.random.seed(0)
+    from pedtumorseg_train.trainer import enable_elastic_deformation
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+    t = enable_elastic_deformation(SpatialTransform((24, 24, 24), 0, False), 1.0)
+    seg = torch.zeros(1, 24, 24, 24)
+    seg[:, 8:16, 8:16, 8:16] = 1
+    img = seg.clone().repeat(4, 1, 1, 1)
+    out = t(image=img, segmentation=seg)
+    assert out["image"].shape == (4, 24, 24, 24) and out["segmentation"].shape == (1, 24, 24, 24)
+    assert not torch.equal(out["segmentation"], seg)  # deformed
+    assert set(torch.unique(out["segmentation"]).tolist()) <= {0.0, 1.0}
+
+
 def test_network_is_ours_with_small_scale_init(trainer):
     net = trainer.network
     assert isinstance(net, PedTumorSegNet)
@@ -193,6 +245,8 @@ def test_cli_parser_defaults_match_the_paper():
     a = build_parser().parse_args(["train", "--dataset-id", "1", "--fold", "all"])
     assert (a.epochs, a.iterations, a.lr, a.momentum, a.weight_decay, a.theta) == (1000, 250, 1e-2, 0.99, 3e-5, 0.1)
     assert a.fold == "all" and a.device == "cpu"
+    assert a.w_hd == 1.0 and a.p_elastic_deform == 0.2
+    assert (a.encoder_width_factor, a.se, a.separable, a.init_alpha, a.tag) == (None, None, None, None, None)
     a = build_parser().parse_args(["train", "--dataset-id", "1", "--fold", "3"])
     assert a.fold == 3
 

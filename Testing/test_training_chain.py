@@ -171,11 +171,18 @@ def test_fit_postprocessing_updates_the_bundle(chain, tmp_path, monkeypatch):
     preds.mkdir()
     for seg in (raw / "labelsTr").iterdir():  # perfect "cross-validation predictions"
         shutil.copyfile(seg, preds / seg.name)
+    # a bundle that declares the "mean" ratio normalization: fit-postprocessing fits for it (no --normalization)
+    from pedtumorseg.postprocess import PostprocessParams
+    from pedtumorseg_train.cli import update_bundle_postprocessing
+    declared = tmp_path / "declares_mean.zip"
+    update_bundle_postprocessing(bundle_in, declared, PostprocessParams(normalization="mean").to_dict())
+    bundle_in = declared
     out = tmp_path / "fitted.zip"
     report = tmp_path / "fit.json"
     assert _run("fit-postprocessing", "--raw", raw, "--predictions", preds, "--bundle", bundle_in, "--out", out,
                 "--report", report) == 0
     fitted = json.loads(report.read_text())["params"]
+    assert json.loads(report.read_text())["normalization"] == "mean" and fitted["normalization"] == "mean"
     before, after = load_bundle(bundle_in), load_bundle(out)  # load verifies the recomputed checksums
     assert after.manifest["postprocessing"] == fitted
     assert after.manifest["postprocessing"]["ratio_high"] != before.manifest["postprocessing"]["ratio_high"]
@@ -247,3 +254,56 @@ def test_convert_rejects_bad_cases(tmp_path, restore_env):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert _run("convert", "--brats", empty, "--dataset-id", 973, "--work-dir", tmp_path / "w") == 1
+
+
+ABLATIONS = {  # switch -> (CLI flags, what the trained run must show)
+    "width": ["--encoder-width-factor", "1"],
+    "se": ["--se", "off"],
+    "separable": ["--separable", "off"],
+    "fp": ["--theta", "0"],
+    "hd": ["--w-hd", "0"],
+    "alpha": ["--init-alpha", "0.9"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("switch", sorted(ABLATIONS))
+def test_ablation_switch_short_training_run(chain, switch):
+    """Each ablation switch of ``pedtumorseg-train train``: one epoch of one iteration under its own --tag; the
+    trained checkpoint / plans / trainer settings carry the switch and the default run does not."""
+    from pedtumorseg_train.export import clean_state_dict, read_checkpoint
+    assert _run("train", "--dataset-id", DATASET_ID, "--preset", "demo", "--fold", "0", "--epochs", "1",
+                "--iterations", "1", "--val-iterations", "1", "--no-final-validation", "--tag", switch,
+                *ABLATIONS[switch], *chain["common"]) == 0
+    base = _results(chain["work"]).parent / f"PedTumorSegTrainer__PedTumorSegPlans_demo_{switch}__3d_fullres"
+    default_base = _results(chain["work"])
+    arch = json.loads((base / "plans.json").read_text())["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    default_arch = json.loads((default_base / "plans.json").read_text())["configurations"]["3d_fullres"][
+        "architecture"]["arch_kwargs"]
+    state = clean_state_dict(read_checkpoint(base / "fold_0" / "checkpoint_final.pth")["network_weights"])
+    default_state = clean_state_dict(read_checkpoint(default_base / "fold_0" / "checkpoint_final.pth")
+                                     ["network_weights"])
+    log = "\n".join(p.read_text() for p in (base / "fold_0").glob("training_log_*.txt"))
+    settings = log[log.index("PedTumorSegTrainer settings:"):].splitlines()[0]
+
+    def depthwise(s):
+        return sum(1 for v in s.values() if v.ndim == 5 and v.shape[1] == 1 and v.shape[2] == 3)
+
+    if switch == "width":
+        assert arch["encoder_width_factor"] == 1 and default_arch["encoder_width_factor"] == 2
+        first = "encoder.stages.0.0.0.weight"  # stem conv: (encoder width 0, 4, k, k, k)
+        assert state[first].shape[0] == int(WIDTHS[0]) and default_state[first].shape[0] == 2 * int(WIDTHS[0])
+    elif switch == "se":
+        assert arch["se_reduction"] == 0
+        assert not any(".se." in k for k in state) and any(".se." in k for k in default_state)
+    elif switch == "separable":
+        assert arch["depthwise_separable"] is False and arch["decoder_separable"] is False
+        assert depthwise(state) == 0 and depthwise(default_state) > 0
+    elif switch == "fp":
+        assert "'theta': 0.0" in settings and "'w_hd': 1.0" in settings
+    elif switch == "hd":
+        assert "'w_hd': 0.0" in settings and "'theta': 0.1" in settings
+    elif switch == "alpha":
+        assert arch["init_alpha"] == 0.9 and default_arch["init_alpha"] != 0.9
+    if switch not in ("width", "se", "separable"):
+        assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in default_state.items()}

@@ -82,8 +82,15 @@ def cmd_train(a) -> int:
     device = _maybe_init_distributed(a.device)
     folds = list(range(5)) if a.all_folds else [a.fold]
     loss_kwargs = {"w_dice": a.w_dice, "w_ce": a.w_ce, "w_hd": a.w_hd, "theta": a.theta}
+    arch = {"encoder_width_factor": a.encoder_width_factor,
+            "se_reduction": None if a.se is None else (a.se_reduction if a.se == "on" else 0),
+            "depthwise_separable": None if a.separable is None else a.separable == "on",
+            "decoder_separable": None if a.separable is None else a.separable == "on"}
+    if a.se is None and a.se_reduction is not None:
+        arch["se_reduction"] = a.se_reduction
     for fold in folds:
         train_fold(a.dataset_id, fold, preset=a.preset, device=device, init_alpha=a.init_alpha,
+                   arch_overrides=arch, tag=a.tag, p_elastic_deform=a.p_elastic_deform,
                    final_validation=not a.no_final_validation, resume=not a.restart,
                    num_epochs=a.epochs, num_iterations_per_epoch=a.iterations,
                    num_val_iterations_per_epoch=a.val_iterations, initial_lr=a.lr, momentum=a.momentum,
@@ -103,7 +110,7 @@ def cmd_export(a) -> int:
     from .export import export
     export(a.dataset_id, [_fold(f) for f in a.folds], a.out, preset=a.preset, checkpoint=a.checkpoint,
            name=a.name, version=a.version, description=a.description,
-           postprocessing=_load_postprocessing_json(a.postprocessing), zip=not a.folder)
+           postprocessing=_load_postprocessing_json(a.postprocessing), zip=not a.folder, tag=a.tag)
     return 0
 
 
@@ -131,9 +138,25 @@ def _raw_dataset_dir(a) -> Path:
     return Path(os.environ["nnUNet_raw"]) / convert_id_to_dataset_name(a.dataset_id)
 
 
+def fit_normalization(requested: str | None, bundle_path) -> str:
+    """The ratio normalization to fit for: the one asked for, else the one the bundle declares, else the
+    core default (the paper's z-score)."""
+    if requested is not None:
+        return requested
+    if bundle_path is not None:
+        from pedtumorseg.bundle import load_bundle
+        declared = load_bundle(bundle_path).manifest.get("postprocessing", {}).get("normalization")
+        if declared is not None:
+            return declared
+    from pedtumorseg.postprocess import PostprocessParams
+    return PostprocessParams().normalization
+
+
 def cmd_fit_postprocessing(a) -> int:
     from .fit_postprocessing import fit
-    params, report = fit(_raw_dataset_dir(a), a.predictions, normalization=a.normalization,
+    normalization = fit_normalization(a.normalization, a.bundle)
+    print(f"fitting the post-processing for ratio normalization {normalization!r}")
+    params, report = fit(_raw_dataset_dir(a), a.predictions, normalization=normalization,
                          percentile=a.percentile)
     pp = params.to_dict()
     if a.report:
@@ -209,11 +232,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--momentum", type=float, default=DEFAULTS["momentum"])
     t.add_argument("--nesterov", choices=["on", "off"], help="Nesterov momentum (default on, as nnU-Net)")
     t.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
-    t.add_argument("--init-alpha", type=float, help="small-scale init exponent (default: the preset's)")
-    t.add_argument("--theta", type=float, default=LOSS_DEFAULTS["theta"], help="FP regularizer weight")
-    t.add_argument("--w-dice", type=float, default=LOSS_DEFAULTS["w_dice"])
-    t.add_argument("--w-ce", type=float, default=LOSS_DEFAULTS["w_ce"])
-    t.add_argument("--w-hd", type=float, default=LOSS_DEFAULTS["w_hd"])
+    abl = t.add_argument_group("ablation switches (paper's architecture and loss; defaults: the preset / paper)")
+    abl.add_argument("--init-alpha", type=float, help="small-scale init exponent (default: the preset's)")
+    abl.add_argument("--encoder-width-factor", type=int, help="encoder widths = factor x decoder widths (paper 2)")
+    abl.add_argument("--se", choices=["on", "off"], help="squeeze-and-excitation in the encoder blocks (paper on)")
+    abl.add_argument("--se-reduction", type=int, help="SE reduction ratio when on (paper 16)")
+    abl.add_argument("--separable", choices=["on", "off"],
+                     help="3D depthwise separable convolutions in encoder and decoder (paper on)")
+    abl.add_argument("--theta", type=float, default=LOSS_DEFAULTS["theta"], help="FP term weight (0 = off)")
+    abl.add_argument("--w-hd", type=float, default=LOSS_DEFAULTS["w_hd"], help="HD term weight (0 = off)")
+    abl.add_argument("--w-dice", type=float, default=LOSS_DEFAULTS["w_dice"])
+    abl.add_argument("--w-ce", type=float, default=LOSS_DEFAULTS["w_ce"])
+    t.add_argument("--p-elastic-deform", type=float, default=DEFAULTS["p_elastic_deform"],
+                   help="probability of elastic deformation per sample (0 = nnU-Net's default pipeline)")
+    t.add_argument("--tag", help="variant name: results go to <trainer>__<plans>_<tag>__3d_fullres (ablations)")
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     t.add_argument("--save-every", type=int, default=DEFAULTS["save_every"],
                    help="write checkpoint_latest.pth every N epochs")
@@ -228,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="bundle .zip (or folder with --folder)")
     e.add_argument("--folder", action="store_true", help="write a folder instead of a zip")
     e.add_argument("--checkpoint", default="final", choices=sorted(CHECKPOINT_CHOICES))
+    e.add_argument("--tag", help="the variant tag the fold was trained with")
     e.add_argument("--name", default="PedTumorSeg")
     e.add_argument("--version", default="0.0.0")
     e.add_argument("--description", default="")
@@ -241,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--dataset-id", type=int, help="the raw dataset DatasetNNN_* under $nnUNet_raw")
     f.add_argument("--predictions", required=True,
                    help="cross-validation predictions (<case>.nii.gz or nnU-Net's fold_*/validation/)")
-    f.add_argument("--normalization", default="mean", help="ratio-map normalization (see pedtumorseg.postprocess)")
+    f.add_argument("--normalization", choices=["zscore", "mean"],
+                   help="ratio-map normalization to fit for (default: the one --bundle declares, else zscore)")
     f.add_argument("--percentile", type=float, default=95.0)
     f.add_argument("--bundle", help="bundle whose post-processing defaults are replaced")
     f.add_argument("--out", help="write the updated bundle here (default: replace --bundle)")

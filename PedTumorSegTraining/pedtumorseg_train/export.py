@@ -104,13 +104,13 @@ def build_manifest(plans: dict, dataset_json: dict, folds: list, mirror_axes, na
 def export(dataset_id: int, folds: list, out: str | os.PathLike, preset: str = "paper", checkpoint: str = "final",
            name: str = "PedTumorSeg", version: str = "0.0.0", description: str = "",
            postprocessing: dict | None = None, extra_training_info: dict | None = None, zip: bool = True,
-           log=print) -> Path:
+           tag: str | None = None, log=print) -> Path:
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
     from pedtumorseg.bundle import load_bundle, write_bundle
 
     from .trainer import results_folder
-    base = Path(results_folder(dataset_id, preset))
+    base = Path(results_folder(dataset_id, preset, tag=tag))
     plans = load_json(str(base / "plans.json"))
     dataset_json = load_json(str(base / "dataset.json"))
     folds = [f if f == "all" else int(f) for f in folds]

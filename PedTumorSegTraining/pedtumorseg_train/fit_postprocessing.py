@@ -18,7 +18,8 @@ Two steps:
    voxel only where it looks like typical NET, which stays conservative and keeps ``ratio_low < ratio_high``
    as ``PostprocessParams`` requires. In the overlapping case (the paper's) nothing changes: in both cases
    ``ratio_high = max(NET p95, ET p5)`` and ``ratio_low = min(NET p95, ET p5)``. The ratio is the core ``ratio_map`` with the
-   bundle's normalization (``"mean"`` by default), inside the core ``brain_mask`` of T1 and T1CE (the mask
+   bundle's normalization (``"zscore"``, the paper's, by default; ``"mean"`` is an option whose thresholds must be
+   fitted here), inside the core ``brain_mask`` of T1 and T1CE (the mask
    ``postprocess`` uses at inference); non-finite ratios and ratios outside [0.2, 5] are dropped before the
    percentiles. Percentiles use numpy's default linear interpolation.
 
@@ -85,7 +86,7 @@ def _case_arrays(case) -> tuple[np.ndarray, np.ndarray]:
     return loaded.images, read_labels(case.seg, loaded.geometry)
 
 
-def case_ratio_map(images: np.ndarray, normalization: str = "mean") -> np.ndarray:
+def case_ratio_map(images: np.ndarray, normalization: str = "zscore") -> np.ndarray:
     """The core T1CE/T1 ratio map of one image stack (4, z, y, x).
 
     The mask is the core ``brain_mask`` of T1 and T1CE, the mask ``postprocess`` uses by default at inference,
@@ -104,7 +105,7 @@ def _subsample(values: np.ndarray, cap: int | None, rng: np.random.Generator) ->
     return values[np.sort(rng.choice(values.size, size=cap, replace=False))]
 
 
-def collect_ratios(cases: Iterable, normalization: str = "mean",
+def collect_ratios(cases: Iterable, normalization: str = "zscore",
                    max_per_case: int | None = DEFAULT_MAX_PER_CASE) -> tuple[np.ndarray, np.ndarray]:
     """T1CE/T1 ratios at ground-truth ET and NET voxels of training cases.
 
@@ -311,7 +312,7 @@ def find_cv_predictions(pred_dir: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def fit(raw_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, normalization: str = "mean",
+def fit(raw_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, normalization: str = "zscore",
         percentile: float = 95.0, candidates_et: Sequence[float] = DEFAULT_CANDIDATES,
         candidates_cc: Sequence[float] = DEFAULT_CANDIDATES, base_params=None,
         max_per_case: int | None = DEFAULT_MAX_PER_CASE):

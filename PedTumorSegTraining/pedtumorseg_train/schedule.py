@@ -28,6 +28,7 @@ DEFAULTS = {
     "nesterov": True,
     "weight_decay": 3e-5,
     "save_every": 50,
+    "p_elastic_deform": 0.2,
 }
 #: PedTumorSegLoss weights used by the trainer (pedtumorseg.loss documents each term)
 LOSS_DEFAULTS = {"w_dice": 1.0, "w_ce": 1.0, "w_hd": HD_WEIGHT, "theta": THETA}

@@ -1,7 +1,7 @@
 """``PedTumorSegTrainer``: nnU-Net v2's trainer with the paper's network, loss, optimizer, schedule and init.
 
-What differs from ``nnUNetTrainer`` (everything else — data loading, nnU-Net's augmentations, sampling, DDP,
-checkpoint format, validation — is nnU-Net's, unchanged):
+What differs from ``nnUNetTrainer`` (everything else — data loading, sampling, DDP, checkpoint format,
+validation — is nnU-Net's, unchanged):
 
 * network: the class and kwargs named in the plans (``pedtumorseg.model.network.PedTumorSegNet``), built through
   the core's restricted resolver ``pedtumorseg.model.presets.build_network``; the network applies its own
@@ -11,6 +11,11 @@ checkpoint format, validation — is nnU-Net's, unchanged):
   the lowest gets 1e-6 as nnU-Net does, so that every head has a gradient).
 * optimizer: SGD, lr 1e-2, momentum 0.99, weight decay 3e-5, **Nesterov** (nnU-Net's choice; the paper only says
   "SGD with momentum", we keep nnU-Net's, switchable with ``nesterov = False``).
+* augmentation: nnU-Net's pipeline with **elastic deformation switched on** (paper §3 lists it; nnU-Net 2.8.1's
+  ``SpatialTransform`` has ``p_elastic_deform=0``): probability ``p_elastic_deform`` (default 0.2, the
+  probability nnU-Net uses for rotation and scaling), smoothing sigma a fraction ``ELASTIC_SCALE`` of the patch
+  edge per axis, maximum displacement up to ``ELASTIC_MAGNITUDE`` x that sigma (``elastic_magnitude``). All
+  other transforms and their probabilities are nnU-Net's.
 * schedule: cosine decay over the whole run (``schedule.CosineLRScheduler``), stepped per epoch.
 * logging: besides nnU-Net's training log and ``progress.png`` (loss, pseudo-Dice, epoch time, learning rate),
   every epoch rewrites ``epochs.jsonl`` and ``epochs.csv`` (epoch, train/val loss, pseudo-Dice per class, lr,
@@ -37,6 +42,38 @@ from pedtumorseg.model.presets import build_network
 
 from .schedule import DEFAULTS, LOSS_DEFAULTS, CosineLRScheduler
 
+#: elastic deformation: the displacement field's Gaussian sigma, as a fraction of the patch edge (sampled per axis)
+ELASTIC_SCALE = (0.1, 0.25)
+#: maximum displacement (voxels) = U(0, ELASTIC_MAGNITUDE) x sigma, i.e. at most a quarter of the smoothing scale
+ELASTIC_MAGNITUDE = 0.25
+
+
+def elastic_magnitude(*args, patch_size, dim, deformation_scale, **kwargs) -> float:
+    """Maximum elastic displacement (voxels) along ``dim`` for batchgeneratorsv2's ``SpatialTransform``
+    (module-level so that the transform pickles into nnU-Net's augmentation workers)."""
+    return float(np.random.uniform(0.0, ELASTIC_MAGNITUDE) * deformation_scale * patch_size[dim])
+
+
+def enable_elastic_deformation(transforms, p: float):
+    """Switch on elastic deformation in nnU-Net's training pipeline (its ``SpatialTransform``); returns it."""
+    from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
+
+    stack, found = [transforms], 0
+    while stack:
+        t = stack.pop()
+        if isinstance(t, SpatialTransform):
+            t.p_elastic_deform = float(p)
+            t.elastic_deform_scale = ELASTIC_SCALE
+            t.elastic_deform_magnitude = elastic_magnitude
+            found += 1
+        stack.extend(getattr(t, "transforms", []) or [])
+        inner = getattr(t, "transform", None)
+        if inner is not None:
+            stack.append(inner)
+    if found != 1:
+        raise RuntimeError(f"expected one SpatialTransform in nnU-Net's training pipeline, found {found}")
+    return transforms
+
 
 class PedTumorSegTrainer(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -50,6 +87,7 @@ class PedTumorSegTrainer(nnUNetTrainer):
         self.num_iterations_per_epoch = DEFAULTS["num_iterations_per_epoch"]
         self.num_val_iterations_per_epoch = DEFAULTS["num_val_iterations_per_epoch"]
         self.save_every = DEFAULTS["save_every"]
+        self.p_elastic_deform = DEFAULTS["p_elastic_deform"]
         self.loss_kwargs = dict(LOSS_DEFAULTS)
 
     def configure(self, **settings) -> "PedTumorSegTrainer":
@@ -72,7 +110,8 @@ class PedTumorSegTrainer(nnUNetTrainer):
         return {"num_epochs": self.num_epochs, "num_iterations_per_epoch": self.num_iterations_per_epoch,
                 "num_val_iterations_per_epoch": self.num_val_iterations_per_epoch, "initial_lr": self.initial_lr,
                 "momentum": self.momentum, "nesterov": self.nesterov, "weight_decay": self.weight_decay,
-                "save_every": self.save_every, "loss_kwargs": dict(self.loss_kwargs),
+                "save_every": self.save_every, "p_elastic_deform": self.p_elastic_deform,
+                "loss_kwargs": dict(self.loss_kwargs),
                 "batch_size": self.configuration_manager.batch_size,
                 "patch_size": list(self.configuration_manager.patch_size)}
 
@@ -84,6 +123,12 @@ class PedTumorSegTrainer(nnUNetTrainer):
         return build_network(configuration_manager.network_arch_class_name,
                              dict(configuration_manager.network_arch_init_kwargs), num_input_channels,
                              num_output_channels, deep_supervision=enable_deep_supervision)
+
+    # --- augmentation ----------------------------------------------------------------------------------
+    def get_training_transforms(self, *args, **kwargs):
+        """nnU-Net's training pipeline (its static method, same arguments) with elastic deformation on."""
+        return enable_elastic_deformation(nnUNetTrainer.get_training_transforms(*args, **kwargs),
+                                          self.p_elastic_deform)
 
     # --- loss ----------------------------------------------------------------------------------------
     def deep_supervision_weights(self) -> list[float]:
@@ -152,15 +197,15 @@ class PedTumorSegTrainer(nnUNetTrainer):
 
 
 # --- running one fold --------------------------------------------------------------------------------------
-def results_folder(dataset_id: int, preset: str, trainer_class: type = None) -> str:
-    """nnU-Net's output folder base of our trainer for a dataset and preset (holds fold_<k>/)."""
+def results_folder(dataset_id: int, preset: str, trainer_class: type = None, tag: str | None = None) -> str:
+    """nnU-Net's output folder base of our trainer for a dataset, preset and variant tag (holds fold_<k>/)."""
     from nnunetv2.paths import nnUNet_results
     from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
 
     from .planning import CONFIGURATION, plans_identifier
     cls = trainer_class or PedTumorSegTrainer
     return os.path.join(str(nnUNet_results), convert_id_to_dataset_name(dataset_id),
-                        f"{cls.__name__}__{plans_identifier(preset)}__{CONFIGURATION}")
+                        f"{cls.__name__}__{plans_identifier(preset)}{'_' + tag if tag else ''}__{CONFIGURATION}")
 
 
 def load_plans_and_dataset_json(dataset_id: int, preset: str) -> tuple[dict, dict]:
@@ -177,21 +222,39 @@ def load_plans_and_dataset_json(dataset_id: int, preset: str) -> tuple[dict, dic
     return load_json(plans_file), load_json(os.path.join(base, "dataset.json"))
 
 
+#: network kwargs a training run may override (the paper's ablation switches), with their types
+ARCH_OVERRIDES = {"init_alpha": float, "encoder_width_factor": int, "se_reduction": int,
+                  "depthwise_separable": bool, "decoder_separable": bool}
+
+
 def train_fold(dataset_id: int, fold, preset: str = "paper", device: str = "cpu", init_alpha: float | None = None,
                final_validation: bool = True, resume: bool = True, trainer_class: type = None,
+               arch_overrides: dict | None = None, tag: str | None = None,
                log=print, **settings) -> PedTumorSegTrainer:
     """Train one fold (int or "all"); resumes from ``checkpoint_latest.pth`` when present and ``resume``.
 
-    ``settings`` are ``PedTumorSegTrainer.configure`` keys. ``init_alpha`` overrides the plans' network kwarg
-    (recorded in the plans.json that nnU-Net copies next to the folds, which export reads).
+    ``settings`` are ``PedTumorSegTrainer.configure`` keys. ``init_alpha`` and ``arch_overrides`` (keys of
+    ``ARCH_OVERRIDES``: the ablation switches) override the plans' network kwargs; they are recorded in the
+    plans.json that nnU-Net copies next to the folds, which export reads. ``tag`` names a variant: its results
+    go to ``<trainer>__<plans>_<tag>__3d_fullres`` (export with the same tag), so ablation runs on one
+    preprocessed dataset do not overwrite each other.
     """
     cls = trainer_class or PedTumorSegTrainer
     plans, dataset_json = load_plans_and_dataset_json(dataset_id, preset)
     from .planning import CONFIGURATION
+    overrides = dict(arch_overrides or {})
     if init_alpha is not None:
-        plans["configurations"][CONFIGURATION]["architecture"]["arch_kwargs"]["init_alpha"] = float(init_alpha)
+        overrides["init_alpha"] = init_alpha
+    arch = plans["configurations"][CONFIGURATION]["architecture"]["arch_kwargs"]
+    for key, value in overrides.items():
+        if key not in ARCH_OVERRIDES:
+            raise KeyError(f"unknown network override {key!r}; known: {sorted(ARCH_OVERRIDES)}")
+        if value is not None:
+            arch[key] = ARCH_OVERRIDES[key](value)
+    if tag:
+        plans["plans_name"] = f"{plans['plans_name']}_{tag}"
     fold = fold if fold == "all" else int(fold)
-    out = os.path.join(results_folder(dataset_id, preset, cls), f"fold_{fold}")
+    out = os.path.join(results_folder(dataset_id, preset, cls, tag), f"fold_{fold}")
     final = os.path.join(out, "checkpoint_final.pth")
     latest = os.path.join(out, "checkpoint_latest.pth")
     if os.path.isfile(final) and resume:

@@ -108,7 +108,8 @@ class ResidualSEBlock(nn.Module):
             ConvUnit(channels, channels, kernel_size, 1, separable, final_act=False, bias=bias),
         )
         self.drop_path = DropPath(drop_path)
-        self.se = SqueezeExcite(channels, se_reduction)
+        # se_reduction 0 switches the squeeze-and-excitation off (ablation)
+        self.se = SqueezeExcite(channels, se_reduction) if se_reduction else nn.Identity()
         self.act = act()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -106,7 +106,7 @@ class PedTumorSegNet(nn.Module):
     stem_separable: the first conv (input_channels -> E_0); default False, a standard conv, because a depthwise
     conv over 4 MRI channels followed by a pointwise mix can only produce rank-4 features (and the dense stem
     costs only 27*4*64 = 6912 weights).
-    se_reduction: SE hidden width = max(1, C // se_reduction); drop_path: DropPath p in the residual blocks;
+    se_reduction: SE hidden width = max(1, C // se_reduction), 0 = no SE (ablation); drop_path: DropPath p in the residual blocks;
     conv_bias: biases on the convs that are followed by InstanceNorm and on the transposed convs (default
     False; the seg heads and SE layers always have biases); init_alpha: small-scale init exponent.
     """
