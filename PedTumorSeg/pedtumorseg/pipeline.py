@@ -3,13 +3,17 @@
 files -> ``io.load_case`` -> ``engine.Engine.predict`` -> ``postprocess.postprocess`` -> ``<ID>-seg.nii.gz``,
 ``<ID>-stats.json`` (and ``<ID>-seg-raw.nii.gz``, ``<ID>-overlay.png`` on request).
 
-A case counts as finished when its stats file exists: it is written last, so a batch that stopped half-way
-resumes at the first unfinished case. If anything fails, the files already written for that case are removed
-(no partial output).
+Before the inference the outputs are checked (a writable folder that holds none of the case's inputs, a case id
+that stays inside it) and temporary files a killed earlier run left are removed. Every file is written
+atomically and read back before it counts. A case counts as finished when its stats file (written last) and its
+label map read back intact, so a batch that stopped half-way resumes at the first unfinished case and re-runs a
+case whose files were cut short. If anything fails, the files already written for that case are removed (no
+partial output).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +22,9 @@ from typing import Callable, Sequence
 from .bundle import Bundle, default_bundle_path, load_bundle
 from .conventions import CHANNELS
 from .engine import Engine, PredictOptions
-from .errors import Cancelled
-from .io import CaseFiles, find_cases, load_case, write_labels
+from .errors import Cancelled, InputError
+from .io import (CaseFiles, check_case_id, check_output_folder, find_cases, load_case, read_labels,
+                 remove_stale_temporaries, write_labels)
 from .postprocess import PostprocessParams, postprocess
 from .report import stats_dict, write_json, write_overlay_png
 
@@ -27,19 +32,72 @@ Progress = Callable[[float, str], None]
 
 
 def output_paths(case_id: str, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Where the outputs of ``case_id`` go (DEVELOPING.md: CLI output files)."""
+    """Where the outputs of ``case_id`` go (DEVELOPING.md: CLI output files); ``InputError`` for a case id that
+    would name a file outside ``out_dir``."""
     out = Path(out_dir)
-    return {
+    check_case_id(case_id)
+    paths = {
         "seg": out / f"{case_id}-seg.nii.gz",
         "raw": out / f"{case_id}-seg-raw.nii.gz",
         "stats": out / f"{case_id}-stats.json",
         "overlay": out / f"{case_id}-overlay.png",
     }
+    for p in paths.values():  # confined to out_dir, whatever the id holds
+        if p.parent != out:
+            raise InputError(case_id, f"case id would write {p} outside the output folder {out}")
+    return paths
 
 
 def is_finished(case_id: str, out_dir: str | os.PathLike) -> bool:
+    """Whether the case's outputs are complete and intact: the stats file (written last) parses and names the
+    case, and the label map reads back in full on the grid the stats record. A case whose files were cut short
+    (a full disk, a killed process) is not finished, so a resumed batch runs it again."""
     paths = output_paths(case_id, out_dir)
-    return paths["stats"].is_file() and paths["seg"].is_file()
+    if not (paths["stats"].is_file() and paths["seg"].is_file()):
+        return False
+    try:
+        stats = json.loads(paths["stats"].read_text(encoding="utf-8"))
+        labels = read_labels(paths["seg"])
+    except (OSError, ValueError, InputError):
+        return False
+    return (isinstance(stats, dict) and stats.get("case_id") == case_id
+            and list(labels.shape[::-1]) == list(stats.get("geometry", {}).get("size_xyz", [])))
+
+
+def check_outputs_spare_inputs(files: CaseFiles, out_dir: str | os.PathLike) -> None:
+    """``InputError`` if ``out_dir`` is a folder holding the case's own files (its ground truth
+    ``<ID>-seg.nii.gz`` would be overwritten, or outputs mistaken for ground truth later), or if any output path
+    is one of the case's input files."""
+    out = Path(out_dir)
+    inputs = [Path(p) for p in files.images.values()] + ([Path(files.seg)] if files.seg else [])
+    if out.is_dir():
+        for folder in {p.parent for p in inputs}:
+            if _same_file(out, folder):
+                raise InputError(out, f"the output folder is the folder of the input files of case {files.case_id}; "
+                                      "outputs would overwrite or mix with them (e.g. the ground truth "
+                                      f"{files.case_id}-seg.nii.gz): choose another output folder")
+    for p in output_paths(files.case_id, out).values():
+        for q in inputs:
+            if _same_file(p, q):
+                raise InputError(q, f"input file would be overwritten by the output {p}: choose another output "
+                                    "folder")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def prepare_output_folder(files: CaseFiles, out_dir: str | os.PathLike) -> None:
+    """Everything about the outputs that can be checked before the inference: a usable case id, a writable
+    output folder that is not an input folder; and the temporary files a killed earlier run left, removed."""
+    paths = output_paths(files.case_id, out_dir)
+    check_output_folder(out_dir)
+    check_outputs_spare_inputs(files, out_dir)
+    for p in paths.values():
+        remove_stale_temporaries(p)
 
 
 @dataclass
@@ -79,11 +137,12 @@ def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predic
                  progress: Progress | None = None, cancel: Callable[[], bool] | None = None) -> CaseResult:
     """Segment one case and write its outputs into ``out_dir``.
 
-    ``params`` defaults to the bundle's post-processing defaults. On any failure nothing of this case is left
-    in ``out_dir``.
+    ``params`` defaults to the bundle's post-processing defaults. The outputs are checked before the inference
+    (``prepare_output_folder``). On any failure nothing of this case is left in ``out_dir``.
     """
     params = predictor.bundle.postprocessing if params is None else params
     report = progress or (lambda fraction, message: None)
+    prepare_output_folder(files, out_dir)
     case = load_case(files)
     report(0.0, f"{case.case_id}: loaded")
 
@@ -142,9 +201,16 @@ class BatchSummary:
 
 def shard(items: Sequence, num_parts: int, part_id: int) -> list:
     """The ``part_id``-th of ``num_parts`` interleaved shares of ``items`` (stable for a sorted input)."""
-    if num_parts < 1 or not 0 <= part_id < num_parts:
-        raise ValueError(f"--part-id must be in [0, {num_parts - 1}] for --num-parts {num_parts}, got {part_id}")
+    check_shard(num_parts, part_id)
     return list(items[part_id::num_parts])
+
+
+def check_shard(num_parts: int, part_id: int) -> None:
+    """``ValueError`` (a command-line mistake) unless ``0 <= part_id < num_parts``."""
+    if num_parts < 1:
+        raise ValueError(f"--num-parts must be at least 1, got {num_parts}")
+    if not 0 <= part_id < num_parts:
+        raise ValueError(f"--part-id must be in [0, {num_parts - 1}] for --num-parts {num_parts}, got {part_id}")
 
 
 def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, predictor: Predictor | None = None,
@@ -157,9 +223,26 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
     Finished cases are skipped (resume); one case's failure does not stop the others; every failure is listed in
     the summary. ``progress(index, total, case_id, status)`` is called after each case with status
     ``done``/``skipped``/``failed``.
+
+    Refused up front with ``InputError``, before any inference: an input folder without any case folder, two
+    case folders with the same case id (their outputs would overwrite each other), an unusable output folder or
+    one that is a case folder.
     """
+    check_shard(num_parts, part_id)
     problems: list = []
     found = find_cases(input_dir, problems=problems)
+    if not found and not problems:
+        raise InputError(input_dir, "no case folders found (expected sub-folders with '<ID>-t1n', '-t1c', '-t2w', "
+                                    "'-t2f' images, or legacy '<ID>_t1', '_t1ce', '_t2', '_flair')")
+    by_id: dict[str, Path] = {}
+    for f in found:  # case-insensitively: on macOS and Windows the output files would be the same
+        other = by_id.setdefault(f.case_id.casefold(), f.images["t1ce"].parent)
+        if other != f.images["t1ce"].parent:
+            raise InputError(input_dir, f"case id {f.case_id} appears in two case folders ({other} and "
+                                        f"{f.images['t1ce'].parent}); their outputs would overwrite each other")
+    check_output_folder(output_dir)
+    for f in found:
+        check_outputs_spare_inputs(f, output_dir)
     # incomplete case folders are failures of their own case, sharded like the others
     entries = sorted([(f.case_id, f) for f in found] + [(folder.name, exc) for folder, exc in problems],
                      key=lambda entry: entry[0])
@@ -169,7 +252,10 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
     for case_id, files in cases:
         if isinstance(files, Exception):
             summary.failed.append((case_id, str(files)))
-        elif is_finished(case_id, output_dir):
+            continue
+        for p in output_paths(case_id, output_dir).values():
+            remove_stale_temporaries(p)
+        if is_finished(case_id, output_dir):
             summary.skipped.append(case_id)
         else:
             todo.append(files)
@@ -199,4 +285,4 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
 
 
 __all__ = ["Predictor", "CaseResult", "BatchSummary", "predict_case", "run_batch", "output_paths", "is_finished",
-           "shard"]
+           "shard", "check_shard", "check_outputs_spare_inputs", "prepare_output_folder"]
