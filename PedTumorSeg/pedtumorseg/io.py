@@ -353,8 +353,8 @@ def check_case_id(case_id: str) -> str:
     no ``:``, no control characters, not empty and not starting with ``.`` (hidden and temporary files)."""
     if (not case_id or case_id.startswith(".") or any(c in case_id for c in "/\\:") or case_id != case_id.strip()
             or any(ord(c) < 32 for c in case_id)):
-        raise InputError(case_id, "case id cannot be used as a file name (it must not be empty, start with '.', "
-                                  "have spaces around it or contain '/', '\\', ':' or control characters)")
+        raise InputError(None, f"case id {case_id!r} cannot be used as a file name (it must not be empty, start "
+                               "with '.', have spaces around it or contain '/', '\\', ':' or control characters)")
     return case_id
 
 
@@ -443,13 +443,12 @@ def _verify_nifti(path: Path, what: str) -> None:
                         break
                     size += len(block)
     except EOFError:
-        raise InputError(path, "the compressed file is truncated (gzip stream ends early); "
-                               "copy the file again") from None
+        raise InputError(path, "the compressed file is truncated (its gzip stream ends early)") from None
     except (OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise InputError(path, f"corrupt file ({exc})") from None
     if size < offset + nbytes:
         raise InputError(path, f"the file is truncated: it holds {max(size - offset, 0)} bytes of image data, "
-                               f"the header promises {nbytes}; copy the file again")
+                               f"the header promises {nbytes}")
     for axis, value in zip("xyz", pixdim[:3]):
         if not (math.isfinite(value) and value > 0):
             raise InputError(path, f"{what} has voxel spacing {value:g} along {axis} in its header (pixdim); "
@@ -613,17 +612,22 @@ def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike) 
             lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
             raise OSError(f"{path}: cannot write the image ({lines[-1][:160] if lines else 'unknown reason'})") \
                 from None
-        verify_written_image(tmp, array, geometry)
+        verify_written_image(tmp, array, geometry, name=path)
     return path
 
 
-def verify_written_image(path: str | os.PathLike, array: np.ndarray, geometry: Geometry) -> None:
-    """Raise ``OSError`` unless ``path`` holds exactly ``array`` on ``geometry``."""
+def verify_written_image(path: str | os.PathLike, array: np.ndarray, geometry: Geometry,
+                         name: str | os.PathLike | None = None) -> None:
+    """Raise ``OSError`` (naming ``name``, default ``path``) unless ``path`` holds exactly ``array`` on
+    ``geometry``."""
+    name = path if name is None else name
     try:
         _verify_nifti(Path(path), "written image")
         back = sitk.ReadImage(str(path))
-    except (InputError, RuntimeError) as exc:
-        raise OSError(f"{path}: the written file cannot be read back ({exc}); is the disk full?") from None
+    except InputError as exc:
+        raise OSError(f"{name}: the written file is incomplete ({exc.problem}); is the disk full?") from None
+    except RuntimeError:
+        raise OSError(f"{name}: the written file cannot be read back; is the disk full?") from None
     if not (Geometry.from_image(back).same_grid(geometry)
             and np.array_equal(sitk.GetArrayViewFromImage(back), array)):
-        raise OSError(f"{path}: the written file differs from what was written; is the disk full?")
+        raise OSError(f"{name}: the written file differs from what was written; is the disk full?")

@@ -44,7 +44,7 @@ def output_paths(case_id: str, out_dir: str | os.PathLike) -> dict[str, Path]:
     }
     for p in paths.values():  # confined to out_dir, whatever the id holds
         if p.parent != out:
-            raise InputError(case_id, f"case id would write {p} outside the output folder {out}")
+            raise InputError(None, f"case id {case_id!r} would write {p} outside the output folder {out}")
     return paths
 
 
