@@ -423,8 +423,9 @@ def _verify_nifti(path: Path, what: str) -> None:
     name = path.name.lower()
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
         return
-    compressed = name.endswith(".gz")
     try:
+        with open(path, "rb") as fh:  # gzip or not by its content, as ITK does, not by the name
+            compressed = fh.read(2) == b"\x1f\x8b"
         with (gzip.open if compressed else open)(path, "rb") as fh:
             head = fh.read(544)
             layout = _nifti_layout(head)

@@ -57,11 +57,14 @@ def is_finished(case_id: str, out_dir: str | os.PathLike) -> bool:
         return False
     try:
         stats = json.loads(paths["stats"].read_text(encoding="utf-8"))
-        labels = read_labels(paths["seg"])
-    except (OSError, ValueError, InputError):
+        size = list(stats["geometry"]["size_xyz"]) if stats["case_id"] == case_id else None
+        for kind in ("seg", "raw"):  # the raw labels only where an earlier run wrote them
+            if kind == "seg" or paths[kind].exists():
+                if list(read_labels(paths[kind]).shape[::-1]) != size:
+                    return False
+    except (OSError, ValueError, InputError, KeyError, TypeError):
         return False
-    return (isinstance(stats, dict) and stats.get("case_id") == case_id
-            and list(labels.shape[::-1]) == list(stats.get("geometry", {}).get("size_xyz", [])))
+    return True
 
 
 def check_outputs_spare_inputs(files: CaseFiles, out_dir: str | os.PathLike) -> None:
