@@ -128,6 +128,8 @@ def test_convert_rejects_a_truncated_case_and_leaves_no_dataset(tmp_path, phanto
 
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(var, str(tmp_path / "env" / var))  # main() sets them; monkeypatch restores them
+    killed = tmp_path / "w" / "nnUNet_raw" / ".Dataset977_PedTumorSeg.tmp-k9x2ab"  # a SIGKILLed conversion's
+    (killed / "imagesTr").mkdir(parents=True)
     case = _copy_case(phantom_case, tmp_path / "brats" / phantom_case.name)
     flair = next(case.glob("*-t2f.nii.gz"))
     flair.write_bytes(flair.read_bytes()[:40000])

@@ -124,6 +124,9 @@ def convert(brats_dir: str | os.PathLike, raw_dir: str | os.PathLike, dataset_id
                                     "'-t2f' and '-seg' files)")
     check_output_folder(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
+    for stale in raw_dir.glob(f".{out.name}.tmp-*"):  # left by a killed conversion
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=raw_dir))
     try:
         images_dir, labels_dir = staging / "imagesTr", staging / "labelsTr"
