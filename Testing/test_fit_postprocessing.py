@@ -169,8 +169,8 @@ def _write(array, path: Path, spacing=(1.0, 1.0, 1.0)):
 
 def _write_raw_dataset(root: Path, cases: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
     for cid, (images, gt) in cases.items():
-        for ch in range(4):
-            _write(images[ch], root / "imagesTr" / f"{cid}_{ch:04d}.nii.gz")
+        for ch in range(4):  # T2 and FLAIR scaled: identical modalities are refused as a mix-up (io.load_case)
+            _write(images[ch] * max(1, ch), root / "imagesTr" / f"{cid}_{ch:04d}.nii.gz")
         _write(gt, root / "labelsTr" / f"{cid}.nii.gz")
     return root
 

@@ -7,8 +7,10 @@ nothing is ever unpickled.
 
 Zip bundles are checked member by member before anything is extracted (no absolute paths, no ``..``, no
 symlinks, no duplicate names) and extracted once into a cache folder keyed by the zip's sha256
-(``$PEDTUMORSEG_CACHE`` or ``~/.cache/pedtumorseg/bundles``, falling back to the system temp dir); a cached
-extraction is reused and its checksums are verified again on every load.
+(``$PEDTUMORSEG_CACHE`` or ``~/.cache/pedtumorseg/bundles``, falling back to the system temp dir). A cached
+extraction is trusted only as far as the named zip vouches for it: its ``manifest.json`` must equal the zip's
+own byte for byte and every file's sha256 must match that manifest on every load; otherwise it is extracted
+afresh from the zip.
 """
 
 from __future__ import annotations
@@ -331,11 +333,33 @@ def cache_dir() -> Path:
     return Path(tempfile.gettempdir()) / "pedtumorseg-bundles"
 
 
-def _extract_zip(zpath: Path) -> Path:
+def _manifest_in_zip(zpath: Path) -> bytes | None:
+    """The bytes of the zip's own ``manifest.json`` (top level, or one folder down); None if there is none."""
+    try:
+        with zipfile.ZipFile(zpath) as zf:
+            names = [i.filename for i in zf.infolist() if not i.is_dir()]
+            found = [n for n in names if n == MANIFEST] or [n for n in names if n.count("/") == 1
+                                                              and n.endswith("/" + MANIFEST)]
+            return zf.read(found[0]) if len(found) == 1 else None
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise BundleError(zpath, f"not a readable zip file: {e}") from e
+
+
+def _extract_zip(zpath: Path, fresh: bool = False) -> Path:
+    """The cache folder holding ``zpath``'s contents, keyed by the zip's sha256.
+
+    A cached extraction is reused only if its ``manifest.json`` is byte for byte the zip's own (the weights
+    are then checked against that manifest by ``load_bundle``); otherwise, or with ``fresh``, it is extracted
+    again from the zip.
+    """
     digest = sha256_file(zpath)
     target = cache_dir() / digest
     if target.is_dir():
-        return target
+        cached = target / MANIFEST
+        if not fresh and cached.is_file() and not cached.is_symlink() and \
+                cached.read_bytes() == _manifest_in_zip(zpath):
+            return target
+        shutil.rmtree(target, ignore_errors=True)  # modified after extraction: extract afresh
     try:
         zf = zipfile.ZipFile(zpath)
     except (zipfile.BadZipFile, OSError) as e:
@@ -386,13 +410,25 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         root = _extract_zip(origin)
     else:
         raise BundleError(origin, "not a bundle folder or .zip file")
+    try:
+        manifest = _verify_root(root, origin)
+    except BundleError:
+        if root == origin:
+            raise
+        # the cached extraction of the zip was modified: the zip the user named decides
+        root = _extract_zip(origin, fresh=True)
+        manifest = _verify_root(root, origin)
+    return Bundle(path=origin, root=root, manifest=manifest)
+
+
+def _verify_root(root: Path, origin: Path) -> dict:
     manifest = _read_manifest(root, origin)
     validate_manifest(manifest, origin)
     for key in [_fold_key(f) for f in manifest["folds"]]:
         if not (root / manifest["weights"][key]).is_file():
             raise BundleError(origin, f"weights file {manifest['weights'][key]} of fold {key} is missing")
     _verify_files(root, manifest, origin)
-    return Bundle(path=origin, root=root, manifest=manifest)
+    return manifest
 
 
 # --- writing ----------------------------------------------------------------------------------------------

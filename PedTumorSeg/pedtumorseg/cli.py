@@ -1,7 +1,8 @@
 """`pedtumorseg`: the command-line face of the core (phantoms, predict, evaluate, demo).
 
 Every user error ends in one line on stderr that names the file and the problem, and a non-zero exit status:
-1 for bad input or a failed case, 2 for a bad command line, 130 when cancelled.
+1 for bad input or a failed case, 2 for a bad command line, 130 when cancelled (``errors.run_command``).
+Output locations are checked before anything is computed.
 """
 
 from __future__ import annotations
@@ -12,21 +13,24 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .errors import EXIT_CANCELLED, EXIT_FAILED
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_CANCELLED = 130
+PROG = "pedtumorseg"
 
 
 def _error(message: str) -> None:
-    print(f"pedtumorseg: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
 # --- phantoms -----------------------------------------------------------------------------------------
 
 def cmd_phantoms(args: argparse.Namespace) -> int:
+    from .io import check_output_folder
     from .phantom import write_phantoms
 
+    if args.n < 1:
+        raise ValueError(f"--n must be at least 1, got {args.n}")
+    check_output_folder(args.out)
     if args.mode == "raw":
         from .phantom_raw import make_raw_phantom, write_raw_phantom
         folders = [write_raw_phantom(make_raw_phantom(args.seed + k, args.size), args.out, fmt=args.format)
@@ -83,7 +87,7 @@ def _single_case_files(args: argparse.Namespace):
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .errors import Cancelled, InputError
-    from .pipeline import predict_case, run_batch
+    from .pipeline import predict_case, prepare_output_folder, run_batch
 
     json_progress = _JsonProgress() if args.progress == "json" else None
     try:
@@ -97,6 +101,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not args.out:
             raise InputError(None, "give --out DIR for the outputs")
         files = _single_case_files(args)
+        prepare_output_folder(files, args.out)  # before the model loads and the inference runs
         predictor = _load_predictor(args)
         progress = json_progress or (_text_progress if args.progress == "text" else None)
         result = predict_case(files, args.out, predictor, write_raw=args.raw, overlay=args.overlay,
@@ -146,6 +151,7 @@ def _predict_batch(args: argparse.Namespace, run_batch) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_folder
+    from .io import check_output_file
 
     if (args.pred_b or args.size_cutoff_ml is not None) and not args.report:
         raise ValueError("--pred-b and --size-cutoff-ml are options of the report: give --report too")
@@ -153,9 +159,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ValueError("--report is built on the brats2025 scorer's columns: leave out --scorer or --report")
     if args.size_cutoff_ml is not None and not args.size_cutoff_ml > 0:
         raise ValueError(f"--size-cutoff-ml must be a volume > 0 mL, got {args.size_cutoff_ml}")
+    if args.scorer == "brats2026":
+        from .scorer_brats2026 import evaluator
+
+        try:
+            evaluator()  # the optional package, before any work
+        except ImportError as exc:
+            raise ValueError(str(exc)) from None
+    check_output_file(args.out)  # before any case is evaluated
     if args.report:
         from .html_report import require_matplotlib
 
+        check_output_file(args.report)
         require_matplotlib(args.report)  # before any work
     if args.pred_b:
         from .evaluation import label_files
@@ -191,15 +206,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # --- demo ---------------------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .io import find_case
+    from .io import check_output_folder, find_case
     from .phantom import make_phantom, write_phantom
     from .pipeline import Predictor, predict_case
 
     out = Path(args.out)
+    check_output_folder(out)
+    predictor = Predictor.load(args.model, device=args.device, tta=not args.no_tta)  # a bad bundle: nothing written
     phantom = make_phantom(args.seed, args.size)
     case_dir = write_phantom(phantom, out / "input")
     print(f"synthetic case: {case_dir}")
-    predictor = Predictor.load(args.model, device=args.device, tta=not args.no_tta)
     print(f"model: {predictor.bundle.name} {predictor.bundle.version} on {predictor.engine.device}")
     result = predict_case(find_case(case_dir), out, predictor, write_raw=True, overlay=True,
                           progress=_text_progress)
@@ -296,21 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import PedTumorSegError
+    from .errors import run_command
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except PedTumorSegError as exc:
-        _error(str(exc))
-        return EXIT_FAILED
-    except ValueError as exc:  # bad --set values and similar command-line mistakes
-        _error(str(exc))
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return EXIT_CANCELLED
+    args = build_parser().parse_args(argv)
+    return run_command(PROG, args.func, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

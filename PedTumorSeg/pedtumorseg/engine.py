@@ -21,7 +21,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from .conventions import CHANNELS, NUM_CLASSES
-from .errors import Cancelled, PredictionError
+from .errors import BundleError, Cancelled, PredictionError
 from .preprocessing import logits_to_input_grid, preprocess
 
 
@@ -154,13 +154,20 @@ class Engine:
         self._states = {f: {k: v.to(self.device) for k, v in bundle.state_dict(f).items()} for f in self.folds}
         self._network = None
         self._loaded_fold = None
+        for fold in reversed(self.folds):  # weights that do not fit the manifest's network: refused before any case
+            self._net_for(fold)
 
     # network ------------------------------------------------------------------------------------------
     def _net_for(self, fold):
         if self._network is None:
             self._network = self.bundle.build_network().to(self.device).eval()
         if self._loaded_fold != fold:
-            self._network.load_state_dict(self._states[fold])
+            try:
+                self._network.load_state_dict(self._states[fold])
+            except RuntimeError as e:  # torch lists every mismatching tensor; the first one says enough
+                detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+                raise BundleError(self.bundle.weights_file(fold), "weights do not fit the network described in "
+                                  f"manifest.json ({detail[:200]})") from None
             self._loaded_fold = fold
         return self._network
 

@@ -36,3 +36,70 @@ class PredictionError(PedTumorSegError):
 
 class Cancelled(PedTumorSegError):
     """The user cancelled a running prediction."""
+
+
+# --- the one place where command-line tools turn errors into a line and an exit status ---------------------
+
+#: exit statuses of every command-line tool: bad input or a failed case, bad command line, interrupted
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CANCELLED = 130
+TRACEBACK_ENV = "PEDTUMORSEG_TRACEBACK"
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``<file>: <problem>`` for an ``OSError`` (a full disk, a read-only folder, a vanished file)."""
+    if exc.filename is not None and exc.strerror:
+        return f"{os.fsdecode(exc.filename)}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
+def run_command(prog: str, func, args) -> int:
+    """Run ``func(args)`` for the command-line tool ``prog`` and return its exit status.
+
+    Every failure ends in one line ``<prog>: error: <file>: <problem>`` on stderr and a non-zero status:
+    1 for bad input, an unusable output location or a failed case (``PedTumorSegError``, ``OSError``,
+    ``MemoryError``), 2 for a bad command-line value (``ValueError``), 130 when interrupted (Ctrl-C, SIGTERM or
+    ``Cancelled``). SIGTERM is turned into ``KeyboardInterrupt`` while ``func`` runs so that temporary files are
+    removed on the way out. Anything else is a bug: one line that says so (``PEDTUMORSEG_TRACEBACK=1`` shows the
+    traceback).
+    """
+    import signal
+    import sys
+    import threading
+
+    def say(message: str) -> None:
+        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = None
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return int(func(args) or 0)
+    except (KeyboardInterrupt, Cancelled):
+        say("interrupted")
+        return EXIT_CANCELLED
+    except PedTumorSegError as exc:
+        say(str(exc))
+        return EXIT_FAILED
+    except ValueError as exc:  # bad --set values and similar command-line mistakes
+        say(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:
+        say(describe_os_error(exc))
+        return EXIT_FAILED
+    except MemoryError:
+        say("out of memory")
+        return EXIT_FAILED
+    except Exception as exc:
+        if os.environ.get(TRACEBACK_ENV):
+            raise
+        say(f"internal error {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
+            f"(please report it; {TRACEBACK_ENV}=1 shows the traceback)")
+        return EXIT_FAILED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -8,10 +8,15 @@ else that cannot be used is refused with a one-line ``InputError`` naming the fi
 from __future__ import annotations
 
 import contextlib
+import gzip
+import hashlib
 import logging
+import math
 import os
 import re
+import struct
 import tempfile
+import zlib
 import warnings as _warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +131,10 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` (same extension); rename it onto ``path`` on success.
 
     On an exception the temporary file is removed and ``path`` is left untouched (absent if it was absent).
-    The final file gets the usual permissions of a new file (umask applied), not ``mkstemp``'s private 0600.
+    Before the rename the temporary file's data is flushed to disk (``fsync``: a full disk shows up here, not
+    later), and the folder entry after it. The final file gets the usual permissions of a new file (umask
+    applied), not ``mkstemp``'s private 0600. A temporary file left by a killed process is named
+    ``.<stem>.<8 random characters>.tmp<ext>``; ``remove_stale_temporaries(path)`` removes those.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,11 +146,85 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if tmp.exists():
             os.chmod(tmp, _new_file_mode())
+            _fsync(tmp)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):  # some file systems cannot sync a directory; the data is synced already
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files ``atomic_output(path)`` leaves when its process is killed (SIGKILL, a crash)."""
+    path = Path(path)
+    stem, ext = _split_ext(path.name)
+    pattern = re.compile(rf"\.{re.escape(stem)}\.[A-Za-z0-9_]{{8}}\.tmp{re.escape(ext)}")
+    removed = []
+    if path.parent.is_dir():
+        for p in path.parent.iterdir():
+            if pattern.fullmatch(p.name) and p.is_file() and not p.is_symlink():
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed.append(p)
+    return removed
+
+
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """``InputError`` naming ``folder`` unless files can be created in it (or where it would be created):
+    an existing file in its place or above it, a read-only folder, a full disk. Creates nothing that stays."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and not existing.is_symlink():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        if existing == folder:
+            raise InputError(folder, "output folder is an existing file, not a folder")
+        raise InputError(folder, f"cannot create the output folder: {existing} is a file, not a folder")
+    if not existing.exists():
+        raise InputError(folder, f"cannot create the output folder: {existing} is a broken link")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".pedtumorseg-write-test.", dir=existing)
+        try:
+            os.write(fd, b"\0" * 65536)  # a full disk fails here (or at fsync), not after the inference
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        where = "" if existing == folder else f" (in {existing})"
+        raise InputError(folder, f"cannot write the output here{where}: {exc.strerror or exc}") from None
+    return folder
+
+
+def check_output_file(path: str | os.PathLike) -> Path:
+    """``InputError`` unless ``path`` can be written as a file (not a folder; its folder writable)."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(path, "output file is an existing folder")
+    check_output_folder(path.parent)
+    return path
 
 
 # --- finding cases --------------------------------------------------------------------------------------
@@ -196,7 +278,7 @@ def _try_find_case(folder: Path) -> CaseFiles | None:
                 raise InputError(folder, f"more than one {CHANNEL_LONG_NAMES[ch]} image: "
                                          f"{', '.join(p.name for _, p in roles[ch])}")
         images = {ch: roles[ch][0][1] for ch in CHANNELS}
-        case_id = roles[REFERENCE_CHANNEL][0][0]
+        case_id = check_case_id(roles[REFERENCE_CHANNEL][0][0])
         seg = roles["seg"][0][1] if roles.get("seg") else None
         return CaseFiles(case_id, images, seg)
     return None
@@ -243,8 +325,13 @@ def case_from_files(t1, t1ce, t2, flair, case_id: str | None = None, seg=None) -
     name without modality suffix (a series folder: its name)."""
     images = {ch: Path(p) for ch, p in zip(CHANNELS, (t1, t1ce, t2, flair))}
     for ch, p in images.items():
-        if not (p.is_file() or p.is_dir()):
+        if p.is_dir():  # a DICOM series folder: read and checked by dicom_input
+            continue
+        problem = _describe_path_problem(p)
+        if problem == "file not found":
             raise InputError(p, f"{CHANNEL_LONG_NAMES[ch]} image not found")
+        if problem:
+            raise InputError(p, f"{CHANNEL_LONG_NAMES[ch]} input {problem}")
     if case_id is None:
         stem = strip_image_extension(images["t1ce"].name) or images["t1ce"].name
         case_id = stem
@@ -253,7 +340,17 @@ def case_from_files(t1, t1ce, t2, flair, case_id: str | None = None, seg=None) -
             if cid is not None:
                 case_id = cid
                 break
-    return CaseFiles(case_id, images, None if seg is None else Path(seg))
+    return CaseFiles(check_case_id(case_id), images, None if seg is None else Path(seg))
+
+
+def check_case_id(case_id: str) -> str:
+    """``case_id`` if it can name output files inside an output folder, else ``InputError``: no path separators,
+    no ``:``, no control characters, not empty and not starting with ``.`` (hidden and temporary files)."""
+    if (not case_id or case_id.startswith(".") or any(c in case_id for c in "/\\:") or case_id != case_id.strip()
+            or any(ord(c) < 32 for c in case_id)):
+        raise InputError(None, f"case id {case_id!r} cannot be used as a file name (it must not be empty, start "
+                               "with '.', have spaces around it or contain '/', '\\', ':' or control characters)")
+    return case_id
 
 
 # --- reading and validating -----------------------------------------------------------------------------
@@ -266,47 +363,113 @@ class Case:
     warnings: list[str] = field(default_factory=list)
 
 
-def _read(path: Path) -> sitk.Image:
-    if not Path(path).is_file():
-        raise InputError(path, "file not found")
+#: voxel spacings (mm) outside this range are refused as a broken header, not segmented
+SPACING_RANGE_MM = (0.05, 20.0)
+#: intensities: refused beyond these (largest |value|, smallest max - min), warned beyond the second pair
+MAX_ABS_INTENSITY = 1e12
+MIN_INTENSITY_RANGE = 1e-6
+WARN_ABS_INTENSITY = 1e6
+WARN_INTENSITY_RANGE = 1e-2
+_NIFTI_FLOAT = {16: "f4", 64: "f8"}
+
+
+def _describe_path_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable image file, or None if it is a file."""
+    if path.is_dir():
+        return "is a directory, expected an image file"
+    if not path.is_file():
+        return "file not found" if not path.exists() else "not a regular file"
+    return None
+
+
+def _nifti_layout(head: bytes) -> tuple[str, int, int, int, tuple[float, ...]] | None:
+    """``(endian, datatype, header bytes, image bytes, pixdim[1:1+ndim])`` of a NIfTI-1/2 single-file header;
+    None if ``head`` is not one (or its dimensions are unusable: the image reader reports those)."""
+    for endian in "<>":
+        if len(head) >= 348 and struct.unpack(endian + "i", head[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", head[40:56])
+            datatype, bitpix = struct.unpack(endian + "2h", head[70:74])
+            pixdim = struct.unpack(endian + "8f", head[76:108])
+            offset, minimum = struct.unpack(endian + "f", head[108:112])[0], 352
+            break
+        if len(head) >= 540 and struct.unpack(endian + "i", head[:4])[0] == 540:
+            datatype, bitpix = struct.unpack(endian + "2h", head[12:16])
+            dims = struct.unpack(endian + "8q", head[16:80])
+            pixdim = struct.unpack(endian + "8d", head[104:168])
+            offset, minimum = struct.unpack(endian + "q", head[168:176])[0], 544
+            break
+    else:
+        return None
+    ndim = dims[0]
+    if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1:ndim + 1]) or bitpix < 1 or not math.isfinite(offset):
+        return None
+    voxels = math.prod(dims[1:ndim + 1])
+    return endian, datatype, max(int(offset), minimum), (voxels * bitpix + 7) // 8, tuple(pixdim[1:1 + ndim])
+
+
+def _verify_nifti(path: Path, what: str, keep_data: bool = False) -> tuple[str, bytes, int] | None:
+    """Full-read check of a ``.nii`` / ``.nii.gz`` file before ITK reads it.
+
+    ITK's NIfTI reader fills a file cut short with zeros and turns a spacing of 0 or NaN into 1 mm without a
+    word; it also replaces stored NaN/Inf. So: the gzip stream must be complete (and its checksum right), the
+    file must hold every byte the header promises, ``pixdim`` must be finite and positive, and float data must
+    be finite. A ``.nii.gz`` is decompressed once more for this (see benchmarks/bench_io_checks.py).
+    With ``keep_data``, returns ``(byte order, file contents, offset of the voxels)`` of a NIfTI file.
+    """
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        return
+    try:
+        with open(path, "rb") as fh:  # gzip or not by its content, as ITK does, not by the name
+            compressed = fh.read(2) == b"\x1f\x8b"
+        with (gzip.open if compressed else open)(path, "rb") as fh:
+            head = fh.read(544)
+            layout = _nifti_layout(head)
+            if layout is None:
+                return  # not a NIfTI header the image reader accepts; it says why
+            endian, datatype, offset, nbytes, pixdim = layout
+            kind = _NIFTI_FLOAT.get(datatype)
+            if kind is not None or keep_data:  # keep the data to look for NaN/Inf
+                data = head + fh.read()
+                size = len(data)
+            else:
+                size = len(head)
+                while True:
+                    block = fh.read(1 << 22)
+                    if not block:
+                        break
+                    size += len(block)
+    except EOFError:
+        raise InputError(path, "the compressed file is truncated (its gzip stream ends early)") from None
+    except (OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise InputError(path, f"corrupt file ({exc})") from None
+    if size < offset + nbytes:
+        raise InputError(path, f"the file is truncated: it holds {max(size - offset, 0)} bytes of image data, "
+                               f"the header promises {nbytes}")
+    for axis, value in zip("xyz", pixdim[:3]):
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(path, f"{what} has voxel spacing {value:g} along {axis} in its header (pixdim); "
+                                   "expected a positive size in mm")
+    if kind is not None:
+        values = np.frombuffer(data, dtype=endian + kind, count=nbytes // np.dtype(kind).itemsize, offset=offset)
+        if not bool(np.isfinite(values).all()):
+            raise InputError(path, f"{what} contains NaN or infinite values")
+    return (endian, data, offset) if keep_data else None
+
+
+def _read(path: Path, what: str = "image") -> sitk.Image:
+    """Read an image file after the full-read checks of ``_verify_nifti``; ``InputError`` naming the file."""
+    path = Path(path)
+    problem = _describe_path_problem(path)
+    if problem:
+        raise InputError(path, problem)
+    _verify_nifti(path, what)
     try:
         return sitk.ReadImage(str(path))
     except Exception as exc:  # SimpleITK raises RuntimeError with a multi-line message
         first = str(exc).strip().splitlines()
         detail = next((ln.strip() for ln in reversed(first) if ln.strip()), "unknown reason")
         raise InputError(path, f"unreadable image file ({detail[:160]})") from None
-
-
-def _nifti_has_nonfinite(path: Path) -> bool:
-    """Whether a float NIfTI file stores NaN/Inf (ITK's NIfTI reader silently replaces them, so look at the bytes)."""
-    import gzip
-    import struct
-
-    name = path.name.lower()
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
-        return False
-    try:
-        with (gzip.open if name.endswith(".gz") else open)(path, "rb") as fh:
-            data = fh.read()
-        for endian in ("<", ">"):
-            hdr = struct.unpack(endian + "i", data[:4])[0]
-            if hdr == 348:
-                dtype_code = struct.unpack(endian + "h", data[70:72])[0]
-                offset = int(struct.unpack(endian + "f", data[108:112])[0])
-                break
-            if hdr == 540:
-                dtype_code = struct.unpack(endian + "h", data[12:14])[0]
-                offset = int(struct.unpack(endian + "q", data[168:176])[0])
-                break
-        else:
-            return False
-        kind = {16: "f4", 64: "f8"}.get(dtype_code)
-        if kind is None:
-            return False
-        values = np.frombuffer(data, dtype=endian + kind, offset=offset)
-        return not bool(np.all(np.isfinite(values)))
-    except (OSError, ValueError, struct.error):
-        return False
 
 
 def _check_image(path: Path, image: sitk.Image, what: str) -> np.ndarray:
@@ -316,25 +479,76 @@ def _check_image(path: Path, image: sitk.Image, what: str) -> np.ndarray:
     size = image.GetSize()
     if image.GetDimension() != 3 or min(size) < 2:
         raise InputError(path, f"{what} is {image.GetDimension()}D with size {size}; expected a 3D volume")
+    spacing = image.GetSpacing()
+    lo, hi = SPACING_RANGE_MM
+    if not all(math.isfinite(s) and lo <= s <= hi for s in spacing):
+        raise InputError(path, f"{what} has voxel spacing {tuple(round(s, 6) for s in spacing)} mm; expected "
+                               f"each between {lo:g} and {hi:g} mm (broken header?)")
+    if not all(math.isfinite(v) for v in tuple(image.GetOrigin()) + tuple(image.GetDirection())):
+        raise InputError(path, f"{what} has a non-finite origin or direction in its header")
     array = sitk.GetArrayFromImage(image)
-    if not np.all(np.isfinite(array)) or (array.dtype.kind == "f" and _nifti_has_nonfinite(Path(path))):
+    if not np.all(np.isfinite(array)):
         raise InputError(path, f"{what} contains NaN or infinite values")
     return array
+
+
+def _intensity_problems(path: Path, array: np.ndarray, what: str) -> list[str]:
+    """Refuse intensities no MR image has (they break float32 normalization); warnings for unusual scales."""
+    vmax, vmin = float(array.max()), float(array.min())
+    largest, spread = max(abs(vmax), abs(vmin)), vmax - vmin
+    if largest > MAX_ABS_INTENSITY:
+        beyond = " (beyond the float32 range)" if largest > float(np.finfo(np.float32).max) else ""
+        raise InputError(path, f"{what} has intensities up to {largest:.3g}{beyond}; an MR image above "
+                               f"{MAX_ABS_INTENSITY:g} is not plausible: rescale it")
+    if 0 < spread < MIN_INTENSITY_RANGE:
+        raise InputError(path, f"{what} has an intensity range of only {spread:.3g}; below "
+                               f"{MIN_INTENSITY_RANGE:g} is not plausible for an MR image: rescale it")
+    warns = []
+    if largest > WARN_ABS_INTENSITY or 0 < spread < WARN_INTENSITY_RANGE:
+        warns.append(f"{path}: {what} has an unusual intensity scale (values {vmin:.3g} to {vmax:.3g}); check "
+                     "that it is the raw MR image")
+    return warns
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _voxel_digest(array: np.ndarray) -> tuple:
+    """Shape, dtype and a hash of the voxels: equal for two images with exactly the same content."""
+    data = np.ascontiguousarray(array)
+    return data.shape, data.dtype.str, hashlib.blake2b(memoryview(data).cast("B")).digest()
 
 
 def load_case(files: CaseFiles) -> Case:
     """Read, validate and put the four images on the T1CE grid; (4, z, y, x) float32."""
     raw: dict[str, sitk.Image] = {}
+    digests: dict[str, tuple] = {}
+    warns: list[str] = []
     for ch in CHANNELS:
-        path = files.images[ch]
-        image = _read(path)
-        array = _check_image(path, image, CHANNEL_LONG_NAMES[ch])
+        path, what = files.images[ch], CHANNEL_LONG_NAMES[ch]
+        for other in digests:
+            if _same_file(path, files.images[other]):
+                raise InputError(path, f"the same file is given as {CHANNEL_LONG_NAMES[other]} and {what}")
+        image = _read(path, what)
+        array = _check_image(path, image, what)
         if array.size and float(array.max()) == float(array.min()):
-            raise InputError(path, f"{CHANNEL_LONG_NAMES[ch]} is constant ({float(array.min()):g} everywhere)")
-        raw[ch] = image
+            raise InputError(path, f"{what} is constant ({float(array.min()):g} everywhere)")
+        for msg in _intensity_problems(path, array, what):
+            warns.append(msg)
+            _warnings.warn(msg, stacklevel=2)
+            log.warning(msg)
+        digest = _voxel_digest(array)
+        for other, seen in digests.items():
+            if digest == seen:
+                raise InputError(path, f"{what} has exactly the same voxels as the {CHANNEL_LONG_NAMES[other]} "
+                                       f"image {files.images[other].name}; each modality needs its own image")
+        raw[ch], digests[ch] = image, digest
     ref_image = raw[REFERENCE_CHANNEL]
     geometry = Geometry.from_image(ref_image)
-    warns: list[str] = []
     stack = np.empty((len(CHANNELS),) + geometry.shape_zyx, np.float32)
     for i, ch in enumerate(CHANNELS):
         image, path = raw[ch], files.images[ch]
@@ -357,7 +571,7 @@ def load_case(files: CaseFiles) -> Case:
 def read_labels(path: str | os.PathLike, geometry: Geometry | None = None) -> np.ndarray:
     """A uint8 label map with values in {0..4}; if ``geometry`` is given the file must be on that grid."""
     path = Path(path)
-    image = _read(path)
+    image = _read(path, "label map")
     array = _check_image(path, image, "label map")
     if geometry is not None and not Geometry.from_image(image).same_grid(geometry):
         raise InputError(path, f"label map grid (size {image.GetSize()}) differs from the image grid "
@@ -372,20 +586,61 @@ def read_labels(path: str | os.PathLike, geometry: Geometry | None = None) -> np
 
 
 def write_labels(labels: np.ndarray, geometry: Geometry, path: str | os.PathLike) -> Path:
-    """Write a uint8 label map on exactly ``geometry``, atomically."""
+    """Write a uint8 label map on exactly ``geometry``, atomically; read back and compared before it counts."""
     path = Path(path)
     labels = np.asarray(labels)
     if labels.shape != geometry.shape_zyx:
         raise InputError(path, f"labels of shape {labels.shape} do not match the grid shape {geometry.shape_zyx}")
-    image = geometry.to_image(labels.astype(np.uint8))
-    with atomic_output(path) as tmp:
-        sitk.WriteImage(image, str(tmp), True)
-    return path
+    return write_image(labels.astype(np.uint8), geometry, path)
 
 
 def write_image(array: np.ndarray, geometry: Geometry, path: str | os.PathLike) -> Path:
-    """Write an image array (dtype kept) on ``geometry``, atomically."""
+    """Write an image array (dtype kept) on ``geometry``, atomically.
+
+    The written file is read back (with the full-read checks of the reader) and compared with ``array`` and
+    ``geometry`` before it replaces ``path``: a write cut short (full disk, file-size limit) raises
+    ``OSError`` and leaves nothing behind.
+    """
     path = Path(path)
+    array = np.asarray(array)
     with atomic_output(path) as tmp:
-        sitk.WriteImage(geometry.to_image(array), str(tmp), True)
+        try:
+            sitk.WriteImage(geometry.to_image(array), str(tmp), True)
+        except RuntimeError as exc:  # ITK's multi-line message; its last line says why
+            lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+            raise OSError(f"{path}: cannot write the image ({lines[-1][:160] if lines else 'unknown reason'})") \
+                from None
+        verify_written_image(tmp, array, geometry, name=path)
     return path
+
+
+def verify_written_image(path: str | os.PathLike, array: np.ndarray, geometry: Geometry,
+                         name: str | os.PathLike | None = None) -> None:
+    """Raise ``OSError`` (naming ``name``, default ``path``) unless ``path`` holds exactly ``array`` on
+    ``geometry``. A NIfTI file is decompressed once and its voxel bytes compared with ``array``'s; other formats
+    are read back with ITK."""
+    name = path if name is None else name
+    try:
+        nifti = _verify_nifti(Path(path), "written image", keep_data=True)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        if nifti is None:
+            image = reader.Execute()
+            back = sitk.GetArrayFromImage(image).ravel()
+            size, spacing, origin, direction = (image.GetSize(), image.GetSpacing(), image.GetOrigin(),
+                                                image.GetDirection())
+        else:
+            reader.ReadImageInformation()
+            endian, data, offset = nifti
+            stored = np.asarray(array).dtype.newbyteorder(endian)
+            back = np.frombuffer(data, dtype=stored, count=np.asarray(array).size, offset=offset)
+            size, spacing, origin, direction = (reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(),
+                                                reader.GetDirection())
+    except InputError as exc:
+        raise OSError(f"{name}: the written file is incomplete ({exc.problem}); is the disk full?") from None
+    except (RuntimeError, ValueError):
+        raise OSError(f"{name}: the written file cannot be read back; is the disk full?") from None
+    written = Geometry(tuple(int(v) for v in size), tuple(float(v) for v in spacing),
+                       tuple(float(v) for v in origin), tuple(float(v) for v in direction))
+    if not (written.same_grid(geometry) and np.array_equal(back, np.asarray(array).ravel())):
+        raise OSError(f"{name}: the written file differs from what was written; is the disk full?")

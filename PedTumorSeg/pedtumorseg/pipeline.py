@@ -7,13 +7,17 @@ files -> ``raw_input.prepare_case`` (``io.load_case`` for BraTS-preprocessed inp
 A run is configured once: :meth:`Predictor.load` resolves the bundle, device, folds/TTA (or a quality preset),
 post-processing overrides and raw-input options; ``predict_case`` and ``run_batch`` take that object.
 
-A case counts as finished when its stats file exists: it is written last, so a batch that stopped half-way
-resumes at the first unfinished case. If anything fails, the files already written for that case are removed
-(no partial output).
+Before the inference the outputs are checked (a writable folder that holds none of the case's inputs, a case id
+that stays inside it) and temporary files a killed earlier run left are removed. Every file is written
+atomically and read back before it counts. A case counts as finished when its stats file (written last) and its
+label map read back intact, so a batch that stopped half-way resumes at the first unfinished case and re-runs a
+case whose files were cut short. If anything fails, the files already written for that case are removed (no
+partial output).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +27,8 @@ from .bundle import Bundle, default_bundle_path, load_bundle
 from .conventions import CHANNELS
 from .engine import Engine, PredictOptions
 from .errors import Cancelled, InputError
-from .io import CaseFiles, find_cases, write_labels
+from .io import (CaseFiles, check_case_id, check_output_folder, find_cases, read_labels, remove_stale_temporaries,
+                 write_labels)
 from .postprocess import PostprocessParams, postprocess
 from .raw_input import RawOptions, find_dicom_studies, prepare_case
 from .report import stats_dict, write_json, write_overlay_png
@@ -32,9 +37,11 @@ Progress = Callable[[float, str], None]
 
 
 def output_paths(case_id: str, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Where the outputs of ``case_id`` go (DEVELOPING.md: CLI output files)."""
+    """Where the outputs of ``case_id`` go (DEVELOPING.md: CLI output files); ``InputError`` for a case id that
+    would name a file outside ``out_dir``."""
     out = Path(out_dir)
-    return {
+    check_case_id(case_id)
+    paths = {
         "seg": out / f"{case_id}-seg.nii.gz",
         "raw": out / f"{case_id}-seg-raw.nii.gz",
         "stats": out / f"{case_id}-stats.json",
@@ -42,11 +49,65 @@ def output_paths(case_id: str, out_dir: str | os.PathLike) -> dict[str, Path]:
         "brain_mask": out / f"{case_id}-brain-mask.nii.gz",
         "dicom_seg": out / f"{case_id}-seg.dcm",
     }
+    for p in paths.values():  # confined to out_dir, whatever the id holds
+        if p.parent != out:
+            raise InputError(None, f"case id {case_id!r} would write {p} outside the output folder {out}")
+    return paths
 
 
 def is_finished(case_id: str, out_dir: str | os.PathLike) -> bool:
+    """Whether the case's outputs are complete and intact: the stats file (written last) parses and names the
+    case, and the label map reads back in full on the grid the stats record. A case whose files were cut short
+    (a full disk, a killed process) is not finished, so a resumed batch runs it again."""
     paths = output_paths(case_id, out_dir)
-    return paths["stats"].is_file() and paths["seg"].is_file()
+    if not (paths["stats"].is_file() and paths["seg"].is_file()):
+        return False
+    try:
+        stats = json.loads(paths["stats"].read_text(encoding="utf-8"))
+        size = list(stats["geometry"]["size_xyz"]) if stats["case_id"] == case_id else None
+        for kind in ("seg", "raw"):  # the raw labels only where an earlier run wrote them
+            if kind == "seg" or paths[kind].exists():
+                if list(read_labels(paths[kind]).shape[::-1]) != size:
+                    return False
+    except (OSError, ValueError, InputError, KeyError, TypeError):
+        return False
+    return True
+
+
+def check_outputs_spare_inputs(files: CaseFiles, out_dir: str | os.PathLike) -> None:
+    """``InputError`` if ``out_dir`` is a folder holding the case's own files (its ground truth
+    ``<ID>-seg.nii.gz`` would be overwritten, or outputs mistaken for ground truth later), or if any output path
+    is one of the case's input files."""
+    out = Path(out_dir)
+    inputs = [Path(p) for p in files.images.values()] + ([Path(files.seg)] if files.seg else [])
+    if out.is_dir():
+        for folder in {p.parent for p in inputs}:
+            if _same_file(out, folder):
+                raise InputError(out, f"the output folder is the folder of the input files of case {files.case_id}; "
+                                      "outputs would overwrite or mix with them (e.g. the ground truth "
+                                      f"{files.case_id}-seg.nii.gz): choose another output folder")
+    for p in output_paths(files.case_id, out).values():
+        for q in inputs:
+            if _same_file(p, q):
+                raise InputError(q, f"input file would be overwritten by the output {p}: choose another output "
+                                    "folder")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def prepare_output_folder(files: CaseFiles, out_dir: str | os.PathLike) -> None:
+    """Everything about the outputs that can be checked before the inference: a usable case id, a writable
+    output folder that is not an input folder; and the temporary files a killed earlier run left, removed."""
+    paths = output_paths(files.case_id, out_dir)
+    check_output_folder(out_dir)
+    check_outputs_spare_inputs(files, out_dir)
+    for p in paths.values():
+        remove_stale_temporaries(p)
 
 
 #: ``--quality`` presets: which folds and whether to mirror (test-time augmentation)
@@ -124,12 +185,15 @@ def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predic
     with skull) are prepared by ``raw_input.prepare_case`` with ``predictor.raw``; when a brain mask was used it
     is written as ``<ID>-brain-mask.nii.gz``; ``dicom_seg`` writes ``<ID>-seg.dcm`` (T1CE given as DICOM).
     ``raw_only``: no post-processing; only the raw labels (``raw``) and stats of them (``postprocessing``
-    null) are written. On any failure nothing of this case is left in ``out_dir``.
+    null) are written.
+    The outputs are checked before the inference (``prepare_output_folder``). On any failure nothing of this case
+    is left in ``out_dir``.
     """
     params = predictor.params if params is None else params
     report = progress or (lambda fraction, message: None)
     if dicom_seg and not Path(files.images["t1ce"]).is_dir():
         raise InputError(files.images["t1ce"], "--dicom-seg needs the T1CE as a DICOM series folder")
+    prepare_output_folder(files, out_dir)
     prepared = prepare_case(files, predictor.raw, predictor.bundle, device=str(predictor.engine.device),
                             progress=lambda f, m: report(0.1 * f, m))
     case = prepared.case
@@ -200,9 +264,16 @@ class BatchSummary:
 
 def shard(items: Sequence, num_parts: int, part_id: int) -> list:
     """The ``part_id``-th of ``num_parts`` interleaved shares of ``items`` (stable for a sorted input)."""
-    if num_parts < 1 or not 0 <= part_id < num_parts:
-        raise ValueError(f"--part-id must be in [0, {num_parts - 1}] for --num-parts {num_parts}, got {part_id}")
+    check_shard(num_parts, part_id)
     return list(items[part_id::num_parts])
+
+
+def check_shard(num_parts: int, part_id: int) -> None:
+    """``ValueError`` (a command-line mistake) unless ``0 <= part_id < num_parts``."""
+    if num_parts < 1:
+        raise ValueError(f"--num-parts must be at least 1, got {num_parts}")
+    if not 0 <= part_id < num_parts:
+        raise ValueError(f"--part-id must be in [0, {num_parts - 1}] for --num-parts {num_parts}, got {part_id}")
 
 
 def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, predictor: Predictor | None = None,
@@ -219,10 +290,27 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
     Finished cases are skipped (resume); one case's failure does not stop the others; every failure is listed in
     the summary. ``progress(index, total, case_id, status)`` is called after each case with status
     ``done``/``skipped``/``failed``.
+
+    Refused up front with ``InputError``, before any inference: an input folder without any case folder, two
+    case folders with the same case id (their outputs would overwrite each other), an unusable output folder or
+    one that is a case folder.
     """
+    check_shard(num_parts, part_id)
     problems: list = []
     found = find_cases(input_dir, problems=problems)
     found += find_dicom_studies(input_dir, {f.case_id for f in found} | {p.name for p, _ in problems}, problems)
+    if not found and not problems:
+        raise InputError(input_dir, "no case folders found (expected sub-folders with '<ID>-t1n', '-t1c', '-t2w', "
+                                    "'-t2f' images, or legacy '<ID>_t1', '_t1ce', '_t2', '_flair')")
+    by_id: dict[str, Path] = {}
+    for f in found:  # case-insensitively: on macOS and Windows the output files would be the same
+        other = by_id.setdefault(f.case_id.casefold(), f.images["t1ce"].parent)
+        if other != f.images["t1ce"].parent:
+            raise InputError(input_dir, f"case id {f.case_id} appears in two case folders ({other} and "
+                                        f"{f.images['t1ce'].parent}); their outputs would overwrite each other")
+    check_output_folder(output_dir)
+    for f in found:
+        check_outputs_spare_inputs(f, output_dir)
     # incomplete case folders are failures of their own case, sharded like the others
     entries = sorted([(f.case_id, f) for f in found] + [(folder.name, exc) for folder, exc in problems],
                      key=lambda entry: entry[0])
@@ -232,7 +320,10 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
     for case_id, files in cases:
         if isinstance(files, Exception):
             summary.failed.append((case_id, str(files)))
-        elif is_finished(case_id, output_dir):
+            continue
+        for p in output_paths(case_id, output_dir).values():
+            remove_stale_temporaries(p)
+        if is_finished(case_id, output_dir):
             summary.skipped.append(case_id)
         else:
             todo.append(files)
@@ -262,5 +353,5 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
     return summary
 
 
-__all__ = ["Predictor", "RawOptions", "QUALITY_PRESETS", "CaseResult", "BatchSummary", "predict_case", "run_batch", "output_paths", "is_finished",
-           "shard"]
+__all__ = ["Predictor", "RawOptions", "QUALITY_PRESETS", "CaseResult", "BatchSummary", "predict_case", "run_batch",
+           "output_paths", "is_finished", "shard", "check_shard", "check_outputs_spare_inputs", "prepare_output_folder"]

@@ -44,10 +44,13 @@ def stats_dict(case_id: str, labels: np.ndarray, geometry: Geometry, *, model: d
 
 
 def write_json(data: dict, path: str | os.PathLike) -> Path:
-    """Write ``data`` as indented JSON, atomically."""
+    """Write ``data`` as indented JSON, atomically; read back and compared before it replaces ``path``."""
     path = Path(path)
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
     with atomic_output(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        Path(tmp).write_text(text, encoding="utf-8")
+        if Path(tmp).read_text(encoding="utf-8") != text:  # read back before it counts
+            raise OSError(f"{path}: the written file differs from what was written; is the disk full?")
     return path
 
 

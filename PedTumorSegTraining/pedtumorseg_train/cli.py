@@ -14,8 +14,6 @@ import os
 import sys
 from pathlib import Path
 
-from pedtumorseg.errors import PedTumorSegError
-
 ENV_DIRS = {"nnUNet_raw": "nnUNet_raw", "nnUNet_preprocessed": "nnUNet_preprocessed",
             "nnUNet_results": "nnUNet_results"}
 
@@ -107,7 +105,10 @@ def _load_postprocessing_json(path):
 
 
 def cmd_export(a) -> int:
+    from pedtumorseg.io import check_output_file, check_output_folder
+
     from .export import export
+    (check_output_folder if a.folder else check_output_file)(a.out)  # before the checkpoints are read
     export(a.dataset_id, [_fold(f) for f in a.folds], a.out, preset=a.preset, checkpoint=a.checkpoint,
            name=a.name, version=a.version, description=a.description,
            postprocessing=_load_postprocessing_json(a.postprocessing), zip=not a.folder, tag=a.tag)
@@ -153,7 +154,12 @@ def fit_normalization(requested: str | None, bundle_path) -> str:
 
 
 def cmd_fit_postprocessing(a) -> int:
+    from pedtumorseg.io import check_output_file
+
     from .fit_postprocessing import fit
+    for path in (a.report, a.out or a.bundle):  # before the fit runs
+        if path is not None and not Path(path).is_dir():
+            check_output_file(path)
     normalization = fit_normalization(a.normalization, a.bundle)
     print(f"fitting the post-processing for ratio normalization {normalization!r}")
     params, report = fit(_raw_dataset_dir(a), a.predictions, normalization=normalization,
@@ -172,6 +178,8 @@ def cmd_fit_postprocessing(a) -> int:
 
 def cmd_evaluate(a) -> int:
     from pedtumorseg.evaluation import evaluate_folder
+    from pedtumorseg.io import check_output_file
+    check_output_file(a.out)  # before any case is evaluated
     try:
         result = evaluate_folder(a.pred, a.gt, a.out, spacing_from=a.spacing_from, workers=a.workers,
                                  scorer=a.scorer)
@@ -181,7 +189,7 @@ def cmd_evaluate(a) -> int:
     for line in result.summary_lines():
         print(line)
     if result.missing:
-        print(f"error: {len(result.missing)} ground-truth case(s) without a prediction: "
+        print(f"{PROG}: error: {a.pred}: {len(result.missing)} ground-truth case(s) without a prediction: "
               f"{', '.join(result.missing[:10])}", file=sys.stderr)
         return 1
     return 0
@@ -298,19 +306,23 @@ def build_parser() -> argparse.ArgumentParser:
 CHECKPOINT_CHOICES = ("final", "best", "latest")
 
 
+PROG = "pedtumorseg-train"
+
+
 def main(argv=None) -> int:
+    """Exit status 1 for bad input, 2 for a bad command line, 130 when interrupted, with one line
+    ``pedtumorseg-train: error: <file>: <problem>`` (``pedtumorseg.errors.run_command``)."""
+    from pedtumorseg.errors import run_command
+
     args = build_parser().parse_args(argv)
-    setup_environment(args.work_dir, args.num_workers, args.threads)
-    if getattr(args, "command", None) == "convert" and args.out is None:
-        args.out = os.environ["nnUNet_raw"]
-    try:
-        return int(args.func(args) or 0)
-    except PedTumorSegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+
+    def run(a) -> int:
+        setup_environment(a.work_dir, a.num_workers, a.threads)
+        if a.command == "convert" and a.out is None:
+            a.out = os.environ["nnUNet_raw"]
+        return a.func(a)
+
+    return run_command(PROG, run, args)
 
 
 if __name__ == "__main__":

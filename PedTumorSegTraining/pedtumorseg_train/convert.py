@@ -5,7 +5,8 @@ grid). Accepted cases become ``imagesTr/<case>_0000..0003.nii.gz`` in the fixed 
 FLAIR and ``labelsTr/<case>.nii.gz`` (labels 1-4 unchanged). A ``.nii.gz`` input that is already on the T1CE
 grid is hard-linked (or copied when linking fails); any other image (another format, or resampled onto the
 T1CE grid by ``load_case``) is written from the validated array on the T1CE grid. Rejected cases are listed with
-their reason on stderr and in ``<dataset>/rejected.txt``.
+their reason on stderr and in ``<dataset>/rejected.txt``. Every image is read in full first (a truncated file is
+rejected, see ``pedtumorseg.io``), and a conversion without any usable case writes nothing.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import SimpleITK as sitk
 
 from pedtumorseg.conventions import CHANNELS, IMAGE_EXTENSIONS, LABEL_NAMES
 from pedtumorseg.errors import InputError
-from pedtumorseg.io import Geometry, find_case, load_case, read_labels, write_image, write_labels
+from pedtumorseg.io import (Geometry, check_output_folder, find_case, load_case, read_labels, write_image,
+                            write_labels)
 
 FILE_ENDING = ".nii.gz"
 #: nnU-Net channel index -> name, in the fixed channel order
@@ -104,40 +107,66 @@ def discover_cases(brats_dir: Path) -> tuple[list, list[tuple[str, str]]]:
 
 def convert(brats_dir: str | os.PathLike, raw_dir: str | os.PathLike, dataset_id: int = 1,
             name: str = "PedTumorSeg", log=print) -> tuple[Path, list[str], list[tuple[str, str]]]:
-    """Convert every case under ``brats_dir``. Returns (dataset folder, accepted ids, [(case, reason)])."""
-    brats_dir = Path(brats_dir)
-    out = Path(raw_dir) / dataset_folder_name(dataset_id, name)
-    images_dir, labels_dir = out / "imagesTr", out / "labelsTr"
-    for d in (images_dir, labels_dir):  # a re-conversion replaces the dataset's cases, never mixes them
-        if d.is_dir():
-            shutil.rmtree(d)
-    images_dir.mkdir(parents=True, exist_ok=True)
-    labels_dir.mkdir(parents=True, exist_ok=True)
-    accepted: list[str] = []
+    """Convert every case under ``brats_dir``. Returns (dataset folder, accepted ids, [(case, reason)]).
+
+    The dataset is built in a hidden folder next to it and published only when at least one case was accepted:
+    its ``imagesTr/`` and ``labelsTr/`` then replace the old ones (a re-conversion never mixes cases; other
+    files of the dataset folder are kept). ``InputError`` when ``brats_dir`` holds no case or no usable case, or
+    ``raw_dir`` cannot be written; nothing is left behind then.
+    """
+    brats_dir, raw_dir = Path(brats_dir), Path(raw_dir)
+    out = raw_dir / dataset_folder_name(dataset_id, name)
+    if not brats_dir.is_dir():
+        raise InputError(brats_dir, "not a folder")
     cases, rejected = discover_cases(brats_dir)
-    seen: set[str] = set()
-    for files in cases:
-        if files.case_id in seen:
-            rejected.append((files.case_id, f"{files.images['t1ce']}: duplicate case id"))
-            continue
-        seen.add(files.case_id)
-        try:
-            for w in convert_case(files, images_dir, labels_dir):
-                log(f"warning: {w}")
-            accepted.append(files.case_id)
-        except InputError as exc:
-            rejected.append((files.case_id, str(exc)))
-    for case_id, reason in rejected:
-        print(f"rejected {case_id}: {reason}", file=sys.stderr)
-    (out / "rejected.txt").write_text("".join(f"{c}\t{r}\n" for c, r in rejected))
-    dataset_json = {
-        "channel_names": CHANNEL_NAMES,
-        "labels": LABELS,
-        "numTraining": len(accepted),
-        "file_ending": FILE_ENDING,
-        "name": name,
-        "description": f"converted by pedtumorseg-train convert from {brats_dir}",
-    }
-    (out / "dataset.json").write_text(json.dumps(dataset_json, indent=2) + "\n")
+    if not cases and not rejected:
+        raise InputError(brats_dir, "no case folders found (expected folders with '<ID>-t1n', '-t1c', '-t2w', "
+                                    "'-t2f' and '-seg' files)")
+    check_output_folder(raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    for stale in raw_dir.glob(f".{out.name}.tmp-*"):  # left by a killed conversion
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=raw_dir))
+    try:
+        images_dir, labels_dir = staging / "imagesTr", staging / "labelsTr"
+        images_dir.mkdir()
+        labels_dir.mkdir()
+        accepted: list[str] = []
+        seen: set[str] = set()
+        for files in cases:
+            if files.case_id in seen:
+                rejected.append((files.case_id, f"{files.images['t1ce']}: duplicate case id"))
+                continue
+            seen.add(files.case_id)
+            try:
+                for w in convert_case(files, images_dir, labels_dir):
+                    log(f"warning: {w}")
+                accepted.append(files.case_id)
+            except InputError as exc:
+                rejected.append((files.case_id, str(exc)))
+        for case_id, reason in rejected:
+            print(f"rejected {case_id}: {reason}", file=sys.stderr)
+        if not accepted:
+            raise InputError(brats_dir, f"no usable case ({len(rejected)} rejected); no dataset written")
+        (staging / "rejected.txt").write_text("".join(f"{c}\t{r}\n" for c, r in rejected))
+        dataset_json = {
+            "channel_names": CHANNEL_NAMES,
+            "labels": LABELS,
+            "numTraining": len(accepted),
+            "file_ending": FILE_ENDING,
+            "name": name,
+            "description": f"converted by pedtumorseg-train convert from {brats_dir}",
+        }
+        (staging / "dataset.json").write_text(json.dumps(dataset_json, indent=2) + "\n")
+        out.mkdir(exist_ok=True)
+        for sub in ("imagesTr", "labelsTr"):
+            if (out / sub).exists():
+                (out / sub).rename(staging / f"old-{sub}")  # removed with the staging folder
+            (staging / sub).rename(out / sub)
+        for fname in ("rejected.txt", "dataset.json"):
+            os.replace(staging / fname, out / fname)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     log(f"{out}: {len(accepted)} cases accepted, {len(rejected)} rejected")
     return out, accepted, rejected
