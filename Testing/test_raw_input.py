@@ -348,8 +348,11 @@ def test_cli_resolves_raw_options_once(monkeypatch, tmp_path):
         raise InputError(None, "stop here")
 
     monkeypatch.setattr(pipeline.Predictor, "load", staticmethod(fake_load))
-    code = cli.main(["predict", "--t1", str(tmp_path), "--t1ce", str(tmp_path), "--t2", str(tmp_path), "--flair",
-                     str(tmp_path), "--out", str(tmp_path / "o"), "--register", "no", "--skull-strip", "yes",
+    series = tmp_path / "series"  # passes the cheap "holds a DICOM file" check; never read (the load stops first)
+    series.mkdir()
+    (series / "1.dcm").write_bytes(b"\0" * 128 + b"DICM")
+    code = cli.main(["predict", "--t1", str(series), "--t1ce", str(series), "--t2", str(series), "--flair",
+                     str(series), "--out", str(tmp_path / "o"), "--register", "no", "--skull-strip", "yes",
                      "--brain-mask", "m.nii.gz", "--set", "min_volume_et=5", "--device", "cpu"])
     assert code == 1
     raw = seen["raw"]

@@ -137,7 +137,7 @@ def _predict_batch(args: argparse.Namespace, run_batch) -> int:
         bar.set_postfix_str(f"{case_id}: {status}")
         bar.update(1)
 
-    summary = run_batch(args.input_dir, args.output_dir, predictor=_load_predictor(args), num_parts=args.num_parts,
+    summary = run_batch(args.input_dir, args.output_dir, predictor=lambda: _load_predictor(args), num_parts=args.num_parts,
                         part_id=args.part_id, write_raw=args.raw, overlay=args.overlay, dicom_seg=args.dicom_seg,
                         progress=on_case)
     if bar is not None:

@@ -325,8 +325,11 @@ def case_from_files(t1, t1ce, t2, flair, case_id: str | None = None, seg=None) -
     name without modality suffix (a series folder: its name)."""
     images = {ch: Path(p) for ch, p in zip(CHANNELS, (t1, t1ce, t2, flair))}
     for ch, p in images.items():
-        if p.is_dir():  # a DICOM series folder: read and checked by dicom_input
-            continue
+        if p.is_dir():
+            if not _holds_dicom(p):
+                raise InputError(p, f"{CHANNEL_LONG_NAMES[ch]} input is a directory, expected an image file or a "
+                                    "DICOM series folder (no DICOM file found in it)")
+            continue  # a DICOM series folder: read and checked by dicom_input
         problem = _describe_path_problem(p)
         if problem == "file not found":
             raise InputError(p, f"{CHANNEL_LONG_NAMES[ch]} image not found")
@@ -371,6 +374,27 @@ MIN_INTENSITY_RANGE = 1e-6
 WARN_ABS_INTENSITY = 1e6
 WARN_INTENSITY_RANGE = 1e-2
 _NIFTI_FLOAT = {16: "f4", 64: "f8"}
+
+
+def _holds_dicom(folder: Path, look_at: int = 64) -> bool:
+    """Whether ``folder`` holds a DICOM file (the ``DICM`` magic after the 128-byte preamble, or a ``.dcm`` name)
+    among the first ``look_at`` files: a cheap check before a model loads; the series itself is read later."""
+    seen = 0
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_file():
+            continue
+        if entry.suffix.lower() == ".dcm":
+            return True
+        try:
+            with open(entry, "rb") as f:
+                if f.read(132)[128:] == b"DICM":
+                    return True
+        except OSError:
+            pass
+        seen += 1
+        if seen >= look_at:
+            break
+    return False
 
 
 def _describe_path_problem(path: Path) -> str | None:

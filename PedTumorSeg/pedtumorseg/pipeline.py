@@ -276,7 +276,8 @@ def check_shard(num_parts: int, part_id: int) -> None:
         raise ValueError(f"--part-id must be in [0, {num_parts - 1}] for --num-parts {num_parts}, got {part_id}")
 
 
-def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, predictor: Predictor | None = None,
+def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
+              predictor: Predictor | Callable[[], Predictor] | None = None,
               model: str | os.PathLike | None = None, device: str = "auto", folds: Sequence[int] | None = None,
               tta: bool = True, step_size: float = 0.5, params: PostprocessParams | None = None,
               num_parts: int = 1, part_id: int = 0, write_raw: bool = False, overlay: bool = False,
@@ -284,7 +285,8 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
               progress: Callable[[int, int, str, str], None] | None = None) -> BatchSummary:
     """Segment every case under ``input_dir`` (each sub-folder holding a BraTS-named case or a DICOM study).
 
-    ``predictor`` is the resolved run (:meth:`Predictor.load`); without one it is loaded from ``model``,
+    ``predictor`` is the resolved run (:meth:`Predictor.load`) or a function that returns it (called only when
+    the up-front checks passed and there is work to do); without one it is loaded from ``model``,
     ``device``, ``folds``, ``tta``, ``step_size`` when there is work to do.
 
     Finished cases are skipped (resume); one case's failure does not stop the others; every failure is listed in
@@ -329,6 +331,8 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
             todo.append(files)
     if todo and predictor is None:
         predictor = Predictor.load(model, device=device, folds=folds, tta=tta, step_size=step_size)
+    elif todo and callable(predictor) and not isinstance(predictor, Predictor):  # a loader: the model loads only after the checks above
+        predictor = predictor()
     total = len(cases)
     index = 0
     for status, case_ids in (("failed", [c for c, _ in summary.failed]), ("skipped", summary.skipped)):
