@@ -87,7 +87,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             raise InputError(None, "give --out DIR for the outputs")
         files = _single_case_files(args)
         predictor = Predictor.load(args.model, device=args.device, folds=args.folds, tta=not args.no_tta,
-                                   step_size=args.step_size)
+                                   step_size=args.step_size, backend=args.backend)
         params = _postprocess_params(args, predictor)
         progress = json_progress or (_text_progress if args.progress == "text" else None)
         result = predict_case(files, args.out, predictor, params=params, write_raw=args.raw,
@@ -102,7 +102,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise
     if json_progress:
         json_progress.emit({"event": "done", "case_id": result.case_id,
-                            "outputs": {k: str(v) for k, v in result.outputs.items()}})
+                            "outputs": {k: str(v) for k, v in result.outputs.items()},
+                            **result.stats["inference"]})
     else:
         for kind, path in result.outputs.items():
             print(f"{kind}: {path}")
@@ -127,10 +128,11 @@ def _predict_batch(args: argparse.Namespace, run_batch, Predictor) -> int:
     params = None
     if args.set:
         predictor = Predictor.load(args.model, device=args.device, folds=args.folds, tta=not args.no_tta,
-                                   step_size=args.step_size)
+                                   step_size=args.step_size, backend=args.backend)
         params = _postprocess_params(args, predictor)
     summary = run_batch(args.input_dir, args.output_dir, predictor=predictor, model=args.model, device=args.device,
-                        folds=args.folds, tta=not args.no_tta, step_size=args.step_size, params=params,
+                        folds=args.folds, tta=not args.no_tta, step_size=args.step_size, backend=args.backend,
+                        params=params,
                         num_parts=args.num_parts,
                         part_id=args.part_id, write_raw=args.raw, overlay=args.overlay, progress=on_case)
     if bar is not None:
@@ -205,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="output folder (batch)")
     p.add_argument("--model", help="model bundle folder or .zip (default: the shipped demo bundle)")
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, cuda:N, mps or cpu")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
+                   help="auto (on a CPU: OpenVINO, then ONNX Runtime when installed, else PyTorch; PyTorch on a "
+                        "GPU), torch, onnxruntime or openvino (CPU only; pip install 'pedtumorseg[cpu-fast]')")
     p.add_argument("--folds", type=int, nargs="+", help="folds to ensemble (default: all in the bundle)")
     p.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation")
     p.add_argument("--step-size", type=float, default=0.5, help="sliding-window step as a fraction of the patch")

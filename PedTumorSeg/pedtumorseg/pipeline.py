@@ -11,6 +11,7 @@ resumes at the first unfinished case. If anything fails, the files already writt
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -51,10 +52,11 @@ class Predictor:
 
     @classmethod
     def load(cls, model: str | os.PathLike | None = None, *, device: str = "auto",
-             folds: Sequence[int] | None = None, tta: bool = True, step_size: float = 0.5) -> "Predictor":
+             folds: Sequence[int] | None = None, tta: bool = True, step_size: float = 0.5,
+             backend: str = "torch") -> "Predictor":
         bundle = load_bundle(model if model is not None else default_bundle_path())
         options = PredictOptions(device=device, folds=None if folds is None else list(folds), tta=tta,
-                                 step_size=step_size)
+                                 step_size=step_size, backend=backend)
         return cls(bundle=bundle, engine=Engine(bundle, options))
 
     def model_info(self) -> dict:
@@ -64,6 +66,7 @@ class Predictor:
             "folds": list(self.engine.folds),
             "tta": bool(self.engine.options.tta),
             "device": str(self.engine.device),
+            "backend": self.engine.backend,
         }
 
 
@@ -84,6 +87,7 @@ def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predic
     """
     params = predictor.bundle.postprocessing if params is None else params
     report = progress or (lambda fraction, message: None)
+    start = time.perf_counter()
     case = load_case(files)
     report(0.0, f"{case.case_id}: loaded")
 
@@ -113,6 +117,9 @@ def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predic
             written.append(paths["overlay"])
         stats = stats_dict(case.case_id, final, case.geometry, model=predictor.model_info(),
                            postprocessing=params.to_dict(), warnings=case.warnings)
+        stats["inference"] = {"backend": predictor.engine.backend, "device": str(predictor.engine.device),
+                              "network_seconds": prediction.info.get("seconds"),
+                              "seconds": round(time.perf_counter() - start, 3)}
         write_json(stats, paths["stats"])  # last: marks the case finished
         written.append(paths["stats"])
     except BaseException:
@@ -149,7 +156,8 @@ def shard(items: Sequence, num_parts: int, part_id: int) -> list:
 
 def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, predictor: Predictor | None = None,
               model: str | os.PathLike | None = None, device: str = "auto", folds: Sequence[int] | None = None,
-              tta: bool = True, step_size: float = 0.5, params: PostprocessParams | None = None,
+              tta: bool = True, step_size: float = 0.5, backend: str = "torch",
+              params: PostprocessParams | None = None,
               num_parts: int = 1, part_id: int = 0, write_raw: bool = False, overlay: bool = False,
               progress: Callable[[int, int, str, str], None] | None = None) -> BatchSummary:
     """Segment every case under ``input_dir`` (each sub-folder holding a BraTS-named case).
@@ -174,7 +182,8 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *, pr
         else:
             todo.append(files)
     if todo and predictor is None:
-        predictor = Predictor.load(model, device=device, folds=folds, tta=tta, step_size=step_size)
+        predictor = Predictor.load(model, device=device, folds=folds, tta=tta, step_size=step_size,
+                                   backend=backend)
     total = len(cases)
     index = 0
     for status, case_ids in (("failed", [c for c, _ in summary.failed]), ("skipped", summary.skipped)):
