@@ -12,19 +12,14 @@ to the non-zero box still runs) and the demo network runs on small patches.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
 pytest.importorskip("nnunetv2")
 
-from bench_engine import (build_bundle, fp32_accumulation, make_manifest, nnunet_predict,  # noqa: E402
-                          phantom_stack, reference_setup, spread_init_)
+from nnunet_harness import (build_bundle, fp32_accumulation, make_manifest, nnunet_predict,  # noqa: E402
+                            phantom_stack, reference_setup, spread_init_)
 
 from pedtumorseg.conventions import CHANNELS, NUM_CLASSES  # noqa: E402
 from pedtumorseg.engine import Engine, PredictOptions  # noqa: E402
