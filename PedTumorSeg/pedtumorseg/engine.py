@@ -213,7 +213,9 @@ class Engine:
         if self.backend != "torch":
             return 1  # the ONNX export has a fixed batch of 1
         if self.device.type == "cuda":
-            budget = 8 * 128 ** 3  # input voxels per batch that fit the paper net comfortably in fp16
+            # input voxels per batch: 2 paper-net tiles of 128^3 in fp16, aiming at <= 4 GB peak (unmeasured;
+            # benchmarks/gpu_check.sh prints the peak)
+            budget = 2 * 128 ** 3
             try:
                 free, _ = torch.cuda.mem_get_info(self.device)
                 budget = min(budget, int(free / (6 * 1024 ** 3) * 4 * 128 ** 3))
@@ -250,15 +252,19 @@ class Engine:
         preprocessed (C, z, y, x) array."""
         report = progress or (lambda fraction, message: None)
         restore_threads = None
+        restore_benchmark = torch.backends.cudnn.benchmark
         if self.device.type == "cpu":
             restore_threads = torch.get_num_threads()
             torch.set_num_threads(_cpu_threads())
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one tile shape for the whole case: pick the fastest kernels
         try:
             with torch.inference_mode():
                 return self._predict_logits(data, report, cancel)
         finally:
             if restore_threads is not None:
                 torch.set_num_threads(restore_threads)
+            torch.backends.cudnn.benchmark = restore_benchmark
 
     def _predict_logits(self, data: np.ndarray, report, cancel) -> np.ndarray:
         dev = self.device
