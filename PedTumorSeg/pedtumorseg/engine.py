@@ -163,7 +163,8 @@ class Engine:
         self.folds = list(folds)
         for f in self.folds:  # validates the folds exist (and reads their weights once)
             bundle.state_dict(f)
-        self._nets: dict = {}  # fold -> resident network (torch) or runner (ONNX backends)
+        self._nets: dict = {}  # fold -> resident PyTorch network
+        self._runners: dict = {}  # fold -> ONNX runner (onnxruntime / openvino backends)
 
     # network ------------------------------------------------------------------------------------------
     def _net_for(self, fold):
@@ -190,12 +191,12 @@ class Engine:
                     out = net(inp)
                 return out[0] if isinstance(out, (list, tuple)) else out
             return run
-        if fold not in self._nets:
+        if fold not in self._runners:
             if report is not None and not backends.onnx_path(self.bundle, fold, self.patch_size).is_file():
                 report(f"fold {fold}: exporting the network for {self.backend} (once per bundle)")
             runner = backends.make_runner(self.backend, self.bundle, fold, self.patch_size, _cpu_threads())
-            self._nets[fold] = lambda inp, runner=runner: backends.run_batch(runner, inp)
-        return self._nets[fold]
+            self._runners[fold] = lambda inp, runner=runner: backends.run_batch(runner, inp)
+        return self._runners[fold]
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
