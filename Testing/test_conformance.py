@@ -12,19 +12,14 @@ to the non-zero box still runs) and the demo network runs on small patches.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
 pytest.importorskip("nnunetv2")
 
-from bench_engine import (build_bundle, fp32_accumulation, make_manifest, nnunet_predict,  # noqa: E402
-                          phantom_stack, reference_setup, spread_init_)
+from nnunet_harness import (build_bundle, fp32_accumulation, make_manifest, nnunet_predict,  # noqa: E402
+                            phantom_stack, reference_setup, spread_init_)
 
 from pedtumorseg.conventions import CHANNELS, NUM_CLASSES  # noqa: E402
 from pedtumorseg.engine import Engine, PredictOptions  # noqa: E402
@@ -59,7 +54,8 @@ def run_both(tmp_path, images, spacing, bundle_spacing, weights, tta=True, stock
     kwargs, state = weights
     manifest = make_manifest(bundle_spacing, (16, 32, 32), kwargs)
     bundle = build_bundle(tmp_path, manifest, state)
-    pred = Engine(bundle, PredictOptions(device="cpu", tta=tta, precision="fp32")).predict(images, spacing)
+    pred = Engine(bundle, PredictOptions(device="cpu", probabilities=True, tta=tta, precision="fp32")).predict(
+        images, spacing)
     predictor = reference_setup(manifest, state, "cpu", tta=tta)
     with fp32_accumulation():
         seg32, probs32 = nnunet_predict(predictor, images, spacing)
@@ -111,7 +107,7 @@ def test_real_case_grid(tmp_path, real_case_dir):
               "blocks_per_stage": [1, 1, 1]}
     net = build_network(NETWORK_CLASS, kwargs, 4, NUM_CLASSES)
     bundle = build_bundle(tmp_path, make_manifest((3.0, 3.0, 3.0), (32, 64, 64), kwargs), net.state_dict())
-    pred = Engine(bundle, PredictOptions(device="cpu", tta=False)).predict(images, spacing)
+    pred = Engine(bundle, PredictOptions(device="cpu", probabilities=True, tta=False)).predict(images, spacing)
     assert pred.labels.shape == (155, 240, 240) and pred.labels.dtype == np.uint8
     assert pred.probabilities.shape == (5, 155, 240, 240) and pred.probabilities.dtype == np.float32
     assert np.isfinite(pred.probabilities).all()

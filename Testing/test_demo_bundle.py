@@ -30,7 +30,7 @@ def test_demo_bundle_segments_an_unseen_phantom():
     bundle = load_bundle(default_bundle_path())
     phantom = make_phantom(31337, "small")  # not among the training (10000+) or held-out (20000+) seeds
     images = np.stack([phantom.images[c] for c in CHANNELS]).astype(np.float32)
-    prediction = Engine(bundle, PredictOptions(device="cpu", tta=False)).predict(images,
+    prediction = Engine(bundle, PredictOptions(device="cpu", probabilities=True, tta=False)).predict(images,
                                                                                 phantom.geometry.spacing_zyx)
     assert prediction.labels.shape == phantom.seg.shape
     assert np.isfinite(prediction.probabilities).all()

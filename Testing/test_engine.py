@@ -125,7 +125,7 @@ def test_device_and_options():
         resolve_device("gpu")
     b = FakeBundle(symmetric_conv_net, {0: symmetric_state()})
     with pytest.raises(ValueError, match="precision"):
-        Engine(b, PredictOptions(device="cpu", precision="fp8"))
+        Engine(b, PredictOptions(device="cpu", probabilities=True, precision="fp8"))
 
 
 # --- preprocessing vs nnU-Net ------------------------------------------------------------------------------
@@ -209,12 +209,12 @@ def test_uncrop_after_resampling_restores_shape():
 def test_tta_with_mirror_equivariant_net():
     img = images_with_box()
     sym = FakeBundle(symmetric_conv_net, {0: symmetric_state()})
-    a = Engine(sym, PredictOptions(device="cpu", tta=False)).predict(img, (1, 1, 1))
-    b = Engine(sym, PredictOptions(device="cpu", tta=True)).predict(img, (1, 1, 1))
+    a = Engine(sym, PredictOptions(device="cpu", probabilities=True, tta=False)).predict(img, (1, 1, 1))
+    b = Engine(sym, PredictOptions(device="cpu", probabilities=True, tta=True)).predict(img, (1, 1, 1))
     np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
     asym = FakeBundle(symmetric_conv_net, {0: random_conv_state()})
-    c = Engine(asym, PredictOptions(device="cpu", tta=False)).predict(img, (1, 1, 1))
-    d = Engine(asym, PredictOptions(device="cpu", tta=True)).predict(img, (1, 1, 1))
+    c = Engine(asym, PredictOptions(device="cpu", probabilities=True, tta=False)).predict(img, (1, 1, 1))
+    d = Engine(asym, PredictOptions(device="cpu", probabilities=True, tta=True)).predict(img, (1, 1, 1))
     assert np.abs(c.probabilities - d.probabilities).max() > 1e-3  # the check above can fail
 
 
@@ -222,7 +222,7 @@ def test_tta_runs_every_flip_combination():
     img = images_with_box()
     Counting.calls = 0
     b = FakeBundle(lambda: Counting(symmetric_conv_net()), {0: {"inner." + k: v for k, v in symmetric_state().items()}})
-    eng = Engine(b, PredictOptions(device="cpu", tta=True, batch_size=1))
+    eng = Engine(b, PredictOptions(device="cpu", probabilities=True, tta=True, batch_size=1))
     eng.predict(img, (1, 1, 1))
     steps = compute_steps((14, 18, 11), (8, 8, 8), 0.5)
     assert Counting.calls == 8 * np.prod([len(s) for s in steps])
@@ -241,7 +241,7 @@ def test_fold_logits_averaged():
     img = images_with_box()
     b0, b1 = [4.0, 0.0, 1.0, 0.0, -2.0], [0.0, 6.0, 1.0, 0.0, 2.0]
     b = FakeBundle(constant_net, {0: constant_state(b0), 1: constant_state(b1)})
-    eng = Engine(b, PredictOptions(device="cpu", tta=True))
+    eng = Engine(b, PredictOptions(device="cpu", probabilities=True, tta=True))
     pre = preprocess(img, (1, 1, 1), (1, 1, 1), (True,) * 4)
     logits = eng.predict_logits(pre.data)
     expected = (np.array(b0) + np.array(b1)) / 2
@@ -250,20 +250,20 @@ def test_fold_logits_averaged():
     p = torch.softmax(torch.tensor(expected), 0).numpy()  # softmax of averaged logits, not averaged softmax
     np.testing.assert_allclose(pred.probabilities[(slice(None), *pre.bbox)][:, 0, 0, 0], p, atol=1e-6)
     assert (pred.labels[pre.bbox] == 1).all()
-    one = Engine(b, PredictOptions(device="cpu", folds=[1])).predict_logits(pre.data)
+    one = Engine(b, PredictOptions(device="cpu", probabilities=True, folds=[1])).predict_logits(pre.data)
     np.testing.assert_allclose(one[:, 0, 0, 0], b1, atol=1e-5)
 
 
 def test_batch_size_independence_and_padding():
     img = images_with_box()
     b = FakeBundle(symmetric_conv_net, {0: random_conv_state(4)}, patch=(8, 16, 16))
-    res = [Engine(b, PredictOptions(device="cpu", tta=True, batch_size=bs)).predict(img, (1, 1, 1))
+    res = [Engine(b, PredictOptions(device="cpu", probabilities=True, tta=True, batch_size=bs)).predict(img, (1, 1, 1))
            for bs in (1, 3, 64)]
     for r in res[1:]:
         np.testing.assert_allclose(r.probabilities, res[0].probabilities, atol=1e-5)
         assert (r.labels == res[0].labels).mean() > 0.9999
     small = FakeBundle(symmetric_conv_net, {0: random_conv_state(4)}, patch=(32, 32, 32))  # image < patch: padded
-    r = Engine(small, PredictOptions(device="cpu", tta=False)).predict(img, (1, 1, 1))
+    r = Engine(small, PredictOptions(device="cpu", probabilities=True, tta=False)).predict(img, (1, 1, 1))
     assert r.labels.shape == img.shape[1:] and np.isfinite(r.probabilities).all()
 
 
@@ -271,7 +271,7 @@ def test_cancel_within_one_batch():
     img = images_with_box()
     Counting.calls = 0
     b = FakeBundle(lambda: Counting(symmetric_conv_net()), {0: {"inner." + k: v for k, v in symmetric_state().items()}})
-    eng = Engine(b, PredictOptions(device="cpu", tta=True, batch_size=4))
+    eng = Engine(b, PredictOptions(device="cpu", probabilities=True, tta=True, batch_size=4))
     with pytest.raises(Cancelled):
         eng.predict(img, (1, 1, 1), cancel=lambda: Counting.calls >= 3)
     assert Counting.calls == 3
@@ -281,7 +281,7 @@ def test_progress_monotonic_to_one():
     img = images_with_box()
     seen = []
     b = FakeBundle(symmetric_conv_net, {0: symmetric_state(), 1: random_conv_state()})
-    Engine(b, PredictOptions(device="cpu", tta=True, batch_size=5)).predict(
+    Engine(b, PredictOptions(device="cpu", probabilities=True, tta=True, batch_size=5)).predict(
         img, (1, 1, 1), progress=lambda f, m: seen.append((f, m)))
     fractions = [f for f, _ in seen]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
@@ -292,7 +292,7 @@ def test_progress_monotonic_to_one():
 def test_all_zero_input_gives_background():
     img = np.zeros((4, 10, 12, 9), dtype=np.float32)
     b = FakeBundle(constant_net, {0: constant_state([3.0, 0.0, 0.0, 0.0, 0.0])})
-    r = Engine(b, PredictOptions(device="cpu", tta=False)).predict(img, (1, 1, 1))
+    r = Engine(b, PredictOptions(device="cpu", probabilities=True, tta=False)).predict(img, (1, 1, 1))
     assert np.isfinite(r.probabilities).all() and (r.labels == 0).all()
 
 

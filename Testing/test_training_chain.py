@@ -140,7 +140,8 @@ def test_export_and_engine_prediction(chain, tmp_path, monkeypatch):
     # a new phantom (not in training)
     case_dir = write_phantoms(tmp_path / "new", 1, size="small", seed=9000)[0]
     case = load_case(find_case(case_dir))
-    pred = Engine(bundle, PredictOptions(device="cpu", tta=False)).predict(case.images, case.geometry.spacing_zyx)
+    pred = Engine(bundle, PredictOptions(device="cpu", probabilities=True, tta=False)).predict(
+        case.images, case.geometry.spacing_zyx)
     assert pred.labels.shape == case.images.shape[1:] and pred.labels.dtype == np.uint8
     assert set(np.unique(pred.labels)) <= {0, 1, 2, 3, 4}
     assert np.isfinite(pred.probabilities).all()

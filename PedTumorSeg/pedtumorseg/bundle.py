@@ -257,6 +257,12 @@ class Bundle:
             raise BundleError(self.path, f"cannot build network {self.network_class}: {e}") from e
         return net.eval()
 
+    @property
+    def sha256(self) -> str:
+        """Content key of the bundle: the sha256 of its manifest, which holds the sha256 of every file (the same
+        for a folder and its zip). Derived files (ONNX exports) are cached under it."""
+        return sha256_file(self.root / MANIFEST)
+
     def weights_file(self, fold) -> Path:
         key = _fold_key(fold)
         if key not in self.manifest["weights"] or key not in [_fold_key(f) for f in self.manifest["folds"]]:

@@ -66,7 +66,7 @@ def _load_predictor(args: argparse.Namespace):
 
     raw = RawOptions(register=args.register, skull_strip=args.skull_strip, brain_mask=args.brain_mask)
     return Predictor.load(args.model, device=args.device, folds=args.folds, tta=not args.no_tta,
-                          step_size=args.step_size, overrides=args.set, raw=raw)
+                          step_size=args.step_size, overrides=args.set, raw=raw, backend=args.backend)
 
 
 def _single_case_files(args: argparse.Namespace):
@@ -116,7 +116,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise
     if json_progress:
         json_progress.emit({"event": "done", "case_id": result.case_id,
-                            "outputs": {k: str(v) for k, v in result.outputs.items()}})
+                            "outputs": {k: str(v) for k, v in result.outputs.items()},
+                            **result.stats["inference"]})
     else:
         for kind, path in result.outputs.items():
             print(f"{kind}: {path}")
@@ -260,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="output folder (batch)")
     p.add_argument("--model", help="model bundle folder or .zip (default: the shipped demo bundle)")
     p.add_argument("--device", default="auto", help="auto (cuda, mps, cpu), cuda, cuda:N, mps or cpu")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime", "openvino"), default="auto",
+                   help="auto (on a CPU: OpenVINO, then ONNX Runtime when installed, else PyTorch; PyTorch on a "
+                        "GPU), torch, onnxruntime or openvino (CPU only; pip install 'pedtumorseg[cpu-fast]')")
     p.add_argument("--folds", type=int, nargs="+", help="folds to ensemble (default: all in the bundle)")
     p.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation")
     p.add_argument("--step-size", type=float, default=0.5, help="sliding-window step as a fraction of the patch")

@@ -3,8 +3,13 @@ mirroring TTA and fold ensembling, and the exact inverse mapping onto the input 
 
 Differences from nnU-Net's ``nnUNetPredictor`` (on purpose): tiles *and* mirrored copies go through the network in
 batches; the accumulators (logit sum and Gaussian weight sum) are float32 on the device (nnU-Net 2.8 keeps them
-in float16); everything for one case stays on the device until the final logits are copied back once. The
-predictions agree with nnU-Net's to float rounding (see Testing/test_conformance.py).
+in float16); everything for one case stays on the device until the final logits are copied back once; the mirrored
+outputs of a tile are summed in one reused tile buffer and weighted and added into the case accumulator once per
+tile and fold. The predictions agree with nnU-Net's to float rounding (see Testing/test_conformance.py).
+
+Backends (``PredictOptions.backend``, see ``backends``): ``torch`` runs the bundle's PyTorch network on any
+device; ``onnxruntime`` / ``openvino`` run its ONNX export on the CPU; ``auto`` picks the fastest installed one
+for the device. Every fold's network stays resident (on CUDA: on the GPU, optionally ``torch.compile``d).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -20,6 +26,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
+from . import backends
 from .conventions import CHANNELS, NUM_CLASSES
 from .errors import BundleError, Cancelled, PredictionError
 from .preprocessing import logits_to_input_grid, preprocess
@@ -33,13 +40,16 @@ class PredictOptions:
     step_size: float = 0.5  # sliding-window step as a fraction of the patch
     batch_size: int | None = None  # network batch (tiles x mirrors); None: from patch size and device
     precision: str = "auto"  # "auto" (fp16 autocast on CUDA, fp32 elsewhere), "fp32", "fp16", "bf16"
+    backend: str = "torch"  # "auto", "torch", "onnxruntime", "openvino" (see pedtumorseg.backends)
+    probabilities: bool = False  # also return the full-grid probability map (5 x float32 per voxel)
+    compile: bool = False  # torch.compile the networks (CUDA, torch backend)
 
 
 @dataclass
 class Prediction:
-    probabilities: np.ndarray  # (5, z, y, x) float32 on the input grid
+    probabilities: np.ndarray | None  # (5, z, y, x) float32 on the input grid; None unless requested
     labels: np.ndarray  # (z, y, x) uint8
-    info: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # network_shape, bbox, backend, device, seconds
 
 
 # --- sliding-window geometry ----------------------------------------------------------------------------
@@ -145,31 +155,66 @@ class Engine:
         self.bundle = bundle
         self.options = options or PredictOptions()
         self.device = resolve_device(self.options.device)
+        self.backend = backends.resolve_backend(self.options.backend, self.device)
         self.autocast_dtype = _autocast_dtype(self.device, self.options.precision)
         folds = self.options.folds if self.options.folds is not None else bundle.folds
         if not folds:
             raise ValueError("no folds selected")
         self.folds = list(folds)
-        # validates the folds exist; kept on the device so that swapping folds is a device-local copy
-        self._states = {f: {k: v.to(self.device) for k, v in bundle.state_dict(f).items()} for f in self.folds}
-        self._network = None
-        self._loaded_fold = None
-        for fold in reversed(self.folds):  # weights that do not fit the manifest's network: refused before any case
-            self._net_for(fold)
+        for f in self.folds:  # validates the folds exist (and reads their weights once)
+            bundle.state_dict(f)
+        self._nets: dict = {}  # fold -> resident PyTorch network
+        self._runners: dict = {}  # fold -> ONNX runner (onnxruntime / openvino backends)
+        self._check_weights()  # weights that do not fit the manifest's network: refused before any case
 
     # network ------------------------------------------------------------------------------------------
+    def _load_weights(self, net, fold) -> None:
+        try:
+            net.load_state_dict(self.bundle.state_dict(fold))
+        except RuntimeError as e:  # torch lists every mismatching tensor; the first one says enough
+            detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+            raise BundleError(self.bundle.weights_file(fold), "weights do not fit the network described in "
+                              f"manifest.json ({detail[:200]})") from None
+
+    def _check_weights(self) -> None:
+        if self.backend == "torch":
+            for fold in self.folds:
+                self._net_for(fold)
+            return
+        net = self.bundle.build_network()  # the ONNX backends export from it: check once on the host
+        for fold in self.folds:
+            self._load_weights(net, fold)
+
     def _net_for(self, fold):
-        if self._network is None:
-            self._network = self.bundle.build_network().to(self.device).eval()
-        if self._loaded_fold != fold:
-            try:
-                self._network.load_state_dict(self._states[fold])
-            except RuntimeError as e:  # torch lists every mismatching tensor; the first one says enough
-                detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
-                raise BundleError(self.bundle.weights_file(fold), "weights do not fit the network described in "
-                                  f"manifest.json ({detail[:200]})") from None
-            self._loaded_fold = fold
-        return self._network
+        """The fold's PyTorch network on the device (built once, kept)."""
+        if fold not in self._nets:
+            net = self.bundle.build_network()
+            self._load_weights(net, fold)
+            net = net.to(self.device).eval()
+            if self.options.compile and self.device.type == "cuda":
+                net = torch.compile(net, dynamic=False)
+            self._nets[fold] = net
+        return self._nets[fold]
+
+    def _runner_for(self, fold, report=None):
+        """A callable (B, C, *patch) tensor -> logits tensor for the fold, on the engine's backend."""
+        if self.backend == "torch":
+            net = self._net_for(fold)
+
+            def run(inp):
+                if self.autocast_dtype is not None:
+                    with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                        out = net(inp)
+                else:
+                    out = net(inp)
+                return out[0] if isinstance(out, (list, tuple)) else out
+            return run
+        if fold not in self._runners:
+            if report is not None and not backends.onnx_path(self.bundle, fold, self.patch_size).is_file():
+                report(f"fold {fold}: exporting the network for {self.backend} (once per bundle)")
+            runner = backends.make_runner(self.backend, self.bundle, fold, self.patch_size, _cpu_threads())
+            self._runners[fold] = lambda inp, runner=runner: backends.run_batch(runner, inp)
+        return self._runners[fold]
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
@@ -184,8 +229,12 @@ class Engine:
                 raise ValueError("batch_size must be >= 1")
             return int(self.options.batch_size)
         voxels = math.prod(self.patch_size)
+        if self.backend != "torch":
+            return 1  # the ONNX export has a fixed batch of 1
         if self.device.type == "cuda":
-            budget = 8 * 128 ** 3  # input voxels per batch that fit the paper net comfortably in fp16
+            # input voxels per batch: 2 paper-net tiles of 128^3 in fp16, aiming at <= 4 GB peak (unmeasured;
+            # benchmarks/gpu_check.sh prints the peak)
+            budget = 2 * 128 ** 3
             try:
                 free, _ = torch.cuda.mem_get_info(self.device)
                 budget = min(budget, int(free / (6 * 1024 ** 3) * 4 * 128 ** 3))
@@ -198,43 +247,56 @@ class Engine:
 
     # prediction ---------------------------------------------------------------------------------------
     def predict(self, images: np.ndarray, spacing_zyx, progress: Callable[[float, str], None] | None = None,
-                cancel: Callable[[], bool] | None = None) -> Prediction:
+                cancel: Callable[[], bool] | None = None, probabilities: bool | None = None) -> Prediction:
+        """``probabilities`` (default ``options.probabilities``): also return the full-grid probability map."""
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[0] != len(CHANNELS):
             raise ValueError(f"images must be ({len(CHANNELS)}, z, y, x), got shape {images.shape}")
         report = progress or (lambda fraction, message: None)
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
+        start = time.perf_counter()
         report(0.0, "preprocessing")
         pre = preprocess(images, tuple(float(s) for s in spacing_zyx), self.bundle.spacing_zyx,
                          self.bundle.use_mask_for_norm)
         logits = self.predict_logits(pre.data, progress=lambda f, m: report(0.02 + 0.93 * f, m), cancel=cancel)
         report(0.96, "resampling to the input grid")
-        probs, labels = logits_to_input_grid(logits, pre)
+        full = self.options.probabilities if probabilities is None else probabilities
+        probs, labels = logits_to_input_grid(logits, pre, full_probabilities=full)
         report(1.0, "done")
-        return Prediction(probs, labels, {"network_shape": tuple(pre.data.shape[1:]), "bbox": pre.bbox})
+        return Prediction(probs, labels, {"network_shape": tuple(pre.data.shape[1:]), "bbox": pre.bbox,
+                                          "backend": self.backend, "device": str(self.device),
+                                          "seconds": round(time.perf_counter() - start, 3)})
 
     def predict_logits(self, data: np.ndarray, progress=None, cancel=None) -> np.ndarray:
         """Fold-averaged, mirror-averaged, Gaussian-weighted sliding-window logits (C, z, y, x) float32 for a
         preprocessed (C, z, y, x) array."""
         report = progress or (lambda fraction, message: None)
         restore_threads = None
+        restore_benchmark = torch.backends.cudnn.benchmark
         if self.device.type == "cpu":
             restore_threads = torch.get_num_threads()
             torch.set_num_threads(_cpu_threads())
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one tile shape for the whole case: pick the fastest kernels
         try:
             with torch.inference_mode():
                 return self._predict_logits(data, report, cancel)
         finally:
             if restore_threads is not None:
                 torch.set_num_threads(restore_threads)
+            torch.backends.cudnn.benchmark = restore_benchmark
 
     def _predict_logits(self, data: np.ndarray, report, cancel) -> np.ndarray:
         dev = self.device
         patch = self.patch_size
         shape = tuple(data.shape[1:])
         pads = pad_amounts(shape, patch)
-        x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).to(dev)
+        x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        if dev.type == "cuda":
+            x = x.pin_memory().to(dev, non_blocking=True)
+        else:
+            x = x.to(dev)
         if any(p != (0, 0) for p in pads):
             flat = [v for p in reversed(pads) for v in p]  # F.pad order: last axis first
             x = torch.nn.functional.pad(x, flat, mode="constant", value=0.0)
@@ -242,7 +304,7 @@ class Engine:
         steps = compute_steps(padded, patch, self.options.step_size)
         tiles = [tuple(slice(s, s + t) for s, t in zip(start, patch)) for start in itertools.product(*steps)]
         mirrors = self.mirror_sets()
-        work = [(tile, m) for tile in tiles for m in mirrors]
+        work = [(ti, m) for ti in range(len(tiles)) for m in mirrors]  # tile-major: a tile's mirrors adjacent
         bs = max(1, min(self.auto_batch_size(), len(work)))
         batches = [work[i:i + bs] for i in range(0, len(work), bs)]
         total = len(batches) * len(self.folds)
@@ -254,28 +316,34 @@ class Engine:
         logits_sum = torch.zeros((NUM_CLASSES, *padded), dtype=torch.float32, device=dev)
         fold_logits = torch.empty_like(logits_sum) if len(self.folds) > 1 else logits_sum
         scale = gauss / len(mirrors)
+        tile_sum = torch.empty((NUM_CLASSES, *patch), dtype=torch.float32, device=dev)  # reused per tile
+        inp = None
         done = 0
         for fi, fold in enumerate(self.folds):
-            net = self._net_for(fold)
+            run = self._runner_for(fold, report=lambda m: report(done / total, m))
             acc = logits_sum if fi == 0 else fold_logits
             if fi > 0:
                 acc.zero_()
+            seen = 0  # mirrors of the current tile summed into tile_sum
             for batch in batches:
                 if cancel is not None and cancel():
                     raise Cancelled("cancelled")
-                inp = torch.stack([torch.flip(x[(slice(None), *tile)], [a + 1 for a in m]) if m
-                                   else x[(slice(None), *tile)] for tile, m in batch])
-                if self.autocast_dtype is not None:
-                    with torch.autocast(dev.type, dtype=self.autocast_dtype):
-                        out = net(inp)
-                else:
-                    out = net(inp)
-                if isinstance(out, (list, tuple)):
-                    out = out[0]
-                out = out.float()
-                for i, (tile, m) in enumerate(batch):
+                if inp is None or inp.shape[0] != len(batch):
+                    inp = torch.empty((len(batch), x.shape[0], *patch), dtype=x.dtype, device=dev)
+                for i, (ti, m) in enumerate(batch):
+                    src = x[(slice(None), *tiles[ti])]
+                    inp[i] = torch.flip(src, [a + 1 for a in m]) if m else src
+                out = run(inp).float()
+                for i, (ti, m) in enumerate(batch):
                     o = torch.flip(out[i], [a + 1 for a in m]) if m else out[i]
-                    acc[(slice(None), *tile)] += o * scale
+                    if seen == 0:
+                        tile_sum.copy_(o)
+                    else:
+                        tile_sum += o
+                    seen += 1
+                    if seen == len(mirrors):
+                        acc[(slice(None), *tiles[ti])] += tile_sum * scale
+                        seen = 0
                 done += 1
                 report(done / total, f"fold {fold}: batch {done - fi * len(batches)}/{len(batches)}")
             if fi > 0:

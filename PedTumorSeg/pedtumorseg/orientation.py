@@ -64,7 +64,9 @@ def predict_in_orientation(engine, images: np.ndarray, geometry: Geometry, code:
         return engine.predict(images, geometry.spacing_zyx, progress=progress, cancel=cancel)
     oriented, oriented_geometry = reorient_stack(images, geometry, code)
     prediction = engine.predict(oriented, oriented_geometry.spacing_zyx, progress=progress, cancel=cancel)
-    probabilities, _ = reorient_stack(prediction.probabilities, oriented_geometry, current)
+    probabilities = None  # the full-grid map only where the engine was asked for it
+    if prediction.probabilities is not None:
+        probabilities, _ = reorient_stack(prediction.probabilities, oriented_geometry, current)
     labels, _ = reorient_array(prediction.labels, oriented_geometry, current)
     prediction.probabilities, prediction.labels = probabilities, labels
     prediction.info["reoriented"] = {"from": current, "to": code.upper()}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -134,11 +135,12 @@ class Predictor:
     def load(cls, model: str | os.PathLike | None = None, *, device: str = "auto",
              folds: Sequence[int] | None = None, tta: bool = True, step_size: float = 0.5,
              quality: str | None = None, overrides: Sequence[str] | None = None,
-             raw: RawOptions | None = None) -> "Predictor":
+             raw: RawOptions | None = None, backend: str = "torch") -> "Predictor":
         """Load the bundle once and resolve everything a run needs.
 
         ``quality`` (``fast``: the bundle's first fold without TTA; ``full``: all folds with TTA) replaces
         ``folds``/``tta`` when given. ``overrides`` are ``KEY=VALUE`` post-processing settings (``--set``).
+        ``backend``: ``torch``, ``onnxruntime``, ``openvino`` or ``auto`` (the fastest installed on a CPU).
         """
         bundle = load_bundle(model if model is not None else default_bundle_path())
         if quality is not None:
@@ -146,7 +148,7 @@ class Predictor:
                 raise ValueError(f"quality must be one of {', '.join(QUALITY_PRESETS)}, got {quality!r}")
             folds, tta = ([bundle.folds[0]], False) if quality == "fast" else (None, True)
         options = PredictOptions(device=device, folds=None if folds is None else list(folds), tta=tta,
-                                 step_size=step_size)
+                                 step_size=step_size, backend=backend)
         params = bundle.postprocessing
         if overrides:
             params = params.with_overrides(list(overrides))
@@ -160,6 +162,7 @@ class Predictor:
             "folds": list(self.engine.folds),
             "tta": bool(self.engine.options.tta),
             "device": str(self.engine.device),
+            "backend": self.engine.backend,
         }
 
     def describe(self) -> str:
@@ -191,6 +194,7 @@ def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predic
     """
     params = predictor.params if params is None else params
     report = progress or (lambda fraction, message: None)
+    start = time.perf_counter()
     if dicom_seg and not Path(files.images["t1ce"]).is_dir():
         raise InputError(files.images["t1ce"], "--dicom-seg needs the T1CE as a DICOM series folder")
     prepare_output_folder(files, out_dir)
@@ -235,6 +239,9 @@ def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predic
         stats = stats_dict(case.case_id, final, case.geometry, model=predictor.model_info(),
                            postprocessing=None if raw_only else params.to_dict(), warnings=case.warnings)
         stats["input"] = prepared.info
+        stats["inference"] = {"backend": predictor.engine.backend, "device": str(predictor.engine.device),
+                              "network_seconds": prediction.info.get("seconds"),
+                              "seconds": round(time.perf_counter() - start, 3)}
         write_json(stats, paths["stats"])  # last: marks the case finished
         written.append(paths["stats"])
     except BaseException:
@@ -279,7 +286,8 @@ def check_shard(num_parts: int, part_id: int) -> None:
 def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
               predictor: Predictor | Callable[[], Predictor] | None = None,
               model: str | os.PathLike | None = None, device: str = "auto", folds: Sequence[int] | None = None,
-              tta: bool = True, step_size: float = 0.5, params: PostprocessParams | None = None,
+              tta: bool = True, step_size: float = 0.5, backend: str = "torch",
+              params: PostprocessParams | None = None,
               num_parts: int = 1, part_id: int = 0, write_raw: bool = False, overlay: bool = False,
               dicom_seg: bool = False,
               progress: Callable[[int, int, str, str], None] | None = None) -> BatchSummary:
@@ -330,7 +338,8 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike, *,
         else:
             todo.append(files)
     if todo and predictor is None:
-        predictor = Predictor.load(model, device=device, folds=folds, tta=tta, step_size=step_size)
+        predictor = Predictor.load(model, device=device, folds=folds, tta=tta, step_size=step_size,
+                                   backend=backend)
     elif todo and callable(predictor) and not isinstance(predictor, Predictor):  # a loader: the model loads only after the checks above
         predictor = predictor()
     total = len(cases)

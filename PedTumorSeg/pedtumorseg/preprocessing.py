@@ -135,17 +135,23 @@ def preprocess(images: np.ndarray, spacing_zyx, target_spacing, use_mask_for_nor
                         tuple(float(s) for s in spacing_zyx), tuple(float(s) for s in target_spacing))
 
 
-def logits_to_input_grid(logits: np.ndarray, pre: Preprocessed) -> tuple[np.ndarray, np.ndarray]:
-    """(C, z', y', x') logits on the network grid -> probabilities (C, *input_shape) float32 and labels uint8."""
+def logits_to_input_grid(logits: np.ndarray, pre: Preprocessed, full_probabilities: bool = True
+                         ) -> tuple[np.ndarray | None, np.ndarray]:
+    """(C, z', y', x') logits on the network grid -> probabilities (C, *input_shape) float32 (None unless
+    ``full_probabilities``) and labels uint8 (argmax of the probabilities, as nnU-Net)."""
     import torch
 
     logits = resample(logits, pre.cropped_shape, pre.target_spacing, pre.input_spacing, order=1)
     t = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
+    del logits
     probs_c = torch.softmax(t, 0).numpy()
+    del t
     labels_c = probs_c.argmax(0).astype(np.uint8)
-    probs = np.zeros((logits.shape[0], *pre.input_shape), dtype=np.float32)
-    probs[0] = 1.0
-    probs[(slice(None), *pre.bbox)] = probs_c
     labels = np.zeros(pre.input_shape, dtype=np.uint8)
     labels[pre.bbox] = labels_c
+    if not full_probabilities:
+        return None, labels
+    probs = np.zeros((probs_c.shape[0], *pre.input_shape), dtype=np.float32)
+    probs[0] = 1.0
+    probs[(slice(None), *pre.bbox)] = probs_c
     return probs, labels

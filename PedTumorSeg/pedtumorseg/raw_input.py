@@ -164,7 +164,7 @@ class PreparedCase:
             return predict_in_orientation(engine, self.case.images, self.case.geometry, orientation,
                                           progress=progress, cancel=cancel)
         prediction = engine.predict(self.network_images, self.network_geometry.spacing_zyx, progress=progress,
-                                    cancel=cancel)
+                                    cancel=cancel, probabilities=True)  # resampled back, not the labels
         probabilities = probabilities_to_grid(prediction.probabilities, self.network_geometry, self.case.geometry)
         labels = probabilities.argmax(0).astype(np.uint8)
         if self.brain_mask is not None:
