@@ -236,10 +236,12 @@ class Bundle:
 
     def build_network(self):
         """A fresh network of the bundle's class (allow-listed), without deep supervision, in eval mode."""
-        from .model.presets import build_network
+        from .model.presets import MissingPackageError, build_network
         try:
             net = build_network(self.network_class, self.network_kwargs, len(CHANNELS), NUM_CLASSES,
                                 deep_supervision=False)
+        except MissingPackageError as e:
+            raise BundleError(self.path, str(e)) from e
         except (TypeError, ValueError) as e:
             raise BundleError(self.path, f"cannot build network {self.network_class}: {e}") from e
         return net.eval()

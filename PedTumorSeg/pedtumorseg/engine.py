@@ -5,6 +5,10 @@ Differences from nnU-Net's ``nnUNetPredictor`` (on purpose): tiles *and* mirrore
 batches; the accumulators (logit sum and Gaussian weight sum) are float32 on the device (nnU-Net 2.8 keeps them
 in float16); everything for one case stays on the device until the final logits are copied back once. The
 predictions agree with nnU-Net's to float rounding (see Testing/test_conformance.py).
+
+A 2D bundle (a slice-wise network class, ``pedtumorseg.model.presets.spatial_dims`` = 2; its patch size is
+``[1, y, x]``) is predicted slice by slice as nnU-Net's 2d configuration: every axial slice once, a 2D Gaussian
+sliding window within it.
 """
 
 from __future__ import annotations
@@ -46,7 +50,8 @@ class Prediction:
 
 def compute_steps(image_size, tile_size, step_size: float) -> list[list[int]]:
     """Tile start positions per axis: the fewest steps of at most ``step_size * tile`` voxels, spread evenly
-    from 0 to ``image - tile`` (nnU-Net's rule). Requires image >= tile on every axis."""
+    from 0 to ``image - tile`` (nnU-Net's rule); an axis with a tile of 1 (the slice axis of a 2D network) gets
+    every position once, as nnU-Net's slice loop. Requires image >= tile on every axis."""
     if not 0 < step_size <= 1:
         raise ValueError(f"step_size must be in (0, 1], got {step_size}")
     steps = []
@@ -54,7 +59,9 @@ def compute_steps(image_size, tile_size, step_size: float) -> list[list[int]]:
         if n < t:
             raise ValueError(f"image size {tuple(image_size)} is smaller than the tile {tuple(tile_size)}")
         count = int(np.ceil((n - t) / (t * step_size))) + 1
-        if count == 1:
+        if t == 1:
+            steps.append(list(range(n)))
+        elif count == 1:
             steps.append([0])
         else:
             width = (n - t) / (count - 1)
@@ -154,6 +161,11 @@ class Engine:
         self._states = {f: {k: v.to(self.device) for k, v in bundle.state_dict(f).items()} for f in self.folds}
         self._network = None
         self._loaded_fold = None
+        from .model.presets import spatial_dims
+        self.spatial_dims = spatial_dims(bundle.network_class, bundle.network_kwargs)
+        if self.spatial_dims == 2 and bundle.patch_size[0] != 1:
+            raise PredictionError(f"2D bundle {bundle.path} has patch size {list(bundle.patch_size)}; expected "
+                                  "[1, y, x]")
 
     # network ------------------------------------------------------------------------------------------
     def _net_for(self, fold):
@@ -199,8 +211,10 @@ class Engine:
         if cancel is not None and cancel():
             raise Cancelled("cancelled")
         report(0.0, "preprocessing")
-        pre = preprocess(images, tuple(float(s) for s in spacing_zyx), self.bundle.spacing_zyx,
-                         self.bundle.use_mask_for_norm)
+        target = self.bundle.spacing_zyx
+        if self.spatial_dims == 2:  # nnU-Net's 2d configuration keeps each case's slice spacing
+            target = (float(spacing_zyx[0]), *target[1:])
+        pre = preprocess(images, tuple(float(s) for s in spacing_zyx), target, self.bundle.use_mask_for_norm)
         logits = self.predict_logits(pre.data, progress=lambda f, m: report(0.02 + 0.93 * f, m), cancel=cancel)
         report(0.96, "resampling to the input grid")
         probs, labels = logits_to_input_grid(logits, pre)
@@ -258,6 +272,8 @@ class Engine:
                     raise Cancelled("cancelled")
                 inp = torch.stack([torch.flip(x[(slice(None), *tile)], [a + 1 for a in m]) if m
                                    else x[(slice(None), *tile)] for tile, m in batch])
+                if self.spatial_dims == 2:
+                    inp = inp[:, :, 0]  # (B, C, 1, y, x) -> (B, C, y, x)
                 if self.autocast_dtype is not None:
                     with torch.autocast(dev.type, dtype=self.autocast_dtype):
                         out = net(inp)
@@ -266,6 +282,8 @@ class Engine:
                 if isinstance(out, (list, tuple)):
                     out = out[0]
                 out = out.float()
+                if self.spatial_dims == 2:
+                    out = out[:, :, None]
                 for i, (tile, m) in enumerate(batch):
                     o = torch.flip(out[i], [a + 1 for a in m]) if m else out[i]
                     acc[(slice(None), *tile)] += o * scale
