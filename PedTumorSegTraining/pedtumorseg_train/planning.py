@@ -118,10 +118,13 @@ def plan(dataset_id: int, preset: str = "paper", patch_size=None, spacing=None, 
     plans = load_json(str(plans_file))
     config = customize_configuration(plans["configurations"][configuration], preset, patch_size, batch_size,
                                      arch_overrides)
-    plans["configurations"] = {configuration: config}
     plans["pedtumorseg"] = {"preset": preset, "configuration": configuration,
+                            "planner": BASELINES[preset]["planner"],
+                            "planned_architecture": plans["configurations"][configuration]["architecture"],
+                            "planned_patch_size": plans["configurations"][configuration]["patch_size"],
                             "patch_size_override": None if patch_size is None else list(patch_size),
                             "spacing_override": None if spacing is None else list(spacing)}
+    plans["configurations"] = {configuration: config}
     save_json(plans, str(plans_file), sort_keys=False)
     log(f"plans {plans_file}: {configuration}, {config['architecture']['network_class_name']}, spacing "
         f"{config['spacing']}, patch {config['patch_size']}, strides {config['architecture']['arch_kwargs'].get('strides')}")

@@ -41,12 +41,14 @@ DNA_CLASSES = frozenset({PLAIN_UNET, RESENC_UNET})
 MONAI_CLASSES = frozenset({MONAI_UNET, MONAI_SEGRESNET, MONAI_UNETR})
 #: class paths that ``build_network`` (and the bundle loader through it) will instantiate
 ALLOWED_CLASSES: frozenset[str] = frozenset({NETWORK_CLASS, LIGHT_UNET3D, RESSELKA_UNET2D}) | DNA_CLASSES | MONAI_CLASSES
-#: layer types a dynamic_network_architectures kwargs entry may name
-ALLOWED_OPS: frozenset[str] = frozenset(
-    f"torch.nn.modules.{mod}.{name}" for mod, names in {
-        "conv": ("Conv2d", "Conv3d"), "instancenorm": ("InstanceNorm2d", "InstanceNorm3d"),
+_OPS = {"conv": ("Conv2d", "Conv3d"), "instancenorm": ("InstanceNorm2d", "InstanceNorm3d"),
         "batchnorm": ("BatchNorm2d", "BatchNorm3d"), "dropout": ("Dropout", "Dropout2d", "Dropout3d"),
-        "activation": ("LeakyReLU", "ReLU", "PReLU", "GELU")}.items() for name in names)
+        "activation": ("LeakyReLU", "ReLU", "PReLU", "GELU")}
+#: layer types a dynamic_network_architectures kwargs entry may name, by module path or as ``torch.nn.<Name>``
+#: (nnU-Net's planners write e.g. ``torch.nn.modules.conv.Conv3d`` and ``torch.nn.LeakyReLU``)
+ALLOWED_OPS: frozenset[str] = frozenset(
+    [f"torch.nn.modules.{mod}.{name}" for mod, names in _OPS.items() for name in names]
+    + [f"torch.nn.{name}" for names in _OPS.values() for name in names])
 DNA_OP_KEYS = ("conv_op", "norm_op", "dropout_op", "nonlin")
 #: the package that provides an optional class, for the error message when it is missing
 PACKAGE_HINT = {**{c: "dynamic_network_architectures (installed with nnunetv2: pip install 'pedtumorseg[train]')"
@@ -157,7 +159,7 @@ def dna_kwargs(kind: str, strides: Sequence, kernel_sizes: Sequence) -> dict:
         raise KeyError(f"unknown dynamic_network_architectures preset {kind!r}")
     kw.update({"conv_bias": True, "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dims}d",
                "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None, "dropout_op_kwargs": None,
-               "nonlin": "torch.nn.modules.activation.LeakyReLU", "nonlin_kwargs": {"inplace": True}})
+               "nonlin": "torch.nn.LeakyReLU", "nonlin_kwargs": {"inplace": True}})
     return kw
 
 
