@@ -61,10 +61,10 @@ def _chain(work, preset) -> "object":
     patch = ["32", "32"] if BASELINES[preset]["configuration"] == "2d" else ["32", "32", "32"]
     ds = ["--dataset-id", str(DATASET_ID), "--preset", preset]
     assert main(["plan", *ds, "--patch-size", *patch, "--arch-kwargs", json.dumps(TINY[preset]), *common]) == 0
-    assert main(["train", *ds, "--fold", "0", "--epochs", "1", "--iterations", "2", "--val-iterations", "1",
+    assert main(["train", *ds, "--fold", "all", "--epochs", "1", "--iterations", "2", "--val-iterations", "1",
                  "--no-final-validation", *common]) == 0
     out = root / f"{preset}.zip"
-    assert main(["export", *ds, "--folds", "0", "--out", str(out), "--name", preset, *common]) == 0
+    assert main(["export", *ds, "--folds", "all", "--out", str(out), "--name", preset, *common]) == 0
     return out
 
 

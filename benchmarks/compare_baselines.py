@@ -2,6 +2,7 @@
 
     python benchmarks/compare_baselines.py --work /tmp/cmp            # full size: under an hour on 2 CPU cores
     python benchmarks/compare_baselines.py --work /tmp/cmp --quick    # minutes: a smoke-sized run
+    python benchmarks/compare_baselines.py --cost                     # seconds: full-size params and FLOPs
 
 Steps: ``write_phantoms`` (``small``: 96x96x62 at 2.5 mm) -> ``pedtumorseg-train convert`` -> for each preset
 ``plan`` (``--patch`` and the narrow widths in ``WIDTHS``: each preset's design, made narrow enough for a CPU)
@@ -36,9 +37,28 @@ WIDTHS = {
 DATASET_ID = 990
 
 
+def full_size_cost(patch=(128, 128, 128), n_stages: int = 6) -> list[dict]:
+    """Parameters and GFLOPs per patch of every preset at full width, for a ``patch`` with the isotropic
+    topology (strides 1, 2, 2, ...; kernels 3) of ``n_stages`` stages (the 2D preset: one ``patch[1:]`` slice)."""
+    from pedtumorseg.model.presets import BASELINES, baseline_kwargs, build_network, spatial_dims
+    from pedtumorseg_train.compare import n_parameters, patch_flops
+    rows = []
+    for preset, spec in BASELINES.items():
+        dims = 2 if spec["configuration"] == "2d" else 3
+        strides = [[1] * dims] + [[2] * dims] * (n_stages - 1)
+        p = list(patch[-dims:])
+        kw = baseline_kwargs(preset, strides, [[3] * dims] * n_stages, p)
+        net = build_network(spec["class"], kw, 4, 5)
+        flops = patch_flops(net, [1, *p] if dims == 2 else p, spatial_dims(spec["class"], kw))
+        rows.append({"preset": preset, "class": spec["class"].rsplit(".", 1)[1], "params": n_parameters(net),
+                     "patch": "x".join(map(str, p)), "gflops_per_patch": flops / 1e9})
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--work", required=True, help="working folder (phantoms, nnU-Net folders, bundles, table)")
+    ap.add_argument("--work", help="working folder (phantoms, nnU-Net folders, bundles, table)")
+    ap.add_argument("--cost", action="store_true", help="only print full-size parameters and FLOPs per preset")
     ap.add_argument("--presets", nargs="+", default=list(WIDTHS), choices=list(WIDTHS))
     ap.add_argument("--cases", type=int, default=16, help="training phantoms")
     ap.add_argument("--heldout", type=int, default=6, help="held-out phantoms (scored)")
@@ -49,6 +69,13 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="6 + 2 phantoms, 2 epochs x 4 iterations, 32^3 patch")
     a = ap.parse_args(argv)
+    if a.cost:
+        print("| preset | class | parameters | patch | GFLOPs/patch |\n|---|---|---|---|---|")
+        for r in full_size_cost():
+            print(f"| {r['preset']} | {r['class']} | {r['params']:,} | {r['patch']} | {r['gflops_per_patch']:.1f} |")
+        return 0
+    if not a.work:
+        ap.error("--work is required")
     if a.quick:
         a.cases, a.heldout, a.epochs, a.iterations, a.patch = 6, 2, 2, 4, [32, 32, 32]
 

@@ -52,18 +52,27 @@ def is_bundle(path: Path) -> bool:
 def patch_flops(network, patch_size: Sequence[int], spatial_dims: int = 3) -> int:
     """FLOPs of one forward pass of one 4-channel patch (convolutions, transposed convolutions and matrix
     products as 2 x multiply-accumulates, ``torch.utils.flop_counter``; norms and activations not counted).
-    A 2D network's patch is one slice (the leading 1 of the patch size is dropped)."""
+    A 2D network's patch is one slice (the leading 1 of the patch size is dropped). The pass runs on a copy of
+    the network on PyTorch's "meta" device (shapes only, no arithmetic), or on the CPU if that fails."""
+    import copy
+
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     shape = tuple(int(p) for p in patch_size)
     if spatial_dims == 2:
         shape = shape[-2:]
-    x = torch.zeros(1, 4, *shape)
-    network = network.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
-        network(x)
-    return int(fc.get_total_flops())
+    for device in ("meta", "cpu"):
+        try:
+            net = copy.deepcopy(network).to(device).eval()
+            x = torch.zeros(1, 4, *shape, device=device)
+            with torch.no_grad(), FlopCounterMode(display=False) as fc:
+                net(x)
+            return int(fc.get_total_flops())
+        except (NotImplementedError, RuntimeError):
+            if device == "cpu":
+                raise
+    raise AssertionError("unreachable")
 
 
 def n_parameters(network) -> int:
