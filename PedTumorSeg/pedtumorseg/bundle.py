@@ -230,6 +230,12 @@ class Bundle:
         return dict(self.manifest["network"].get("kwargs", {}))
 
     @property
+    def spatial_dims(self) -> int:
+        """2 for a slice-wise network (predicted slice by slice, patch ``[1, y, x]``), else 3."""
+        from .model.presets import spatial_dims
+        return spatial_dims(self.network_class, self.network_kwargs)
+
+    @property
     def postprocessing(self):
         from .postprocess import PostprocessParams
         return PostprocessParams.from_dict(dict(self.manifest.get("postprocessing", {})))

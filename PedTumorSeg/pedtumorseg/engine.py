@@ -161,8 +161,7 @@ class Engine:
         self._states = {f: {k: v.to(self.device) for k, v in bundle.state_dict(f).items()} for f in self.folds}
         self._network = None
         self._loaded_fold = None
-        from .model.presets import spatial_dims
-        self.spatial_dims = spatial_dims(bundle.network_class, bundle.network_kwargs)
+        self.spatial_dims = int(getattr(bundle, "spatial_dims", 3))
         if self.spatial_dims == 2 and bundle.patch_size[0] != 1:
             raise PredictionError(f"2D bundle {bundle.path} has patch size {list(bundle.patch_size)}; expected "
                                   "[1, y, x]")

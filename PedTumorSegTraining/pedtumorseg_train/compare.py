@@ -86,16 +86,13 @@ def predict_folder(bundle_path: Path, gt_dir: Path, out_dir: Path, device: str =
     from pedtumorseg.bundle import load_bundle
     from pedtumorseg.engine import Engine, PredictOptions
     from pedtumorseg.io import find_cases, load_case, write_labels
-    from pedtumorseg.model.presets import spatial_dims
-
     bundle = load_bundle(bundle_path)
     cases = find_cases(gt_dir)
     if not cases:
         raise InputError(gt_dir, "no case folders with the four images (needed to predict with a bundle)")
     engine = Engine(bundle, PredictOptions(device=device, tta=tta))
     net = bundle.build_network()
-    dims = spatial_dims(bundle.network_class, bundle.network_kwargs)
-    info = {"params": n_parameters(net), "flops": patch_flops(net, bundle.patch_size, dims),
+    info = {"params": n_parameters(net), "flops": patch_flops(net, bundle.patch_size, bundle.spatial_dims),
             "patch_size": list(bundle.patch_size), "device": str(engine.device), "times": {}}
     out_dir.mkdir(parents=True, exist_ok=True)
     for files in cases:
