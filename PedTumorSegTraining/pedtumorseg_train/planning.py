@@ -72,7 +72,9 @@ def customize_configuration(config: dict, preset: str, patch_size=None, batch_si
     patch = [int(p) for p in config["patch_size"]]
     cls = BASELINES[preset]["class"]
     if patch_size is not None:
-        patch_size = [int(p) for p in patch_size][-len(patch):]
+        if len(patch_size) < len(patch):
+            raise ValueError(f"--patch-size needs {len(patch)} values for the {preset} preset, got {list(patch_size)}")
+        patch_size = [int(p) for p in patch_size][-len(patch):]  # a 2D configuration takes the last two
         strides, kernels, patch = topology_for_patch(config["spacing"][-len(patch):], patch_size)
         kwargs = baseline_kwargs(preset, strides, kernels, patch)
     elif cls in DNA_CLASSES and config["architecture"]["network_class_name"] == cls:
