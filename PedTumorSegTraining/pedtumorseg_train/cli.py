@@ -83,8 +83,12 @@ def cmd_plan(a) -> int:
         overrides.update(extra)
     if a.patch_size is not None and len(a.patch_size) not in (2, 3):
         raise SystemExit("error: --patch-size takes 3 values (Z Y X), or 2 (Y X) for a 2D preset")
-    plan(a.dataset_id, a.preset, a.patch_size, a.spacing, num_processes=a.threads or 2,
-         batch_size=a.batch_size, arch_overrides=overrides or None)
+    try:
+        plan(a.dataset_id, a.preset, a.patch_size, a.spacing, num_processes=a.threads or 2,
+             batch_size=a.batch_size, arch_overrides=overrides or None)
+    except ValueError as e:  # a preset that cannot take the patch / kwargs
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
