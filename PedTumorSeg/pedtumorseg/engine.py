@@ -188,6 +188,7 @@ class Engine:
                 raise ValueError("batch_size must be >= 1")
             return int(self.options.batch_size)
         voxels = math.prod(self.patch_size)
+        cap = 8 if self.spatial_dims == 2 else 1  # one 2D slice tile is small: batch more of them
         if self.device.type == "cuda":
             budget = 8 * 128 ** 3  # input voxels per batch that fit the paper net comfortably in fp16
             try:
@@ -195,10 +196,10 @@ class Engine:
                 budget = min(budget, int(free / (6 * 1024 ** 3) * 4 * 128 ** 3))
             except Exception:
                 pass
-            return int(max(1, min(16, budget // voxels)))
+            return int(max(1, min(16 * cap, budget // voxels)))
         if self.device.type == "mps":
-            return int(max(1, min(4, (2 * 128 ** 3) // voxels)))
-        return int(max(1, min(4, (128 ** 3) // voxels)))
+            return int(max(1, min(4 * cap, (2 * 128 ** 3) // voxels)))
+        return int(max(1, min(4 * cap, (128 ** 3) // voxels)))
 
     # prediction ---------------------------------------------------------------------------------------
     def predict(self, images: np.ndarray, spacing_zyx, progress: Callable[[float, str], None] | None = None,
