@@ -115,3 +115,29 @@ def test_real_case_grid(tmp_path, real_case_dir):
     outside = ~(images != 0).any(0)
     assert (pred.labels[outside & (pred.probabilities[0] == 1)] == 0).all()
     assert pred.labels.max() < NUM_CLASSES
+
+
+@pytest.mark.parametrize("preset", ["nnunet", "resenc"])
+def test_nnunet_architectures_match_nnunet(tmp_path, case, preset):
+    """nnU-Net's own U-Nets (PlainConvUNet, ResidualEncoderUNet, as the ``nnunet`` / ``resenc`` presets plan
+    them, narrowed) in a bundle: the engine gives nnU-Net's predictor's labels."""
+    from pedtumorseg.model.presets import BASELINES, dna_kwargs
+    images, spacing = case
+    kwargs = dna_kwargs(preset, [[1, 1, 1], [2, 2, 2], [2, 2, 2]], [[3, 3, 3]] * 3)
+    kwargs["features_per_stage"] = [8, 16, 32]
+    cls = BASELINES[preset]["class"]
+    torch.manual_seed(0)
+    net = spread_init_(build_network(cls, kwargs, len(CHANNELS), NUM_CLASSES), seed=2)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    manifest = make_manifest(spacing, (16, 32, 32), kwargs)
+    manifest["network"]["class"] = cls
+    bundle = build_bundle(tmp_path, manifest, state)
+    pred = Engine(bundle, PredictOptions(device="cpu", tta=True, precision="fp32")).predict(images, spacing)
+    predictor = reference_setup(manifest, state, "cpu", tta=True)
+    with fp32_accumulation():
+        seg, probs = nnunet_predict(predictor, images, spacing)
+    assert len(np.unique(pred.labels)) >= 3, "predictions too uniform to test agreement"
+    same, diff = agreement(pred, seg, probs)
+    print(f"\n{preset} ({cls.rsplit('.', 1)[1]}) vs nnU-Net (fp32 accumulators): same label {same:.6f}, "
+          f"max |p diff| {diff:.2e}")
+    assert same >= 0.999 and diff < 1e-3

@@ -243,16 +243,24 @@ class Bundle:
         return dict(self.manifest["network"].get("kwargs", {}))
 
     @property
+    def spatial_dims(self) -> int:
+        """2 for a slice-wise network (predicted slice by slice, patch ``[1, y, x]``), else 3."""
+        from .model.presets import spatial_dims
+        return spatial_dims(self.network_class, self.network_kwargs)
+
+    @property
     def postprocessing(self):
         from .postprocess import PostprocessParams
         return PostprocessParams.from_dict(dict(self.manifest.get("postprocessing", {})))
 
     def build_network(self):
         """A fresh network of the bundle's class (allow-listed), without deep supervision, in eval mode."""
-        from .model.presets import build_network
+        from .model.presets import MissingPackageError, build_network
         try:
             net = build_network(self.network_class, self.network_kwargs, len(CHANNELS), NUM_CLASSES,
                                 deep_supervision=False)
+        except MissingPackageError as e:
+            raise BundleError(self.path, str(e)) from e
         except (TypeError, ValueError) as e:
             raise BundleError(self.path, f"cannot build network {self.network_class}: {e}") from e
         return net.eval()

@@ -10,6 +10,12 @@ tile and fold. The predictions agree with nnU-Net's to float rounding (see Testi
 Backends (``PredictOptions.backend``, see ``backends``): ``torch`` runs the bundle's PyTorch network on any
 device; ``onnxruntime`` / ``openvino`` run its ONNX export on the CPU; ``auto`` picks the fastest installed one
 for the device. Every fold's network stays resident (on CUDA: on the GPU, optionally ``torch.compile``d).
+
+predictions agree with nnU-Net's to float rounding (see Testing/test_conformance.py).
+
+A 2D bundle (a slice-wise network class, ``pedtumorseg.model.presets.spatial_dims`` = 2; its patch size is
+``[1, y, x]``) is predicted slice by slice as nnU-Net's 2d configuration: every axial slice once, a 2D Gaussian
+sliding window within it.
 """
 
 from __future__ import annotations
@@ -56,7 +62,8 @@ class Prediction:
 
 def compute_steps(image_size, tile_size, step_size: float) -> list[list[int]]:
     """Tile start positions per axis: the fewest steps of at most ``step_size * tile`` voxels, spread evenly
-    from 0 to ``image - tile`` (nnU-Net's rule). Requires image >= tile on every axis."""
+    from 0 to ``image - tile`` (nnU-Net's rule); an axis with a tile of 1 (the slice axis of a 2D network) gets
+    every position once, as nnU-Net's slice loop. Requires image >= tile on every axis."""
     if not 0 < step_size <= 1:
         raise ValueError(f"step_size must be in (0, 1], got {step_size}")
     steps = []
@@ -64,7 +71,9 @@ def compute_steps(image_size, tile_size, step_size: float) -> list[list[int]]:
         if n < t:
             raise ValueError(f"image size {tuple(image_size)} is smaller than the tile {tuple(tile_size)}")
         count = int(np.ceil((n - t) / (t * step_size))) + 1
-        if count == 1:
+        if t == 1:
+            steps.append(list(range(n)))
+        elif count == 1:
             steps.append([0])
         else:
             width = (n - t) / (count - 1)
@@ -165,6 +174,15 @@ class Engine:
             bundle.state_dict(f)
         self._nets: dict = {}  # fold -> resident PyTorch network
         self._runners: dict = {}  # fold -> ONNX runner (onnxruntime / openvino backends)
+        self.spatial_dims = int(getattr(bundle, "spatial_dims", 3))
+        if self.spatial_dims == 2 and bundle.patch_size[0] != 1:
+            raise PredictionError(f"2D bundle {bundle.path} has patch size {list(bundle.patch_size)}; expected "
+                                  "[1, y, x]")
+        if self.spatial_dims == 2 and self.backend != "torch":  # the ONNX export is of 3D tiles
+            if self.options.backend != "auto":
+                raise ValueError(f"backend {self.backend} runs 3D bundles only; use --backend torch for the 2D "
+                                 f"bundle {bundle.path}")
+            self.backend = "torch"
         self._check_weights()  # weights that do not fit the manifest's network: refused before any case
 
     # network ------------------------------------------------------------------------------------------
@@ -231,6 +249,7 @@ class Engine:
         voxels = math.prod(self.patch_size)
         if self.backend != "torch":
             return 1  # the ONNX export has a fixed batch of 1
+        cap = 8 if self.spatial_dims == 2 else 1  # one 2D slice tile is small: batch more of them
         if self.device.type == "cuda":
             # input voxels per batch: 2 paper-net tiles of 128^3 in fp16, aiming at <= 4 GB peak (unmeasured;
             # benchmarks/gpu_check.sh prints the peak)
@@ -240,10 +259,10 @@ class Engine:
                 budget = min(budget, int(free / (6 * 1024 ** 3) * 4 * 128 ** 3))
             except Exception:
                 pass
-            return int(max(1, min(16, budget // voxels)))
+            return int(max(1, min(16 * cap, budget // voxels)))
         if self.device.type == "mps":
-            return int(max(1, min(4, (2 * 128 ** 3) // voxels)))
-        return int(max(1, min(4, (128 ** 3) // voxels)))
+            return int(max(1, min(4 * cap, (2 * 128 ** 3) // voxels)))
+        return int(max(1, min(4 * cap, (128 ** 3) // voxels)))
 
     # prediction ---------------------------------------------------------------------------------------
     def predict(self, images: np.ndarray, spacing_zyx, progress: Callable[[float, str], None] | None = None,
@@ -257,8 +276,10 @@ class Engine:
             raise Cancelled("cancelled")
         start = time.perf_counter()
         report(0.0, "preprocessing")
-        pre = preprocess(images, tuple(float(s) for s in spacing_zyx), self.bundle.spacing_zyx,
-                         self.bundle.use_mask_for_norm)
+        target = self.bundle.spacing_zyx
+        if self.spatial_dims == 2:  # nnU-Net's 2d configuration keeps each case's slice spacing
+            target = (float(spacing_zyx[0]), *target[1:])
+        pre = preprocess(images, tuple(float(s) for s in spacing_zyx), target, self.bundle.use_mask_for_norm)
         logits = self.predict_logits(pre.data, progress=lambda f, m: report(0.02 + 0.93 * f, m), cancel=cancel)
         report(0.96, "resampling to the input grid")
         full = self.options.probabilities if probabilities is None else probabilities
@@ -333,7 +354,10 @@ class Engine:
                 for i, (ti, m) in enumerate(batch):
                     src = x[(slice(None), *tiles[ti])]
                     inp[i] = torch.flip(src, [a + 1 for a in m]) if m else src
-                out = run(inp).float()
+                if self.spatial_dims == 2:  # (B, C, 1, y, x) -> (B, C, y, x) and back
+                    out = run(inp[:, :, 0]).float()[:, :, None]
+                else:
+                    out = run(inp).float()
                 for i, (ti, m) in enumerate(batch):
                     o = torch.flip(out[i], [a + 1 for a in m]) if m else out[i]
                     if seen == 0:

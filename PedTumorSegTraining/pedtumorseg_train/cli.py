@@ -1,4 +1,4 @@
-"""``pedtumorseg-train``: convert | plan | train | export | fit-postprocessing | evaluate.
+"""``pedtumorseg-train``: convert | plan | train | export | fit-postprocessing | evaluate | compare.
 
 nnU-Net reads its folders and worker counts from environment variables; ``--work-dir W`` sets
 nnUNet_raw=W/nnUNet_raw, nnUNet_preprocessed=W/nnUNet_preprocessed, nnUNet_results=W/nnUNet_results (defaults:
@@ -13,6 +13,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+from pedtumorseg.model.presets import BASELINES
 
 ENV_DIRS = {"nnUNet_raw": "nnUNet_raw", "nnUNet_preprocessed": "nnUNet_preprocessed",
             "nnUNet_results": "nnUNet_results"}
@@ -70,8 +72,22 @@ def cmd_plan(a) -> int:
         overrides["decoder_widths"] = list(a.decoder_widths)
     if a.blocks_per_stage:
         overrides["blocks_per_stage"] = list(a.blocks_per_stage)
-    plan(a.dataset_id, a.preset, a.patch_size, a.spacing, num_processes=a.threads or 2,
-         batch_size=a.batch_size, arch_overrides=overrides or None)
+    if a.arch_kwargs:
+        try:
+            extra = json.loads(a.arch_kwargs)
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"error: --arch-kwargs is not valid JSON: {e}") from None
+        if not isinstance(extra, dict):
+            raise SystemExit("error: --arch-kwargs must be a JSON object")
+        overrides.update(extra)
+    if a.patch_size is not None and len(a.patch_size) not in (2, 3):
+        raise SystemExit("error: --patch-size takes 3 values (Z Y X), or 2 (Y X) for a 2D preset")
+    try:
+        plan(a.dataset_id, a.preset, a.patch_size, a.spacing, num_processes=a.threads or 2,
+             batch_size=a.batch_size, arch_overrides=overrides or None)
+    except ValueError as e:  # a preset that cannot take the patch / kwargs
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -195,6 +211,14 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def cmd_compare(a) -> int:
+    from .compare import compare
+    result = compare(a.model, a.gt, a.out, device=a.device, tta=not a.no_tta)
+    print(Path(result["markdown"]).read_text(), end="")
+    print(f"table: {result['csv']}\npaired tests: {result['tests_csv']}")
+    return 0
+
+
 # --- parser ------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from .schedule import DEFAULTS, LOSS_DEFAULTS
@@ -219,12 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = common(sub.add_parser("plan", help="fingerprint, plan (our network) and preprocess"))
     pl.add_argument("--dataset-id", type=int, required=True)
-    pl.add_argument("--preset", default="paper", choices=["paper", "demo"])
-    pl.add_argument("--patch-size", type=int, nargs=3, metavar=("Z", "Y", "X"))
+    pl.add_argument("--preset", default="paper", choices=PRESET_CHOICES,
+                    help="network preset (pedtumorseg.model.presets.BASELINES; see the training README)")
+    pl.add_argument("--patch-size", type=int, nargs="+", metavar="N", help="Z Y X (or Y X for a 2D preset)")
     pl.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"))
-    pl.add_argument("--batch-size", type=int, default=2)
+    pl.add_argument("--batch-size", type=int, help="default: 2 for 3D presets, nnU-Net's planned one for 2D")
     pl.add_argument("--decoder-widths", type=int, nargs="+", help="override the preset's decoder widths")
     pl.add_argument("--blocks-per-stage", type=int, nargs="+", help="override the preset's encoder blocks")
+    pl.add_argument("--arch-kwargs", help="JSON object of network constructor kwargs that replace the preset's "
+                                          "(per-stage lists are fitted to the topology's stage count)")
     pl.set_defaults(func=cmd_plan)
 
     t = common(sub.add_parser("train", help="train one fold or all five with PedTumorSegTrainer"))
@@ -232,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = t.add_mutually_exclusive_group(required=True)
     g.add_argument("--fold", type=_fold, help="0..4 or 'all'")
     g.add_argument("--all-folds", action="store_true")
-    t.add_argument("--preset", default="paper", choices=["paper", "demo"])
+    t.add_argument("--preset", default="paper", choices=PRESET_CHOICES)
     t.add_argument("--epochs", type=int, default=DEFAULTS["num_epochs"])
     t.add_argument("--iterations", type=int, default=DEFAULTS["num_iterations_per_epoch"])
     t.add_argument("--val-iterations", type=int, default=DEFAULTS["num_val_iterations_per_epoch"])
@@ -264,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = common(sub.add_parser("export", help="checkpoints -> model bundle (safetensors + manifest)"))
     e.add_argument("--dataset-id", type=int, required=True)
     e.add_argument("--folds", nargs="+", required=True)
-    e.add_argument("--preset", default="paper", choices=["paper", "demo"])
+    e.add_argument("--preset", default="paper", choices=PRESET_CHOICES)
     e.add_argument("--out", required=True, help="bundle .zip (or folder with --folder)")
     e.add_argument("--folder", action="store_true", help="write a folder instead of a zip")
     e.add_argument("--checkpoint", default="final", choices=sorted(CHECKPOINT_CHOICES))
@@ -300,10 +327,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="brats2025: the BraTS 2024/2025 PED scorer (default); brats2026: brats-evaluation "
                          "(panoptica; needs the [brats2026] extra)")
     ev.set_defaults(func=cmd_evaluate)
+
+    cp = common(sub.add_parser("compare", help="score several bundles / prediction folders on one ground truth: "
+                                               "one table, paired tests, parameters, FLOPs, time per case"))
+    cp.add_argument("--model", required=True, action="append",
+                    help="NAME=PATH of a bundle (.zip or folder) or a folder of predictions; repeat per model")
+    cp.add_argument("--gt", required=True, help="BraTS case folders (images + segmentation; images are needed "
+                                                "to predict with bundles), or label maps for prediction folders")
+    cp.add_argument("--out", required=True, help="output folder (compare.csv, compare.md, paired_tests.csv)")
+    cp.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    cp.add_argument("--no-tta", action="store_true", help="no mirroring test-time augmentation")
+    cp.set_defaults(func=cmd_compare)
     return p
 
 
 CHECKPOINT_CHOICES = ("final", "best", "latest")
+PRESET_CHOICES = sorted(BASELINES)
 
 
 PROG = "pedtumorseg-train"

@@ -67,8 +67,9 @@ def _postprocess_defaults() -> dict | None:
 
 def build_manifest(plans: dict, dataset_json: dict, folds: list, mirror_axes, name: str, version: str,
                    description: str, training: dict, postprocessing: dict | None = None) -> dict:
-    from .planning import CONFIGURATION
-    config = plans["configurations"][CONFIGURATION]
+    from pedtumorseg.model.presets import spatial_dims
+    configuration = plans.get("pedtumorseg", {}).get("configuration", "3d_fullres")
+    config = plans["configurations"][configuration]
     if plans.get("transpose_forward", [0, 1, 2]) != [0, 1, 2]:
         raise ValueError(f"plans transpose_forward {plans['transpose_forward']} is not the identity; the core engine "
                          "expects (z, y, x) order")
@@ -77,6 +78,13 @@ def build_manifest(plans: dict, dataset_json: dict, folds: list, mirror_axes, na
         raise ValueError(f"normalization {sorted(schemes)} not supported by the bundle format (zscore only)")
     labels = {str(v): n for v, n in sorted(LABEL_NAMES.items())}
     arch = config["architecture"]
+    spacing, patch, axes = list(config["spacing"]), list(config["patch_size"]), [int(a) for a in (mirror_axes or [])]
+    if spatial_dims(arch["network_class_name"], arch["arch_kwargs"]) == 2:
+        # slice-wise network: the slice axis keeps each case's spacing at inference (nnU-Net's 2d); the manifest
+        # records the dataset's median slice spacing there, a patch of 1 slice, and 3D mirror axes
+        spacing = [plans["original_median_spacing_after_transp"][0], *spacing[-2:]]
+        patch = [1, *patch[-2:]]
+        axes = [a + 1 for a in axes]
     if postprocessing is None:
         postprocessing = _postprocess_defaults()
     manifest = {
@@ -86,13 +94,13 @@ def build_manifest(plans: dict, dataset_json: dict, folds: list, mirror_axes, na
         "colors": {str(v): list(c) for v, c in sorted(LABEL_COLORS.items())},
         "channels": list(CHANNELS),
         "num_classes": NUM_CLASSES,
-        "spacing_zyx": [float(s) for s in config["spacing"]],
-        "patch_size": [int(p) for p in config["patch_size"]],
+        "spacing_zyx": [float(s) for s in spacing],
+        "patch_size": [int(p) for p in patch],
         "normalization": {"scheme": "zscore", "use_mask_for_norm": [bool(b) for b in config["use_mask_for_norm"]]},
         "network": {"class": arch["network_class_name"], "kwargs": arch["arch_kwargs"]},
         "folds": folds,
         "weights": {str(f): f"fold_{f}.safetensors" for f in folds},
-        "mirror_axes": [int(a) for a in (mirror_axes or [])],
+        "mirror_axes": axes,
         "postprocessing": postprocessing,
         "training": training,
     }

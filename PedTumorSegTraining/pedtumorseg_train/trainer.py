@@ -3,9 +3,11 @@
 What differs from ``nnUNetTrainer`` (everything else — data loading, sampling, DDP, checkpoint format,
 validation — is nnU-Net's, unchanged):
 
-* network: the class and kwargs named in the plans (``pedtumorseg.model.network.PedTumorSegNet``), built through
-  the core's restricted resolver ``pedtumorseg.model.presets.build_network``; the network applies its own
-  small-scale init (``w ~ N(0, (2/fan_in)^alpha)``, alpha = ``arch_kwargs["init_alpha"]``).
+* network: the class and kwargs named in the plans (``pedtumorseg.model.network.PedTumorSegNet`` or a baseline
+  preset's class), built through the core's restricted resolver ``pedtumorseg.model.presets.build_network``;
+  PedTumorSegNet applies its own small-scale init (``w ~ N(0, (2/fan_in)^alpha)``, alpha =
+  ``arch_kwargs["init_alpha"]``), nnU-Net's U-Nets their He init, the others their own. Deep supervision is on
+  for the classes that have it (``presets.supports_deep_supervision``) and off for the others.
 * loss: ``pedtumorseg.loss.PedTumorSegLoss`` (-Dice + CE + w_hd*HD + theta*FP), batch_dice from the plans,
   wrapped in ``DeepSupervisionLoss`` with nnU-Net's weights (1/2^i, lowest resolution 0, normalized; under DDP
   the lowest gets 1e-6 as nnU-Net does, so that every head has a gradient).
@@ -38,7 +40,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from pedtumorseg.conventions import LABEL_NAMES
 from pedtumorseg.loss import DeepSupervisionLoss, PedTumorSegLoss, deep_supervision_weights
-from pedtumorseg.model.presets import build_network
+from pedtumorseg.model.presets import build_network, supports_deep_supervision
 
 from .schedule import DEFAULTS, LOSS_DEFAULTS, CosineLRScheduler
 
@@ -89,6 +91,8 @@ class PedTumorSegTrainer(nnUNetTrainer):
         self.save_every = DEFAULTS["save_every"]
         self.p_elastic_deform = DEFAULTS["p_elastic_deform"]
         self.loss_kwargs = dict(LOSS_DEFAULTS)
+        if not supports_deep_supervision(self.configuration_manager.network_arch_class_name):
+            self.enable_deep_supervision = False
 
     def configure(self, **settings) -> "PedTumorSegTrainer":
         """Set hyper-parameters (names as in ``schedule.DEFAULTS``; ``loss_kwargs`` is merged). Before ``initialize()``."""
@@ -129,6 +133,10 @@ class PedTumorSegTrainer(nnUNetTrainer):
         """nnU-Net's training pipeline (its static method, same arguments) with elastic deformation on."""
         return enable_elastic_deformation(nnUNetTrainer.get_training_transforms(*args, **kwargs),
                                           self.p_elastic_deform)
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        if supports_deep_supervision(self.configuration_manager.network_arch_class_name):
+            super().set_deep_supervision_enabled(enabled)
 
     # --- loss ----------------------------------------------------------------------------------------
     def deep_supervision_weights(self) -> list[float]:
@@ -202,10 +210,10 @@ def results_folder(dataset_id: int, preset: str, trainer_class: type = None, tag
     from nnunetv2.paths import nnUNet_results
     from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
 
-    from .planning import CONFIGURATION, plans_identifier
+    from .planning import configuration_of, plans_identifier
     cls = trainer_class or PedTumorSegTrainer
     return os.path.join(str(nnUNet_results), convert_id_to_dataset_name(dataset_id),
-                        f"{cls.__name__}__{plans_identifier(preset)}{'_' + tag if tag else ''}__{CONFIGURATION}")
+                        f"{cls.__name__}__{plans_identifier(preset)}{'_' + tag if tag else ''}__{configuration_of(preset)}")
 
 
 def load_plans_and_dataset_json(dataset_id: int, preset: str) -> tuple[dict, dict]:
@@ -241,16 +249,19 @@ def train_fold(dataset_id: int, fold, preset: str = "paper", device: str = "cpu"
     """
     cls = trainer_class or PedTumorSegTrainer
     plans, dataset_json = load_plans_and_dataset_json(dataset_id, preset)
-    from .planning import CONFIGURATION
+    from .planning import configuration_of
+    configuration = configuration_of(preset)
     overrides = dict(arch_overrides or {})
+    arch = plans["configurations"][configuration]["architecture"]
     if init_alpha is not None:
+        if "init_alpha" not in arch["arch_kwargs"]:
+            raise ValueError(f"--init-alpha applies to PedTumorSegNet presets only, not {arch['network_class_name']}")
         overrides["init_alpha"] = init_alpha
-    arch = plans["configurations"][CONFIGURATION]["architecture"]["arch_kwargs"]
     for key, value in overrides.items():
         if key not in ARCH_OVERRIDES:
             raise KeyError(f"unknown network override {key!r}; known: {sorted(ARCH_OVERRIDES)}")
         if value is not None:
-            arch[key] = ARCH_OVERRIDES[key](value)
+            arch["arch_kwargs"][key] = ARCH_OVERRIDES[key](value)
     if tag:
         plans["plans_name"] = f"{plans['plans_name']}_{tag}"
     fold = fold if fold == "all" else int(fold)
@@ -265,7 +276,7 @@ def train_fold(dataset_id: int, fold, preset: str = "paper", device: str = "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda requested but CUDA is not available")
-    trainer = cls(plans=plans, configuration=CONFIGURATION, fold=fold, dataset_json=dataset_json, device=dev)
+    trainer = cls(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json, device=dev)
     trainer.configure(**settings)
     if do_resume:
         trainer.load_checkpoint(latest)  # our own local training state (nnU-Net's pickle-based checkpoint)
