@@ -97,7 +97,8 @@ def test_preset_trains_exports_predicts_and_scores(work, preset, tmp_path, monke
         assert m["patch_size"] == [32, 32, 32] and m["mirror_axes"] == [0, 1, 2]
     (files,) = find_cases(work["root"] / "heldout")
     case = load_case(files)
-    pred = Engine(bundle, PredictOptions(device="cpu", tta=False)).predict(case.images, case.geometry.spacing_zyx)
+    pred = Engine(bundle, PredictOptions(device="cpu", tta=False, probabilities=True)).predict(
+        case.images, case.geometry.spacing_zyx)
     assert pred.labels.shape == case.images.shape[1:] and np.isfinite(pred.probabilities).all()
     pred_dir = tmp_path / "pred"
     write_labels(pred.labels, case.geometry, pred_dir / f"{case.case_id}.nii.gz")

@@ -132,7 +132,8 @@ def test_nnunet_architectures_match_nnunet(tmp_path, case, preset):
     manifest = make_manifest(spacing, (16, 32, 32), kwargs)
     manifest["network"]["class"] = cls
     bundle = build_bundle(tmp_path, manifest, state)
-    pred = Engine(bundle, PredictOptions(device="cpu", tta=True, precision="fp32")).predict(images, spacing)
+    pred = Engine(bundle, PredictOptions(device="cpu", probabilities=True, tta=True, precision="fp32")).predict(
+        images, spacing)
     predictor = reference_setup(manifest, state, "cpu", tta=True)
     with fp32_accumulation():
         seg, probs = nnunet_predict(predictor, images, spacing)

@@ -71,7 +71,13 @@ def run_command(prog: str, func, args) -> int:
     def say(message: str) -> None:
         print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
 
+    owner = os.getpid()
+
     def on_sigterm(signum, frame):
+        if os.getpid() != owner:  # a forked worker (multiprocessing, nnU-Net's planner) inherited the handler:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # end as SIGTERM means, like the process it copies
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         raise KeyboardInterrupt
 
     previous = None
