@@ -51,12 +51,11 @@ class PedTumorSeg(ScriptedLoadableModule):
         self.parent.contributors = ["PedTumorSeg developers"]
         self.parent.helpText = _(
             "Segments pediatric brain tumors into enhancing tumor, non-enhancing tumor, cystic component and edema "
-            "from T1, T1CE, T2 and T2-FLAIR volumes (enhanced nnU-Net, BraTS 2025 PED). Prediction runs in the "
-            "background; post-processing sliders update the segmentation live.")
+            "from T1, T1CE, T2 and T2-FLAIR (enhanced nnU-Net). Prediction runs in the background; sliders update "
+            "the segmentation live.")
         self.parent.acknowledgementText = _(
-            "Method: X. Li, Z.-Q. J. Xu, Y. Ren, T. Qiu, X. Wang, 'Towards Reliable Pediatric Brain Tumor "
-            "Segmentation: Task-Specific nnU-Net Enhancements' (first place on the BraTS 2025 Task-6 PED "
-            "validation leaderboard, among the top on the test set).")
+            "Method: X. Li et al., 'Towards Reliable Pediatric Brain Tumor Segmentation: Task-Specific nnU-Net "
+            "Enhancements' (first on the BraTS 2025 Task-6 PED validation leaderboard, among the top on test).")
 
 
 @parameterNodeWrapper
