@@ -50,9 +50,8 @@ class PedTumorSeg(ScriptedLoadableModule):
         self.parent.dependencies = ["Segmentations", "Terminologies"]
         self.parent.contributors = ["PedTumorSeg developers"]
         self.parent.helpText = _(
-            "Segments pediatric brain tumors into enhancing tumor, non-enhancing tumor, cystic component and edema "
-            "from T1, T1CE, T2 and T2-FLAIR (enhanced nnU-Net). Prediction runs in the background; sliders update "
-            "the segmentation live.")
+            "Segments pediatric brain tumors (enhancing, non-enhancing, cystic, edema) from T1, T1CE, T2 and "
+            "T2-FLAIR with an enhanced nnU-Net, in the background; sliders update the segmentation live.")
         self.parent.acknowledgementText = _(
             "Method: X. Li et al., 'Towards Reliable Pediatric Brain Tumor Segmentation: Task-Specific nnU-Net "
             "Enhancements' (first on the BraTS 2025 Task-6 PED validation leaderboard, among the top on test).")
