@@ -260,3 +260,27 @@ def test_setup_environment_sets_nnunet_variables(tmp_path, monkeypatch):
     assert os.path.isdir(env["nnUNet_results"]) and env["nnUNet_n_proc_DA"] == "0"
     from nnunetv2.paths import nnUNet_preprocessed
     assert str(nnUNet_preprocessed) == env["nnUNet_preprocessed"]
+
+
+def test_cpu_training_uses_channels_last_with_the_same_outputs(tmp_path, monkeypatch):
+    """On the CPU the trainer keeps the weights channels-last (oneDNN's fast layout for the depthwise convs); the
+    network computes the same function, and the optimizer still holds the very same parameters."""
+    import copy
+
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(var, str(tmp_path / var))
+    data = tmp_path / "nnUNet_preprocessed" / "Dataset999_Unit" / "PedTumorSegPlans_demo_3d_fullres"
+    data.mkdir(parents=True)
+    (data / "case.b2nd").touch()  # nnU-Net infers its dataset class from the file ending
+    from pedtumorseg_train.trainer import PedTumorSegTrainer
+    t = PedTumorSegTrainer(_plans(), "3d_fullres", 0, DATASET_JSON, device=torch.device("cpu"))
+    t.initialize()
+    depthwise = [m for m in t.network.modules() if isinstance(m, torch.nn.Conv3d) and m.groups > 1]
+    assert depthwise and all(m.weight.is_contiguous(memory_format=torch.channels_last_3d) for m in depthwise)
+    assert {id(p) for g in t.optimizer.param_groups for p in g["params"]} == {id(p) for p in t.network.parameters()}
+    reference = copy.deepcopy(t.network).to(memory_format=torch.contiguous_format).eval()
+    t.network.eval()
+    x = torch.randn(1, 4, *t.configuration_manager.patch_size)
+    with torch.no_grad():
+        for a, b in zip(t.network(x), reference(x)):
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)

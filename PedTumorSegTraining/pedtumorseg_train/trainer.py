@@ -18,6 +18,10 @@ validation — is nnU-Net's, unchanged):
   probability nnU-Net uses for rotation and scaling), smoothing sigma a fraction ``ELASTIC_SCALE`` of the patch
   edge per axis, maximum displacement up to ``ELASTIC_MAGNITUDE`` x that sigma (``elastic_magnitude``). All
   other transforms and their probabilities are nnU-Net's.
+* CPU training: the network's weights are stored channels-last (``torch.channels_last_3d``), so oneDNN runs
+  the convolutions in that layout: the depthwise 3D convolutions' backward pass is ~3x faster than in the
+  default layout on a 2-core AVX2 CPU (a whole demo-preset iteration ~1.7x). Same arithmetic; checkpoints and
+  exported bundles are unaffected (the export makes every tensor contiguous).
 * schedule: cosine decay over the whole run (``schedule.CosineLRScheduler``), stepped per epoch.
 * logging: besides nnU-Net's training log and ``progress.png`` (loss, pseudo-Dice, epoch time, learning rate),
   every epoch rewrites ``epochs.jsonl`` and ``epochs.csv`` (epoch, train/val loss, pseudo-Dice per class, lr,
@@ -120,6 +124,16 @@ class PedTumorSegTrainer(nnUNetTrainer):
                 "patch_size": list(self.configuration_manager.patch_size)}
 
     # --- network -------------------------------------------------------------------------------------
+    def initialize(self):
+        was = self.was_initialized
+        super().initialize()
+        if not was and self.device.type == "cpu" and self._spatial_dims() == 3:
+            # in place: the Parameter objects (and so the optimizer's references) stay the same
+            self.network.to(memory_format=torch.channels_last_3d)
+
+    def _spatial_dims(self) -> int:
+        return len(self.configuration_manager.patch_size)
+
     @staticmethod
     def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
