@@ -335,6 +335,16 @@ def test_raw_phantom_end_to_end_matches_the_clean_case(raw_phantom, dicom_study,
     back = seg_ds.get_pixels_by_source_instance([ds.SOPInstanceUID for ds in sources], combine_segments=True)
     assert np.array_equal(np.asarray(back, np.uint8), seg)
 
+    # the Slicer module's way: a --raw-only run, post-processed by a Session built from its outputs (the
+    # registered, brain-extracted T1/T1CE and the brain mask, not the input series) gives the CLI's labels
+    from pedtumorseg.conventions import CHANNELS
+    from pedtumorseg.pipeline import session_from_raw_only
+
+    only = predict_case(files, tmp_path / "raw-only", predictor, raw_only=True)
+    assert {"raw", "t1_prepared", "t1ce_prepared", "brain_mask"} <= set(only.outputs)
+    session, _ = session_from_raw_only(only.outputs, [files.images[c] for c in CHANNELS], predictor.params)
+    assert np.array_equal(session.labels, seg)
+
 
 # --- command line -----------------------------------------------------------------------------------------------------
 

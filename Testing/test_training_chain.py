@@ -49,7 +49,8 @@ def chain(tmp_path_factory, restore_env):
     from pedtumorseg.phantom import write_phantoms
     root = tmp_path_factory.mktemp("chain")
     brats = root / "brats"
-    write_phantoms(brats, N_CASES, size="small", seed=500)
+    cases = write_phantoms(brats, N_CASES, size="small", seed=500)
+    _store_as_ras(cases[-1])  # a case stored in another orientation: convert brings it to LPS
     work = root / "work"
     common = ["--work-dir", work, "--threads", "2", "--num-workers", "0"]
     assert _run("convert", "--brats", brats, "--dataset-id", DATASET_ID, "--name", "Chain", *common) == 0
@@ -59,6 +60,15 @@ def chain(tmp_path_factory, restore_env):
                 "--iterations", "2", "--val-iterations", "1", "--save-every", "1", "--no-final-validation",
                 *common) == 0
     return {"root": root, "work": work, "common": common, "brats": brats}
+
+
+def _store_as_ras(case_dir: Path) -> None:
+    from pedtumorseg.io import Geometry
+    from pedtumorseg.orientation import reorient_array
+    for path in case_dir.glob("*.nii.gz"):
+        image = sitk.ReadImage(str(path))
+        array, geometry = reorient_array(sitk.GetArrayFromImage(image), Geometry.from_image(image), "RAS")
+        sitk.WriteImage(geometry.to_image(array), str(path), True)
 
 
 def _results(work: Path) -> Path:
@@ -82,6 +92,18 @@ def test_convert_writes_an_nnunet_raw_dataset(chain):
     seg = sitk.GetArrayFromImage(sitk.ReadImage(str(ds / "labelsTr" / f"{first}.nii.gz")))
     assert set(np.unique(seg)) <= {0, 1, 2, 3, 4} and (seg > 0).any()
     assert (ds / "rejected.txt").read_text() == ""
+    # one orientation for the whole dataset: the case stored as RAS is written as LPS, same voxels, same anatomy
+    from pedtumorseg.io import Geometry
+    from pedtumorseg.orientation import orientation_code
+    from pedtumorseg.phantom import make_phantom
+    assert meta["pedtumorseg_orientation"] == "LPS"
+    for path in (ds / "imagesTr").glob("*.nii.gz"):
+        assert orientation_code(Geometry.from_image(sitk.ReadImage(str(path)))) == "LPS", path
+    last = case_dirs[-1].name
+    original = make_phantom(500 + N_CASES - 1, "small")
+    converted = sitk.ReadImage(str(ds / "labelsTr" / f"{last}.nii.gz"))
+    assert Geometry.from_image(converted).same_grid(original.geometry)
+    assert np.array_equal(sitk.GetArrayFromImage(converted), original.seg)
 
 
 @pytest.mark.slow
@@ -129,7 +151,7 @@ def test_export_and_engine_prediction(chain, tmp_path, monkeypatch):
     assert m["patch_size"] == [int(p) for p in PATCH] and m["spacing_zyx"] == [2.5, 2.5, 2.5]
     assert m["normalization"] == {"scheme": "zscore", "use_mask_for_norm": [True] * 4}
     assert m["network"]["class"] == "pedtumorseg.model.network.PedTumorSegNet"
-    assert m["mirror_axes"] == [0, 1, 2]
+    assert m["mirror_axes"] == [0, 1, 2] and m["orientation"] == "LPS" and bundle.orientation == "LPS"
     assert m["training"]["folds"]["0"]["epochs_trained"] == 2
     # weights equal the checkpoint's
     from pedtumorseg_train.export import clean_state_dict, read_checkpoint

@@ -99,18 +99,12 @@ class PredictionLogic:
     def finish(self, run, params=None):
         """``(session, referenceNode, info)`` of a finished run: the raw labels in a ``Session`` with ``params``
         (default: the bundle's defaults) on the T1CE's grid, and what the run reported (``panel.run_info``)."""
-        from pedtumorseg.io import case_from_files, load_case, read_labels
-        from pedtumorseg.postprocess import Session
+        from pedtumorseg.pipeline import session_from_raw_only
 
         outputs = (run.result or {}).get("outputs", {})
-        if "raw" not in outputs:
-            raise RuntimeError(f"the prediction process did not report its raw label file (got {sorted(outputs)})")
-        # the images as the process read them (same files, same reader): the Session sees what the network saw
-        case = load_case(case_from_files(*[run.inputFiles[c] for c in CHANNELS], case_id=CASE_ID))
-        raw = read_labels(outputs["raw"], case.geometry)
         if params is None:
             params = self.loadBundle(run.modelPath).postprocessing
-        self.lastImages = (case.images[CHANNELS.index("t1")], case.images[CHANNELS.index("t1ce")])
-        session = Session(raw, *self.lastImages, case.geometry.spacing_zyx, params)
+        session, images = session_from_raw_only(outputs, [run.inputFiles[c] for c in CHANNELS], params, CASE_ID)
+        self.lastImages = images
         return session, run.inputNodes["t1ce"], panel.run_info(run.result)
 

@@ -22,14 +22,16 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
+
+import SimpleITK as sitk
 
 from .bundle import Bundle, default_bundle_path, load_bundle
 from .conventions import CHANNELS
 from .engine import Engine, PredictOptions
 from .errors import Cancelled, InputError
-from .io import (CaseFiles, check_case_id, check_output_folder, find_cases, read_labels, remove_stale_temporaries,
-                 write_labels)
+from .io import (CaseFiles, Geometry, check_case_id, check_output_folder, find_cases, read_labels,
+                 remove_stale_temporaries, write_image, write_labels)
 from .postprocess import PostprocessParams, postprocess
 from .raw_input import RawOptions, find_dicom_studies, prepare_case
 from .report import stats_dict, write_json, write_overlay_png
@@ -49,6 +51,8 @@ def output_paths(case_id: str, out_dir: str | os.PathLike) -> dict[str, Path]:
         "overlay": out / f"{case_id}-overlay.png",
         "brain_mask": out / f"{case_id}-brain-mask.nii.gz",
         "dicom_seg": out / f"{case_id}-seg.dcm",
+        "t1_prepared": out / f"{case_id}-t1-prepared.nii.gz",
+        "t1ce_prepared": out / f"{case_id}-t1ce-prepared.nii.gz",
     }
     for p in paths.values():  # confined to out_dir, whatever the id holds
         if p.parent != out:
@@ -188,7 +192,10 @@ def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predic
     with skull) are prepared by ``raw_input.prepare_case`` with ``predictor.raw``; when a brain mask was used it
     is written as ``<ID>-brain-mask.nii.gz``; ``dicom_seg`` writes ``<ID>-seg.dcm`` (T1CE given as DICOM).
     ``raw_only``: no post-processing; only the raw labels (``raw``) and stats of them (``postprocessing``
-    null) are written.
+    null) are written, and, when the inputs were prepared (registered or brain-extracted), the T1 and T1CE as
+    the network saw them on the T1CE grid (``t1_prepared``, ``t1ce_prepared``, float32) next to the brain mask:
+    what a caller that post-processes the raw labels itself (the Slicer module's ``Session``) needs, since the
+    input files are then on other grids or still hold the skull.
     The outputs are checked before the inference (``prepare_output_folder``). On any failure nothing of this case
     is left in ``out_dir``.
     """
@@ -232,6 +239,11 @@ def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predic
         if prepared.brain_mask is not None:
             write_labels(prepared.brain_mask.astype("uint8"), case.geometry, paths["brain_mask"])
             written.append(paths["brain_mask"])
+        if raw_only and (prepared.raw or prepared.brain_mask is not None):
+            for ch in ("t1", "t1ce"):
+                write_image(case.images[CHANNELS.index(ch)].astype("float32"), case.geometry,
+                            paths[f"{ch}_prepared"])
+                written.append(paths[f"{ch}_prepared"])
         if dicom_seg:
             from .dicom_seg import write_dicom_seg
             write_dicom_seg(final, files.images["t1ce"], paths["dicom_seg"], model=predictor.model_info())
@@ -250,6 +262,34 @@ def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predic
         raise
     report(1.0, f"{case.case_id}: done")
     return CaseResult(case.case_id, {k: p for k, p in paths.items() if p in written}, stats)
+
+
+def session_from_raw_only(outputs: Mapping[str, str | os.PathLike], input_files: Sequence[str | os.PathLike],
+                          params: PostprocessParams, case_id: str = "case"):
+    """``(Session, (t1, t1ce))`` for the outputs of a ``raw_only`` run (``predict_case(..., raw_only=True)`` or
+    ``pedtumorseg predict --raw-only``): its raw labels with the images the network saw. Inputs that were
+    prepared (raw scans: registered, brain-extracted) come from the run's ``t1_prepared`` / ``t1ce_prepared``
+    outputs with its brain mask; otherwise the input files (T1, T1CE, T2, FLAIR) are read again, as the run read
+    them. The Slicer module post-processes every result this way."""
+    from .io import case_from_files, load_case
+    from .postprocess import Session
+
+    if "raw" not in outputs:
+        raise RuntimeError(f"the prediction process did not report its raw label file (got {sorted(outputs)})")
+    mask = None
+    if "t1_prepared" in outputs:
+        t1_image = sitk.ReadImage(str(outputs["t1_prepared"]), sitk.sitkFloat32)
+        geometry = Geometry.from_image(t1_image)
+        t1 = sitk.GetArrayFromImage(t1_image)
+        t1ce = sitk.GetArrayFromImage(sitk.ReadImage(str(outputs["t1ce_prepared"]), sitk.sitkFloat32))
+        if "brain_mask" in outputs:
+            mask = read_labels(outputs["brain_mask"], geometry) > 0
+    else:
+        case = load_case(case_from_files(*input_files, case_id=case_id))
+        geometry = case.geometry
+        t1, t1ce = case.images[CHANNELS.index("t1")], case.images[CHANNELS.index("t1ce")]
+    raw = read_labels(outputs["raw"], geometry)
+    return Session(raw, t1, t1ce, geometry.spacing_zyx, params, mask=mask), (t1, t1ce)
 
 
 @dataclass

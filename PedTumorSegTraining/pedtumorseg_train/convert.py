@@ -7,6 +7,11 @@ grid is hard-linked (or copied when linking fails); any other image (another for
 T1CE grid by ``load_case``) is written from the validated array on the T1CE grid. Rejected cases are listed with
 their reason on stderr and in ``<dataset>/rejected.txt``. Every image is read in full first (a truncated file is
 rejected, see ``pedtumorseg.io``), and a conversion without any usable case writes nothing.
+
+Orientation: nnU-Net trains on the voxel arrays as stored. Every case is brought to ``TRAINING_ORIENTATION``
+(LPS, how SimpleITK reads BraTS files) by exact axis flips/permutations (``pedtumorseg.orientation``), so that
+one anatomy-to-axis mapping holds for the whole dataset; ``dataset.json`` records it as ``pedtumorseg_orientation``
+and the export writes it into the bundle manifest, where the engine reorients every input to it.
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ from pedtumorseg.conventions import CHANNELS, IMAGE_EXTENSIONS, LABEL_NAMES
 from pedtumorseg.errors import InputError
 from pedtumorseg.io import (Geometry, check_output_folder, find_case, load_case, read_labels, write_image,
                             write_labels)
+from pedtumorseg.orientation import DEFAULT_ORIENTATION, orientation_code, reorient_array, reorient_stack
 
 FILE_ENDING = ".nii.gz"
 #: nnU-Net channel index -> name, in the fixed channel order
 CHANNEL_NAMES = {"0": "T1", "1": "T1CE", "2": "T2", "3": "FLAIR"}
 LABELS = {"background": 0, **{name: value for value, name in sorted(LABEL_NAMES.items())}}
+#: voxel-axis orientation of every converted case (and so of the trained model)
+TRAINING_ORIENTATION = DEFAULT_ORIENTATION
 
 
 def dataset_folder_name(dataset_id: int, name: str) -> str:
@@ -61,22 +69,28 @@ def convert_case(files, images_dir: Path, labels_dir: Path) -> list[str]:
         raise InputError(files.images["t1ce"].parent, "no label map ('<ID>-seg') in the case folder")
     case = load_case(files)
     labels = read_labels(files.seg, case.geometry)
+    geometry, images = case.geometry, case.images
+    reorient = orientation_code(geometry) != TRAINING_ORIENTATION
+    if reorient:
+        images, geometry = reorient_stack(images, case.geometry, TRAINING_ORIENTATION)
+        labels, _ = reorient_array(labels, case.geometry, TRAINING_ORIENTATION)
     written = []
     try:
         for i, ch in enumerate(CHANNELS):
             src = Path(files.images[ch])
             dst = images_dir / f"{case.case_id}_{i:04d}{FILE_ENDING}"
-            if src.name.lower().endswith(FILE_ENDING) and _same_grid_as(src, case.geometry):
+            if not reorient and src.name.lower().endswith(FILE_ENDING) and _same_grid_as(src, geometry):
                 _link_or_copy(src, dst)
             else:
-                write_image(case.images[i], case.geometry, dst)
+                write_image(images[i], geometry, dst)
             written.append(dst)
         seg_dst = labels_dir / f"{case.case_id}{FILE_ENDING}"
-        if Path(files.seg).name.lower().endswith(FILE_ENDING) and sitk.ReadImage(str(files.seg)).GetPixelID() in (
-                sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16):
+        if not reorient and Path(files.seg).name.lower().endswith(FILE_ENDING) and \
+                sitk.ReadImage(str(files.seg)).GetPixelID() in (sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16,
+                                                                 sitk.sitkInt16):
             _link_or_copy(Path(files.seg), seg_dst)
         else:
-            write_labels(labels, case.geometry, seg_dst)
+            write_labels(labels, geometry, seg_dst)
         written.append(seg_dst)
     except BaseException:
         for p in written:
@@ -157,6 +171,7 @@ def convert(brats_dir: str | os.PathLike, raw_dir: str | os.PathLike, dataset_id
             "file_ending": FILE_ENDING,
             "name": name,
             "description": f"converted by pedtumorseg-train convert from {brats_dir}",
+            "pedtumorseg_orientation": TRAINING_ORIENTATION,
         }
         (staging / "dataset.json").write_text(json.dumps(dataset_json, indent=2) + "\n")
         out.mkdir(exist_ok=True)

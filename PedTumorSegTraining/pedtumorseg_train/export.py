@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from pedtumorseg.conventions import CHANNELS, LABEL_COLORS, LABEL_NAMES, NUM_CLASSES
+from pedtumorseg.orientation import DEFAULT_ORIENTATION
 
 CHECKPOINTS = {"final": "checkpoint_final.pth", "best": "checkpoint_best.pth", "latest": "checkpoint_latest.pth"}
 _PREFIXES = ("module.", "_orig_mod.")
@@ -101,6 +102,8 @@ def build_manifest(plans: dict, dataset_json: dict, folds: list, mirror_axes, na
         "folds": folds,
         "weights": {str(f): f"fold_{f}.safetensors" for f in folds},
         "mirror_axes": axes,
+        # the voxel-axis orientation of the training data (convert.py brings every case to it)
+        "orientation": str(dataset_json.get("pedtumorseg_orientation", DEFAULT_ORIENTATION)),
         "postprocessing": postprocessing,
         "training": training,
     }
