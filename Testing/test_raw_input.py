@@ -232,7 +232,27 @@ def test_dicom_without_the_raw_extra_is_refused_in_one_line(dicom_study, monkeyp
     assert "pip install 'pedtumorseg[raw]'" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_a_flat_study_folder_is_split_into_its_series(dicom_study, tmp_path):
+    """All series' files in one folder (a flat PACS export): the four are still found, each read as its own
+    series, the same volumes as from the per-series folders."""
+    from pedtumorseg.dicom_input import find_study, read_series
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for series in sorted(p for p in dicom_study.iterdir() if p.is_dir()):
+        for f in series.iterdir():
+            shutil.copy(f, flat / f"{series.name}_{f.name}")
+    chosen, reference = find_study(flat), find_study(dicom_study)
+    assert set(chosen) == {"t1", "t1ce", "t2", "flair"}
+    for ch, folder in chosen.items():
+        assert folder.parent != flat and folder.name.startswith("flat-series")
+        a, b = read_series(folder), read_series(reference[ch])
+        assert a.GetSize() == b.GetSize() and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
+        assert np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b)), ch
+
+
 def test_a_folder_with_two_series_is_refused(dicom_study, tmp_path):
+    """Given as one sequence (--t1 DIR), a folder must hold exactly that series."""
     from pedtumorseg.dicom_input import read_series
 
     mixed = tmp_path / "mixed"

@@ -1,8 +1,9 @@
 """DICOM input: read a series folder (SimpleITK/GDCM for the pixels) and pick the four sequences of a study
 folder from their metadata (pydicom). Needs the optional ``[raw]`` extra (pydicom).
 
-Series selection from a study folder (every folder below it that holds exactly one DICOM MR series counts as a
-series). Per series, ``SeriesDescription`` + ``ProtocolName`` (upper case) and the sequence parameters decide:
+Series selection from a study folder: every folder below it that holds DICOM files; a folder that holds several
+series (a flat export) is split by ``SeriesInstanceUID`` into one temporary folder of links per series (removed
+when the process ends), so that everything downstream sees one series per folder. Per series, ``SeriesDescription`` + ``ProtocolName`` (upper case) and the sequence parameters decide:
 
 - ignored: localizers/scouts, diffusion, perfusion, SWI, maps and other derived series (by name), and non-MR;
 - FLAIR: the name says ``FLAIR``, or an inversion time >= 1200 ms with an echo time >= 60 ms;
@@ -17,8 +18,11 @@ missing or which series compete, and how to choose explicitly (``--t1 DIR --t1ce
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -145,14 +149,44 @@ def classify(info: SeriesInfo) -> str | None:
     return None
 
 
+def _link(source: str, target: Path) -> None:
+    """A symbolic link, else a hard link, else a copy (Windows without the symlink privilege, other volumes)."""
+    for make in (os.symlink, os.link):
+        try:
+            make(source, target)
+            return
+        except OSError:
+            continue
+    shutil.copy2(source, target)
+
+
+def split_series(folder: str | os.PathLike, ids: list[str]) -> list[Path]:
+    """For a folder holding several series: one new temporary folder per series holding links to its files (in
+    GDCM's slice order), named ``<folder>-series<k>``; all are removed when the process ends."""
+    folder = Path(folder)
+    root = Path(tempfile.mkdtemp(prefix="pedtumorseg-series-"))
+    atexit.register(shutil.rmtree, root, True)
+    views = []
+    for k, uid in enumerate(ids, start=1):
+        view = root / f"{folder.name}-series{k:02d}"
+        view.mkdir()
+        for i, source in enumerate(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)):
+            _link(source, view / f"{i:05d}.dcm")
+        views.append(view)
+    return views
+
+
 def study_series(folder: str | os.PathLike) -> list[SeriesInfo]:
-    """Every DICOM series below ``folder`` (one per sub-folder, sorted by path)."""
+    """Every DICOM series below ``folder`` (sorted by path; a folder holding several is split, ``split_series``)."""
     folder = Path(folder)
     out = []
     for root, dirs, _files in os.walk(folder):
         dirs.sort()
-        if series_ids(root):
+        ids = series_ids(root)
+        if len(ids) == 1:
             out.append(series_info(root))
+        elif ids:
+            out.extend(series_info(view) for view in split_series(root, ids))
     return out
 
 
