@@ -13,12 +13,12 @@ USER_TEXTS = ["README.md", "DEVELOPING.md", "CMakeLists.txt", "PedTumorSeg/PedTu
 
 @pytest.mark.parametrize("name", USER_TEXTS)
 def test_no_link_outside_the_repository_and_no_winner_claim(name):
-    text = (ROOT / name).read_text()
+    text = (ROOT / name).read_text(encoding="utf-8")
     assert "../shared" not in text and "shared/seeds" not in text and "DESIGN.md" not in text
     assert "winner" not in text.lower()
 
 
 def test_readme_cites_the_paper_and_says_what_it_reports():
-    text = " ".join((ROOT / "README.md").read_text().split())
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
     assert "Towards Reliable Pediatric Brain Tumor Segmentation: Task-Specific nnU-Net Enhancements" in text
     assert "validation leaderboard" in text and '"among the top" on the test set' in text

@@ -167,6 +167,16 @@ def dicom_study(raw_phantom, tmp_path_factory):
     return write_raw_phantom(raw_phantom, tmp_path_factory.mktemp("dicom"), fmt="dicom")
 
 
+@pytest.fixture(scope="module")
+def brats_raw_study(tmp_path_factory):
+    """A clinical-size examination (1 mm 3D T1CE; the other series on their own, coarser grids)."""
+    pytest.importorskip("pydicom")
+    from pedtumorseg.phantom_raw import make_raw_phantom, write_raw_phantom
+
+    phantom = make_raw_phantom(3, "brats")
+    return phantom, write_raw_phantom(phantom, tmp_path_factory.mktemp("dicom-brats"), fmt="dicom")
+
+
 def test_study_selection_picks_the_four_and_skips_the_localizer(dicom_study):
     from pedtumorseg.dicom_input import find_study
 
@@ -298,9 +308,15 @@ def _wt_dice(a, b) -> float:
 
 
 @pytest.mark.slow
-def test_raw_phantom_end_to_end_matches_the_clean_case(raw_phantom, dicom_study, tmp_path):
+def test_raw_phantom_end_to_end_matches_the_clean_case(brats_raw_study, tmp_path):
     """The raw DICOM examination (skull, own pose and grid per sequence) segmented by the shipped demo bundle:
-    whole-tumor Dice within 0.05 of the clean phantom's; outputs on the T1CE grid; brain mask and DICOM SEG."""
+    whole-tumor Dice within 0.05 of the clean phantom's; outputs on the T1CE grid; brain mask and DICOM SEG.
+
+    At clinical size (1 mm T1CE). On the CI-sized ``small`` raw phantom (2 mm T1CE, T2 and FLAIR with 5 mm
+    slices) the demo bundle 0.3.0 scores 0.939 raw against 0.998 clean: the edema, seen only on the two
+    thick-slice series, loses its boundary voxels; the registration is not the cause (the earlier, slower
+    settings give the same 0.939), nor the interpolation (B-spline: 0.939) or mirroring (0.937)."""
+    raw_phantom, dicom_study = brats_raw_study
     pytest.importorskip("deepbet")
     hd = pytest.importorskip("highdicom")
     from pedtumorseg.io import find_case, read_labels
@@ -356,14 +372,24 @@ def test_raw_phantom_end_to_end_matches_the_clean_case(raw_phantom, dicom_study,
     assert np.array_equal(np.asarray(back, np.uint8), seg)
 
     # the Slicer module's way: a --raw-only run, post-processed by a Session built from its outputs (the
-    # registered, brain-extracted T1/T1CE and the brain mask, not the input series) gives the CLI's labels
+    # registered, brain-extracted T1/T1CE and the brain mask, not the input series), gives what the CLI's
+    # post-processing gives on that run's raw labels and images
     from pedtumorseg.conventions import CHANNELS
     from pedtumorseg.pipeline import session_from_raw_only
+    from pedtumorseg.postprocess import postprocess
 
     only = predict_case(files, tmp_path / "raw-only", predictor, raw_only=True)
     assert {"raw", "t1_prepared", "t1ce_prepared", "brain_mask"} <= set(only.outputs)
-    session, _ = session_from_raw_only(only.outputs, [files.images[c] for c in CHANNELS], predictor.params)
-    assert np.array_equal(session.labels, seg)
+    session, (t1, t1ce) = session_from_raw_only(only.outputs, [files.images[c] for c in CHANNELS], predictor.params)
+    assert t1.shape == seg.shape and t1ce.shape == seg.shape
+    only_raw = sitk.GetArrayFromImage(sitk.ReadImage(str(only.outputs["raw"])))
+    only_mask = sitk.GetArrayFromImage(sitk.ReadImage(str(only.outputs["brain_mask"]))) > 0
+    spacing_zyx = tuple(reversed(raw_phantom.images["t1ce"].GetSpacing()))
+    expected = postprocess(only_raw, t1, t1ce, spacing_zyx, predictor.params, mask=only_mask)
+    assert np.array_equal(session.labels, expected)
+    # and the same segmentation as the full run, up to the few voxels that ITK's multi-threaded registration
+    # changes from one run to the next (its sums are reduced in thread order: ~1e-4 in the resampled intensities)
+    assert _wt_dice(session.labels, seg) > 0.99 and (session.labels != seg).mean() < 1e-3
 
 
 # --- command line -----------------------------------------------------------------------------------------------------
