@@ -19,30 +19,11 @@ from pathlib import Path
 
 import torch
 
-from pedtumorseg.bundle import default_bundle_path, write_bundle
-from pedtumorseg.conventions import CHANNELS, LABEL_COLORS, LABEL_NAMES
+from bench_backends import REAL_CASE, paper_bundle  # the paper preset with random weights, as a bundle
+
+from pedtumorseg.bundle import default_bundle_path
 from pedtumorseg.io import find_case
-from pedtumorseg.model.presets import NETWORK_CLASS, build_network, network_kwargs
 from pedtumorseg.pipeline import Predictor, predict_case
-from pedtumorseg.postprocess import PostprocessParams
-
-REAL_CASE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real" / "BraTS-GLI-00001-000"
-
-
-def paper_bundle(folder: Path) -> Path:
-    """The paper preset (6 stages, 128^3 patches at 1 mm) with random weights, as a bundle."""
-    kwargs = network_kwargs("paper")
-    net = build_network(NETWORK_CLASS, kwargs, len(CHANNELS), 5)
-    manifest = {
-        "name": "paper-preset-random-weights", "version": "0", "description": "timing only",
-        "labels": {str(k): v for k, v in LABEL_NAMES.items()},
-        "colors": {str(k): list(v) for k, v in LABEL_COLORS.items()},
-        "channels": list(CHANNELS), "spacing_zyx": [1.0, 1.0, 1.0], "patch_size": [128, 128, 128],
-        "normalization": {"scheme": "zscore", "use_mask_for_norm": [True] * 4},
-        "network": {"class": NETWORK_CLASS, "kwargs": kwargs}, "mirror_axes": [0, 1, 2],
-        "postprocessing": PostprocessParams().to_dict(),
-    }
-    return write_bundle(folder / "paper.zip", manifest, {0: net.state_dict()}, zip=True)
 
 
 def main() -> None:
