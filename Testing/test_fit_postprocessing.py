@@ -123,8 +123,7 @@ def test_sweep_picks_cutoff_between_spurious_blob_and_real_lesion():
     import pedtumorseg.postprocess as pp
     pred, t1, t1ce, gt = _sweep_case()
     base = dataclasses.replace(pp.PostprocessParams(), ratio_enabled=False)
-    res = sweep_min_volumes([(pred, t1, t1ce, gt)], (1.0, 1.0, 1.0), candidates_et=[0, 50, 150, 250, 400],
-                            candidates_cc=[0, 25, 50, 100], base_params=base)
+    res = sweep_min_volumes([(pred, t1, t1ce, gt)], (1.0, 1.0, 1.0), candidates={1: [0, 50, 150, 250, 400], 3: [0, 25, 50, 100]}, base_params=base)
     et = [row["mean_lesion_dice"] for row in res["table"]["ET"]]
     # blob kept: (1 matched lesion Dice 1 + 1 false positive 0) / 2 = 0.5; blob removed: 1; lesion removed too: 0
     assert et == pytest.approx([0.5, 0.5, 1.0, 1.0, 0.0])
@@ -143,7 +142,7 @@ def test_sweep_averages_over_cases_and_uses_per_pair_spacing():
     clean = gt.copy()  # a second case predicted perfectly: ET Dice 1 up to cut-off 300, 0 beyond
     # spacing 2 x 1 x 1 mm: voxel = 2 mm^3; the blob is 200 mm^3, the ET lesion 600 mm^3, the CC lesion 80 mm^3
     res = sweep_min_volumes([(pred, t1, t1ce, gt, (2.0, 1.0, 1.0)), (clean, t1, t1ce, gt, (2.0, 1.0, 1.0))],
-                            candidates_et=[0, 150, 250, 700], candidates_cc=[0, 50, 100], base_params=base)
+                            candidates={1: [0, 150, 250, 700], 3: [0, 50, 100]}, base_params=base)
     # ET: 0 -> (0.5 + 1) / 2; 150 -> (0.5 + 1) / 2 (blob of 200 kept); 250 -> 1; 700 -> 0
     assert [r["mean_lesion_dice"] for r in res["table"]["ET"]] == pytest.approx([0.75, 0.75, 1.0, 0.0])
     assert res["min_volume_et"] == 250
@@ -155,7 +154,27 @@ def test_sweep_refuses_bad_input():
     with pytest.raises(InputError):
         sweep_min_volumes([], (1.0, 1.0, 1.0))
     with pytest.raises(ValueError):
-        sweep_min_volumes([], (1.0, 1.0, 1.0), candidates_et=[-5])
+        sweep_min_volumes([], (1.0, 1.0, 1.0), candidates={1: [-5]})
+    with pytest.raises(ValueError, match="unknown label"):
+        sweep_min_volumes([], (1.0, 1.0, 1.0), candidates={5: [0]})
+
+
+def test_sweep_other_labels_when_asked():
+    """ED (or NET) cut-offs are swept like ET's when requested: a spurious 100 mm^3 ED blob in a case without
+    edema is removed by any cut-off above 100 mm^3 (lesion-wise Dice of an absent region: 0 -> 1), and only the
+    requested labels appear in the result."""
+    import pedtumorseg.postprocess as pp
+    gt = np.zeros((30, 30, 30), np.uint8)
+    gt[2:5, 2:12, 2:12] = 2  # NET, no ED
+    pred = gt.copy()
+    pred[20:24, 20:25, 20:25] = 4  # 100 voxels of ED
+    flat = np.full(gt.shape, 100.0, np.float32)
+    base = dataclasses.replace(pp.PostprocessParams(), ratio_enabled=False)
+    res = sweep_min_volumes([(pred, flat, flat, gt)], (1.0, 1.0, 1.0), candidates={4: [0, 50, 150, 300]},
+                            base_params=base)
+    assert [r["mean_lesion_dice"] for r in res["table"]["ED"]] == pytest.approx([0.0, 0.0, 1.0, 1.0])
+    assert res["min_volume_ed"] == 150
+    assert set(res["table"]) == {"ED"} and "min_volume_et" not in res
 
 
 # --- nnU-Net layout and the whole fit ---------------------------------------------------------------------
@@ -200,7 +219,7 @@ def test_fit_end_to_end_with_a_missing_prediction(tmp_path):
     images, gt = _ratio_case()
     raw = _write_raw_dataset(tmp_path / "raw", {"P_001": (images, gt), "P_002": (images, gt)})
     _write(gt, tmp_path / "cv" / "fold_0" / "validation" / "P_001.nii.gz")
-    params, report = fit(raw, tmp_path / "cv", normalization="mean", candidates_et=[0, 100], candidates_cc=[0, 100])
+    params, report = fit(raw, tmp_path / "cv", normalization="mean", candidates={1: [0, 100], 3: [0, 100]})
     k = 512 / 54090
     # NET ratios (both cases): 8 x 100k and 8 x 150k -> 95th percentile at rank 0.95 * 15 = 14.25 of the sorted
     # values, 150k there; ET ratios 8 x 120k and 8 x 300k -> 5th percentile at rank 0.75: 120k
@@ -221,7 +240,7 @@ def test_fit_swaps_thresholds_when_et_and_net_are_separated(tmp_path):
     images, gt = _ratio_case(et_low=300.0)  # all ET at 300: T1CE sum 54090 + 4 * 180 = 54810
     raw = _write_raw_dataset(tmp_path / "raw", {"P_001": (images, gt)})
     _write(gt, tmp_path / "cv" / "P_001.nii.gz")
-    params, report = fit(raw, tmp_path / "cv", normalization="mean", candidates_et=[0], candidates_cc=[0])
+    params, report = fit(raw, tmp_path / "cv", normalization="mean", candidates={1: [0], 3: [0]})
     k = 512 / 54810
     # paper rule: NET p95 = 150k (rank 0.95 * 7 = 6.65 among 4 x 100k, 4 x 150k), ET p5 = 300k > 150k -> swapped
     assert report["thresholds_swapped"] is True

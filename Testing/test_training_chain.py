@@ -18,6 +18,8 @@ import SimpleITK as sitk
 
 pytest.importorskip("nnunetv2")
 
+import torch  # noqa: E402
+
 from pedtumorseg.conventions import BRATS_SUFFIXES, CHANNELS  # noqa: E402
 
 DATASET_ID = 971
@@ -203,8 +205,9 @@ def test_fit_postprocessing_updates_the_bundle(chain, tmp_path, monkeypatch):
     out = tmp_path / "fitted.zip"
     report = tmp_path / "fit.json"
     assert _run("fit-postprocessing", "--raw", raw, "--predictions", preds, "--bundle", bundle_in, "--out", out,
-                "--report", report) == 0
+                "--report", report, "--labels", "ET", "CC", "ED") == 0
     fitted = json.loads(report.read_text())["params"]
+    assert set(json.loads(report.read_text())["sweep"]["table"]) == {"ET", "CC", "ED"}  # --labels: ED swept too
     assert json.loads(report.read_text())["normalization"] == "mean" and fitted["normalization"] == "mean"
     before, after = load_bundle(bundle_in), load_bundle(out)  # load verifies the recomputed checksums
     assert after.manifest["postprocessing"] == fitted
@@ -330,3 +333,24 @@ def test_ablation_switch_short_training_run(chain, switch):
         assert arch["init_alpha"] == 0.9 and default_arch["init_alpha"] != 0.9
     if switch not in ("width", "se", "separable"):
         assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in default_state.items()}
+
+
+@pytest.mark.slow
+def test_seeded_runs_repeat_batch_by_batch(chain):
+    """``--seed`` with augmentation in the main process: two runs with the same seed end with identical weights
+    (same initialization, same sampled patches and augmentations); another seed gives other weights."""
+    from pedtumorseg_train.export import clean_state_dict, read_checkpoint
+
+    def run(tag, seed):
+        assert _run("train", "--dataset-id", DATASET_ID, "--preset", "demo", "--fold", "2", "--epochs", "1",
+                    "--iterations", "2", "--val-iterations", "1", "--no-final-validation", "--tag", tag,
+                    "--seed", seed, *chain["common"]) == 0
+        base = _results(chain["work"]).parent / f"PedTumorSegTrainer__PedTumorSegPlans_demo_{tag}__3d_fullres"
+        log = "\n".join(p.read_text() for p in (base / "fold_2").glob("training_log_*.txt"))
+        assert f"seed: {seed}" in log
+        return clean_state_dict(read_checkpoint(base / "fold_2" / "checkpoint_final.pth")["network_weights"])
+
+    a, b, c = run("seed_a", 7), run("seed_b", 7), run("seed_c", 8)
+    assert a.keys() == b.keys() == c.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)

@@ -104,7 +104,7 @@ def cmd_train(a) -> int:
         arch["se_reduction"] = a.se_reduction
     for fold in folds:
         train_fold(a.dataset_id, fold, preset=a.preset, device=device, init_alpha=a.init_alpha,
-                   arch_overrides=arch, tag=a.tag, p_elastic_deform=a.p_elastic_deform,
+                   arch_overrides=arch, tag=a.tag, seed=a.seed, p_elastic_deform=a.p_elastic_deform,
                    final_validation=not a.no_final_validation, resume=not a.restart,
                    num_epochs=a.epochs, num_iterations_per_epoch=a.iterations,
                    num_val_iterations_per_epoch=a.val_iterations, initial_lr=a.lr, momentum=a.momentum,
@@ -178,8 +178,13 @@ def cmd_fit_postprocessing(a) -> int:
             check_output_file(path)
     normalization = fit_normalization(a.normalization, a.bundle)
     print(f"fitting the post-processing for ratio normalization {normalization!r}")
+    from pedtumorseg.conventions import LABEL_NAMES
+
+    from .fit_postprocessing import DEFAULT_CANDIDATES
+    by_name = {name: label for label, name in LABEL_NAMES.items()}
     params, report = fit(_raw_dataset_dir(a), a.predictions, normalization=normalization,
-                         percentile=a.percentile)
+                         percentile=a.percentile,
+                         candidates={by_name[name]: DEFAULT_CANDIDATES for name in a.labels})
     pp = params.to_dict()
     if a.report:
         from pedtumorseg.io import atomic_output
@@ -281,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--p-elastic-deform", type=float, default=DEFAULTS["p_elastic_deform"],
                    help="probability of elastic deformation per sample (0 = nnU-Net's default pipeline)")
     t.add_argument("--tag", help="variant name: results go to <trainer>__<plans>_<tag>__3d_fullres (ablations)")
+    t.add_argument("--seed", type=int, help="seed the initialization and (with --num-workers 0) sampling and "
+                   "augmentation, for controlled comparisons")
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     t.add_argument("--save-every", type=int, default=DEFAULTS["save_every"],
                    help="write checkpoint_latest.pth every N epochs")
@@ -312,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--normalization", choices=["zscore", "mean"],
                    help="ratio-map normalization to fit for (default: the one --bundle declares, else zscore)")
     f.add_argument("--percentile", type=float, default=95.0)
+    f.add_argument("--labels", nargs="+", choices=["ET", "NET", "CC", "ED"], default=["ET", "CC"],
+                   help="labels whose minimum component volume is swept (default: ET CC, the paper's)")
     f.add_argument("--bundle", help="bundle whose post-processing defaults are replaced")
     f.add_argument("--out", help="write the updated bundle here (default: replace --bundle)")
     f.add_argument("--report", help="write the full fit report (JSON) here")

@@ -23,11 +23,13 @@ Two steps:
    ``postprocess`` uses at inference); non-finite ratios and ratios outside [0.2, 5] are dropped before the
    percentiles. Percentiles use numpy's default linear interpolation.
 
-2. **Minimum component volumes** (labels 1 ET and 3 CC). On cross-validation predictions, for every candidate
-   cut-off (mm^3) the core ``postprocess`` is applied and the mean lesion-wise Dice of that region (ET for the
-   ET cut-off, CC for the CC cut-off) over the cases is computed; the maximiser is chosen, ties going to the
-   **smaller** cut-off (remove as little as the data justify). While one label's cut-off is swept the other
-   label's cut-off plays no part (removal only zeroes the swept label's voxels).
+2. **Minimum component volumes** (by default labels 1 ET and 3 CC, the two the paper fits; any of the four with
+   ``candidates`` / ``--labels``). On cross-validation predictions, for every candidate cut-off (mm^3) the core
+   ``postprocess`` is applied and the mean lesion-wise Dice of that label's region (ET for the ET cut-off, CC for
+   the CC cut-off, ...) over the cases is computed; the maximiser is chosen, ties going to the **smaller**
+   cut-off (remove as little as the data justify; a label whose best cut-off is 0 keeps every component). While
+   one label's cut-off is swept the others play no part (removal only zeroes the swept label's voxels). The
+   labels that are not swept keep the base parameters' cut-offs.
 
 Memory: ``collect_ratios`` streams case by case and keeps at most ``max_per_case`` ratios per label and case
 (a deterministic random subsample, seed 0, only when a case has more voxels than that), so the memory is bounded
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 
 #: ratios outside this window are excluded (paper §2.6)
 RATIO_WINDOW: tuple[float, float] = (0.2, 5.0)
-#: default cut-off candidates in mm^3 (both labels)
+#: default cut-off candidates in mm^3 (every swept label)
 DEFAULT_CANDIDATES: tuple[float, ...] = (0, 25, 50, 75, 100, 160, 200, 300, 500)
 #: default cap of ratios kept per label and case in ``collect_ratios``
 DEFAULT_MAX_PER_CASE = 100_000
@@ -190,33 +192,40 @@ def _replace(params, **changes):
 
 
 def sweep_min_volumes(pairs: Iterable, spacing_zyx: Sequence[float] | None = None, *,
-                      candidates_et: Sequence[float] = DEFAULT_CANDIDATES,
-                      candidates_cc: Sequence[float] = DEFAULT_CANDIDATES,
-                      base_params=None) -> dict:
-    """Choose the minimum component volumes of ET and CC on cross-validation predictions.
+                      candidates: dict[int, Sequence[float]] | None = None, base_params=None) -> dict:
+    """Choose the minimum component volume of each swept label on cross-validation predictions.
 
-    ``pairs`` yields ``(raw_pred, t1, t1ce, gt)`` or ``(raw_pred, t1, t1ce, gt, spacing_zyx)`` (arrays in
-    ``(z, y, x)``; the 4-tuple form uses ``spacing_zyx``). For each case the core ``postprocess`` runs once
-    with the component step off (the ratio step of ``base_params``, its thresholds and normalization), then for
-    each candidate the core ``remove_small_components`` with that cut-off (mm^3) for the swept label only
-    (exactly what ``postprocess`` does after the ratio step). The score of a candidate is the mean over cases
-    of the lesion-wise Dice of that label's region. Ties go to the smaller cut-off.
+    ``candidates`` maps a label (1 ET, 2 NET, 3 CC, 4 ED) to its cut-off candidates in mm^3; the default is the
+    paper's two labels, ET and CC, each with ``DEFAULT_CANDIDATES``. ``pairs`` yields ``(raw_pred, t1, t1ce,
+    gt)`` or ``(raw_pred, t1, t1ce, gt, spacing_zyx)`` (arrays in ``(z, y, x)``; the 4-tuple form uses
+    ``spacing_zyx``). For each case the core ``postprocess`` runs once with the component step off (the ratio
+    step of ``base_params``, its thresholds and normalization), then for each label and candidate the core
+    ``remove_small_components`` with that cut-off (mm^3) for that label only (exactly what ``postprocess`` does
+    after the ratio step). The score of a candidate is the mean over cases of the lesion-wise Dice of that
+    label's region. Ties go to the smaller cut-off. Removal zeroes only the swept label's voxels, so one label's
+    cut-off plays no part in another label's score.
 
-    Returns a JSON-serializable dict: ``{"n_cases", "min_volume_et", "min_volume_cc", "table": {"ET":
-    [{"cutoff_mm3", "mean_lesion_dice"}, ...], "CC": [...]}, "per_case": {"ET": [[...per candidate] per case],
-    "CC": ...}}``.
+    Returns a JSON-serializable dict: ``{"n_cases", "min_volume_<label>" per swept label, "table": {"ET":
+    [{"cutoff_mm3", "mean_lesion_dice"}, ...], ...}, "per_case": {"ET": [[...per candidate] per case], ...}}``.
     """
-    from pedtumorseg.postprocess import PostprocessParams, postprocess, remove_small_components
+    from pedtumorseg.postprocess import MIN_VOLUME_KEYS, PostprocessParams, postprocess, remove_small_components
 
     base = PostprocessParams() if base_params is None else base_params
-    cand = {ET: [float(c) for c in candidates_et], CC: [float(c) for c in candidates_cc]}
-    for label, cs in cand.items():
+    if candidates is None:
+        candidates = {ET: DEFAULT_CANDIDATES, CC: DEFAULT_CANDIDATES}
+    if not candidates:
+        raise ValueError("no label to sweep")
+    cand: dict[int, list[float]] = {}
+    for label, cs in sorted(candidates.items()):
+        if label not in MIN_VOLUME_KEYS:
+            raise ValueError(f"unknown label {label!r}; sweepable: {sorted(MIN_VOLUME_KEYS)}")
+        cs = [float(c) for c in cs]
         if not cs or any(c < 0 or not np.isfinite(c) for c in cs):
             raise ValueError(f"{LABEL_NAMES[label]} candidates must be a non-empty list of finite values >= 0")
-    field = {ET: "min_volume_et", CC: "min_volume_cc"}
+        cand[label] = cs
     ratio_only = _replace(base, components_enabled=False)
 
-    per_case: dict[int, list[list[float]]] = {ET: [], CC: []}
+    per_case: dict[int, list[list[float]]] = {label: [] for label in cand}
     n = 0
     for item in pairs:
         if len(item) == 5:
@@ -234,16 +243,14 @@ def sweep_min_volumes(pairs: Iterable, spacing_zyx: Sequence[float] | None = Non
         spacing = tuple(float(s) for s in spacing)
         # the ratio step once per case, on the whole volume (its brain mask and normalization need it all)
         relabelled = np.asarray(postprocess(raw, t1, t1ce, spacing, ratio_only))
-        # then only the swept label's components: removal sets that label's voxels to 0 and leaves the other
-        # labels alone, so the other label's cut-off does not change this label's region
         box = _crop_box(relabelled, gt)
         r, g = (relabelled, gt) if box is None else (relabelled[box], gt[box])
-        for label in (ET, CC):
+        for label, cs in cand.items():
             # a larger cut-off removes a superset of the components a smaller one removes, so two cut-offs give
             # the same labels exactly when as many voxels of the label remain: score each distinct result once
             by_count: dict[int, float] = {}
             scores = []
-            for c in cand[label]:
+            for c in cs:
                 out = remove_small_components(r, spacing, {label: c})
                 key = int(np.count_nonzero(out == label))
                 if key not in by_count:
@@ -255,12 +262,12 @@ def sweep_min_volumes(pairs: Iterable, spacing_zyx: Sequence[float] | None = Non
         raise InputError(None, "no cross-validation prediction to sweep the cut-offs on")
 
     result: dict = {"n_cases": n, "table": {}, "per_case": {}}
-    for label in (ET, CC):
+    for label, cs in cand.items():
         name = LABEL_NAMES[label]
         means = np.asarray(per_case[label], float).mean(axis=0)
-        result["table"][name] = [{"cutoff_mm3": c, "mean_lesion_dice": float(m)} for c, m in zip(cand[label], means)]
+        result["table"][name] = [{"cutoff_mm3": c, "mean_lesion_dice": float(m)} for c, m in zip(cs, means)]
         result["per_case"][name] = per_case[label]
-        result[field[label]] = best_cutoff(cand[label], means)
+        result[MIN_VOLUME_KEYS[label]] = best_cutoff(cs, means)
     return result
 
 
@@ -313,15 +320,15 @@ def find_cv_predictions(pred_dir: str | os.PathLike) -> dict[str, Path]:
 
 
 def fit(raw_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, normalization: str = "zscore",
-        percentile: float = 95.0, candidates_et: Sequence[float] = DEFAULT_CANDIDATES,
-        candidates_cc: Sequence[float] = DEFAULT_CANDIDATES, base_params=None,
+        percentile: float = 95.0, candidates: dict[int, Sequence[float]] | None = None, base_params=None,
         max_per_case: int | None = DEFAULT_MAX_PER_CASE):
     """Fit every post-processing parameter; returns ``(PostprocessParams, report)``.
 
     ``raw_dir`` is an nnU-Net raw dataset (see ``nnunet_training_cases``); ``pred_dir`` holds the
     cross-validation predictions (``find_cv_predictions``). The ratio thresholds come from all training cases'
     ground truth; the cut-offs from the cases that have a prediction (the others are listed in the report as
-    ``cases_without_prediction``), with the fitted thresholds in effect. ``report`` is JSON-serializable.
+    ``cases_without_prediction``), with the fitted thresholds in effect; ``candidates`` as in
+    ``sweep_min_volumes`` (default: the paper's labels ET and CC). ``report`` is JSON-serializable.
     """
     from pedtumorseg.io import load_case, read_labels
     from pedtumorseg.postprocess import PostprocessParams
@@ -361,9 +368,8 @@ def fit(raw_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, normalizatio
             yield (raw, loaded.images[CHANNELS.index("t1")], loaded.images[CHANNELS.index("t1ce")], gt,
                    loaded.geometry.spacing_zyx)
 
-    sweep = sweep_min_volumes(pairs(), candidates_et=candidates_et, candidates_cc=candidates_cc,
-                              base_params=with_ratio)
-    params = _replace(with_ratio, min_volume_et=sweep["min_volume_et"], min_volume_cc=sweep["min_volume_cc"])
+    sweep = sweep_min_volumes(pairs(), candidates=candidates, base_params=with_ratio)
+    params = _replace(with_ratio, **{k: v for k, v in sweep.items() if k.startswith("min_volume_")})
     report = {
         "normalization": normalization,
         "ratio_window": list(RATIO_WINDOW),

@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 
 import numpy as np
 import torch
@@ -251,7 +252,7 @@ ARCH_OVERRIDES = {"init_alpha": float, "encoder_width_factor": int, "se_reductio
 
 def train_fold(dataset_id: int, fold, preset: str = "paper", device: str = "cpu", init_alpha: float | None = None,
                final_validation: bool = True, resume: bool = True, trainer_class: type = None,
-               arch_overrides: dict | None = None, tag: str | None = None,
+               arch_overrides: dict | None = None, tag: str | None = None, seed: int | None = None,
                log=print, **settings) -> PedTumorSegTrainer:
     """Train one fold (int or "all"); resumes from ``checkpoint_latest.pth`` when present and ``resume``.
 
@@ -260,6 +261,13 @@ def train_fold(dataset_id: int, fold, preset: str = "paper", device: str = "cpu"
     plans.json that nnU-Net copies next to the folds, which export reads. ``tag`` names a variant: its results
     go to ``<trainer>__<plans>_<tag>__3d_fullres`` (export with the same tag), so ablation runs on one
     preprocessed dataset do not overwrite each other.
+
+    ``seed`` seeds Python's, NumPy's and torch's generators before the trainer is built: the weight
+    initialization, and with augmentation in the main process (``nnUNet_n_proc_DA=0``) nnU-Net's patch sampling
+    and augmentation, then repeat exactly. Two runs with the same seed (and a resumed run: seeded at the resume)
+    see the same batches in the same order — what a controlled loss or ablation comparison needs. nnU-Net's
+    augmentation worker processes are not seeded (its ``NonDetMultiThreadedAugmenter``), so with workers > 0
+    only the initialization repeats.
     """
     cls = trainer_class or PedTumorSegTrainer
     plans, dataset_json = load_plans_and_dataset_json(dataset_id, preset)
@@ -290,8 +298,17 @@ def train_fold(dataset_id: int, fold, preset: str = "paper", device: str = "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda requested but CUDA is not available")
+    if seed is not None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        if int(os.environ.get("nnUNet_n_proc_DA", "1") or 0) > 0:
+            log(f"seed {seed}: augmentation runs in worker processes, which nnU-Net does not seed; use "
+                "--num-workers 0 for a run that repeats batch by batch")
     trainer = cls(plans=plans, configuration=configuration, fold=fold, dataset_json=dataset_json, device=dev)
     trainer.configure(**settings)
+    if seed is not None:
+        trainer.print_to_log_file(f"seed: {seed}")
     if do_resume:
         trainer.load_checkpoint(latest)  # our own local training state (nnU-Net's pickle-based checkpoint)
         log(f"resuming fold {fold} from {latest} at epoch {trainer.current_epoch}")
