@@ -1,6 +1,6 @@
 """Train every network preset on synthetic phantoms and compare them on held-out phantoms (one command).
 
-    python benchmarks/compare_baselines.py --work /tmp/cmp            # full size: under an hour on 2 CPU cores
+    python benchmarks/compare_baselines.py --work /tmp/cmp            # full size: ~30 min on 2 CPU cores
     python benchmarks/compare_baselines.py --work /tmp/cmp --quick    # minutes: a smoke-sized run
     python benchmarks/compare_baselines.py --cost                     # seconds: full-size params and FLOPs
 
