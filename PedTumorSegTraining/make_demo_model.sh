@@ -10,7 +10,7 @@ TRAIN=${TRAIN:-.venv/bin/pedtumorseg-train}
 PTS=${PTS:-.venv/bin/pedtumorseg}
 D=${D:-work_dirs/demo2}          # git-ignored
 W=$D/nnunet
-VERSION=${VERSION:-0.3.0}
+VERSION=${VERSION:-0.4.0}
 export PEDTUMORSEG_CACHE=$D/cache
 
 # 1. phantoms: 100 training cases (seeds 10000..10099) and 10 held-out cases (seeds 20000..20009), 2.5 mm "small"
@@ -33,10 +33,16 @@ $TRAIN train --work-dir $W --dataset-id 102 --preset demo --fold 0 \
     --epochs 150 --iterations 50 --val-iterations 4 --save-every 5 \
     --no-final-validation --device cpu --threads 2 --num-workers 1
 
+# 3b. continuation (bundle 0.4.0): epochs 150..299 of a 300-epoch cosine (lr 5e-3 -> 0) from the epoch-150
+#     checkpoint, the same default recipe, --seed 150 with augmentation in the main process. This is the "fp_on" arm
+#     of the FP-term experiment; experiments/fp_continuation.sh trains it side by side with the "fp_off" arm
+#     (--theta 0) and scores both on 50 held-out phantoms. Results under the variant tag fp_on.
+bash PedTumorSegTraining/experiments/fp_continuation.sh
+
 # 4. export with the "mean" ratio normalization declared (under z-score, phantom ET has a negative T1CE/T1 ratio:
 #    the paper's z-score thresholds cannot be fitted on phantoms); its thresholds are fitted in step 6
 echo '{"normalization": "mean"}' > $D/pp_mean.json
-$TRAIN export --work-dir $W --dataset-id 102 --preset demo --folds 0 --checkpoint final \
+$TRAIN export --work-dir $W --dataset-id 102 --preset demo --tag fp_on --folds 0 --checkpoint final \
     --out $D/demo-unfitted.zip --name pedtumorseg-demo --version $VERSION --postprocessing $D/pp_mean.json \
     --description "Demo model: PedTumorSegNet demo preset trained on synthetic phantoms only. Not for clinical or research use on real data."
 
@@ -56,8 +62,9 @@ $PTS predict --input-dir $D/val_cases --output-dir $D/val_pred --model $D/demo-u
     --no-tta --raw --progress none
 mkdir -p $D/val_raw && for f in $D/val_pred/*-seg-raw.nii.gz; do b=$(basename $f -seg-raw.nii.gz); cp $f $D/val_raw/$b.nii.gz; done
 
-# 6. fit the ratio thresholds (for the declared "mean") and the minimum component volumes on those predictions
-$TRAIN fit-postprocessing --work-dir $W --dataset-id 102 --predictions $D/val_raw \
+# 6. fit the ratio thresholds (for the declared "mean") and the minimum component volumes of ET, CC and ED (ED too:
+#    about half of the phantoms have no edema, and one stray ED lesion scores 0 there) on those predictions
+$TRAIN fit-postprocessing --work-dir $W --dataset-id 102 --predictions $D/val_raw --labels ET CC ED \
     --bundle $D/demo-unfitted.zip --out Resources/Models/pedtumorseg-demo.zip --report $D/fit_report.json
 
 # 7. held-out evaluation: core engine + core post-processing (the `pedtumorseg predict` CLI, bundle defaults,
@@ -65,3 +72,7 @@ $TRAIN fit-postprocessing --work-dir $W --dataset-id 102 --predictions $D/val_ra
 $PTS predict --input-dir $D/phantoms_heldout --output-dir $D/heldout_pred \
     --model Resources/Models/pedtumorseg-demo.zip --device cpu --no-tta --raw --progress none
 $PTS evaluate --pred $D/heldout_pred --gt $D/phantoms_heldout --out $D/heldout_eval.csv
+# and the same on the 50 held-out phantoms of the FP experiment (seeds 20000..20049, a superset of the 10)
+$PTS predict --input-dir $D/fp_experiment/heldout50 --output-dir $D/heldout50_pred \
+    --model Resources/Models/pedtumorseg-demo.zip --device cpu --no-tta --raw --progress none
+$PTS evaluate --pred $D/heldout50_pred --gt $D/fp_experiment/heldout50 --out $D/heldout50_eval.csv
