@@ -22,6 +22,7 @@ EPOCHS=${EPOCHS:-300}
 R=$W/nnUNet_results/Dataset102_PedTumorSegDemo
 export PEDTUMORSEG_CACHE=$D/cache
 mkdir -p $X
+echo '{"normalization": "mean"}' > $X/pp_mean.json  # the ratio normalization the demo bundle declares
 
 $PY -c "
 from pathlib import Path
@@ -46,7 +47,7 @@ wait
 
 for tag in fp_on fp_off; do
     $TRAIN export --work-dir $W --dataset-id 102 --preset demo --tag $tag --folds 0 --checkpoint final \
-        --out $X/$tag.zip --name demo-$tag --postprocessing $D/pp_mean.json
+        --out $X/$tag.zip --name demo-$tag --postprocessing $X/pp_mean.json
     $PTS predict --input-dir $X/heldout50 --output-dir $X/pred_$tag --model $X/$tag.zip --device cpu \
         --no-tta --raw --progress none
     mkdir -p $X/raw_$tag && for f in $X/pred_$tag/*-seg-raw.nii.gz; do

@@ -15,6 +15,8 @@ X=${X:-$D/fp_experiment}
 R=$W/nnUNet_results/Dataset102_PedTumorSegDemo
 THREADS=${THREADS:-1}
 export PEDTUMORSEG_CACHE=$D/cache
+mkdir -p $X
+echo '{"normalization": "mean"}' > $X/pp_mean.json  # the ratio normalization the demo bundle declares
 
 dst=$R/PedTumorSegTrainer__PedTumorSegPlans_demo_hd_off__3d_fullres/fold_0
 if [ ! -e $dst/checkpoint_final.pth ] && [ ! -e $dst/checkpoint_latest.pth ]; then
@@ -25,7 +27,7 @@ $TRAIN train --work-dir $W --dataset-id 102 --preset demo --fold 0 --tag hd_off 
     --epochs 300 --iterations 50 --val-iterations 4 --save-every 5 \
     --no-final-validation --device cpu --threads $THREADS --num-workers 0 > $X/train_hd_off.log 2>&1
 $TRAIN export --work-dir $W --dataset-id 102 --preset demo --tag hd_off --folds 0 --checkpoint final \
-    --out $X/hd_off.zip --name demo-hd_off --postprocessing $D/pp_mean.json
+    --out $X/hd_off.zip --name demo-hd_off --postprocessing $X/pp_mean.json
 $PTS predict --input-dir $X/heldout50 --output-dir $X/pred_hd_off --model $X/hd_off.zip --device cpu \
     --no-tta --raw --progress none
 mkdir -p $X/raw_hd_off && for f in $X/pred_hd_off/*-seg-raw.nii.gz; do
