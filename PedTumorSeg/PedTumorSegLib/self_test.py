@@ -22,8 +22,8 @@ def _check(condition, message: str) -> None:
         raise AssertionError(message)
 
 
-#: the self-test's phantom: a small one whose ground truth holds all four subregions (ET 414, NET 3958, CC 559,
-#: ED 9255 voxels), not among the demo model's training (10000+) or held-out (20000+) seeds
+#: the self-test's phantom: a small one whose ground truth holds all four subregions (ET 360, NET 3953, CC 559,
+#: ED 9809 voxels), not among the demo model's training (10000+) or held-out (20000+) seeds
 SELF_TEST_SEED = 10
 
 

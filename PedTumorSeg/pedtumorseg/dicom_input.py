@@ -3,7 +3,8 @@ folder from their metadata (pydicom). Needs the optional ``[raw]`` extra (pydico
 
 Series selection from a study folder: every folder below it that holds DICOM files; a folder that holds several
 series (a flat export) is split by ``SeriesInstanceUID`` into one temporary folder of links per series (removed
-when the process ends), so that everything downstream sees one series per folder. Per series, ``SeriesDescription`` + ``ProtocolName`` (upper case) and the sequence parameters decide:
+when the process ends), so that everything downstream sees one series per folder. Per series,
+``SeriesDescription`` + ``ProtocolName`` (upper case) and the sequence parameters decide:
 
 - ignored: localizers/scouts, diffusion, perfusion, SWI, maps and other derived series (by name), and non-MR;
 - FLAIR: the name says ``FLAIR``, or an inversion time >= 1200 ms with an echo time >= 60 ms;
