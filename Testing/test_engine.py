@@ -194,6 +194,26 @@ def test_crop_uncrop_inverse_exact():
     np.testing.assert_allclose(probs.sum(0), 1, atol=1e-6)
 
 
+def test_no_tumor_outside_the_crop_mask():
+    """Inside the crop box, voxels with no image data in any channel (a corner cut out of the brain, a hole that
+    reaches the surface) are background whatever the logits, with probability 1; voxels with data keep the
+    argmax. An image without zeros keeps every voxel (mask None)."""
+    img = images_with_box()
+    img[:, 3:8, 2:9, 4:8] = 0  # an empty corner of the box (open to the outside: not a hole)
+    for target in [(1.0, 1.0, 1.0), (2.0, 1.5, 1.0)]:
+        pre = preprocess(img, (1.0, 1.0, 1.0), target, (True,) * 4)
+        assert pre.bbox == (slice(3, 17), slice(2, 20), slice(4, 15)) and pre.mask is not None
+        logits = np.zeros((NUM_CLASSES, *pre.data.shape[1:]), dtype=np.float32)
+        logits[2] = 5  # NET everywhere
+        probs, labels = logits_to_input_grid(logits, pre)
+        data = nonzero_mask(img)
+        assert (labels[data] == 2).all() and (labels[~data] == 0).all()
+        assert (probs[0][~data] == 1).all() and (probs[1:, ~data] == 0).all()
+        np.testing.assert_allclose(probs.sum(0), 1, atol=1e-6)
+    full = np.random.default_rng(1).normal(100, 20, (4, 6, 7, 8)).astype(np.float32)
+    assert preprocess(full, (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), (True,) * 4).mask is None
+
+
 def test_uncrop_after_resampling_restores_shape():
     img = images_with_box()
     pre = preprocess(img, (1.0, 1.0, 1.0), (2.0, 1.5, 1.0), (True,) * 4)
