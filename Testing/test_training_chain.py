@@ -94,6 +94,20 @@ def test_convert_writes_an_nnunet_raw_dataset(chain):
     seg = sitk.GetArrayFromImage(sitk.ReadImage(str(ds / "labelsTr" / f"{first}.nii.gz")))
     assert set(np.unique(seg)) <= {0, 1, 2, 3, 4} and (seg > 0).any()
     assert (ds / "rejected.txt").read_text() == ""
+    # the file list under nnU-Net's "dataset" key: what nnU-Net's own discovery finds, without its fork pool
+    import nnunetv2.utilities.utils as nnunet_utils
+    without_list = nnunet_utils.get_filenames_of_train_images_and_targets(
+        str(ds), {k: v for k, v in meta.items() if k != "dataset"})
+    saved_pool = nnunet_utils.Pool
+    nnunet_utils.Pool = None  # any use of the pool fails
+    try:
+        with_list = nnunet_utils.get_filenames_of_train_images_and_targets(str(ds), json.loads(
+            (ds / "dataset.json").read_text()))
+    finally:
+        nnunet_utils.Pool = saved_pool
+    assert list(with_list) == sorted(with_list) == sorted(without_list)
+    assert all(with_list[k]["images"] == without_list[k]["images"] and with_list[k]["label"] ==
+               without_list[k]["label"] for k in with_list)
     # one orientation for the whole dataset: the case stored as RAS is written as LPS, same voxels, same anatomy
     from pedtumorseg.io import Geometry
     from pedtumorseg.orientation import orientation_code
@@ -354,3 +368,38 @@ def test_seeded_runs_repeat_batch_by_batch(chain):
     assert a.keys() == b.keys() == c.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_init_weights_start_from_a_bundle(chain, tmp_path, monkeypatch, capsys):
+    """``--init-weights``: the run starts from a bundle's weights (with lr 0 they are what it ends with); a bundle
+    of another network is refused before training, naming the file, exit status 1, no checkpoint."""
+    monkeypatch.setenv("PEDTUMORSEG_CACHE", str(tmp_path / "cache"))
+    from pedtumorseg.bundle import load_bundle
+    from pedtumorseg_train.export import clean_state_dict, read_checkpoint
+    start = tmp_path / "start.zip"
+    assert _run("export", "--dataset-id", DATASET_ID, "--preset", "demo", "--folds", "0", "--out", start,
+                *chain["common"]) == 0
+    base = _results(chain["work"]).parent
+
+    def train(tag, bundle):
+        return _run("train", "--dataset-id", DATASET_ID, "--preset", "demo", "--fold", "3", "--epochs", "1",
+                    "--iterations", "1", "--val-iterations", "1", "--no-final-validation", "--tag", tag,
+                    "--init-weights", bundle, "--lr", "0", *chain["common"])
+
+    assert train("init", start) == 0
+    final = base / "PedTumorSegTrainer__PedTumorSegPlans_demo_init__3d_fullres" / "fold_3" / "checkpoint_final.pth"
+    got = clean_state_dict(read_checkpoint(final)["network_weights"])
+    want = load_bundle(start).state_dict(0)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    log = "\n".join(p.read_text() for p in final.parent.glob("training_log_*.txt"))
+    assert f"initial weights: {start} fold 0" in log
+
+    # the shipped demo bundle has the demo preset's full widths, not this chain's narrowed ones
+    shipped = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "pedtumorseg-demo.zip"
+    capsys.readouterr()
+    assert train("init_bad", shipped) == 1
+    err = capsys.readouterr().err
+    assert str(shipped) in err and "do not fit this run's network" in err and "shape" in err
+    assert not (base / "PedTumorSegTrainer__PedTumorSegPlans_demo_init_bad__3d_fullres" / "fold_3"
+                / "checkpoint_final.pth").exists()

@@ -109,7 +109,8 @@ def cmd_train(a) -> int:
                    num_epochs=a.epochs, num_iterations_per_epoch=a.iterations,
                    num_val_iterations_per_epoch=a.val_iterations, initial_lr=a.lr, momentum=a.momentum,
                    nesterov=None if a.nesterov is None else a.nesterov == "on", weight_decay=a.weight_decay,
-                   save_every=a.save_every, loss_kwargs=loss_kwargs)
+                   save_every=a.save_every, loss_kwargs=loss_kwargs, init_weights=a.init_weights,
+                   init_fold=a.init_fold)
     return 0
 
 
@@ -288,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--tag", help="variant name: results go to <trainer>__<plans>_<tag>__3d_fullres (ablations)")
     t.add_argument("--seed", type=int, help="seed the initialization and (with --num-workers 0) sampling and "
                    "augmentation, for controlled comparisons")
+    t.add_argument("--init-weights", metavar="BUNDLE",
+                   help="start from a model bundle's weights (fine-tuning) instead of a random initialization; "
+                        "the bundle must have this run's network (same preset and overrides)")
+    t.add_argument("--init-fold", type=_fold, help="the bundle fold to start from (default: its first)")
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     t.add_argument("--save-every", type=int, default=DEFAULTS["save_every"],
                    help="write checkpoint_latest.pth every N epochs")

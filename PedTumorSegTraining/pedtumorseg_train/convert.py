@@ -12,6 +12,13 @@ Orientation: nnU-Net trains on the voxel arrays as stored. Every case is brought
 (LPS, how SimpleITK reads BraTS files) by exact axis flips/permutations (``pedtumorseg.orientation``), so that
 one anatomy-to-axis mapping holds for the whole dataset; ``dataset.json`` records it as ``pedtumorseg_orientation``
 and the export writes it into the bundle manifest, where the engine reorients every input to it.
+
+``dataset.json`` also lists every case's files under nnU-Net's ``dataset`` key (paths relative to the dataset
+folder, cases sorted as nnU-Net sorts them). The files are the same ``imagesTr`` / ``labelsTr`` ones; the list
+only spares nnU-Net its own file discovery, which forks a 12-process pool in every fingerprint, planning,
+integrity-check and preprocessing call just to match file names. Forking a process that already runs threads
+(torch, pytest) can hang: in one run of the training tests a forked worker blocked on the pool's queue lock and
+``Pool.__exit__`` waited for it forever (20 min, no CPU). With the list, no fork happens.
 """
 
 from __future__ import annotations
@@ -172,6 +179,9 @@ def convert(brats_dir: str | os.PathLike, raw_dir: str | os.PathLike, dataset_id
             "name": name,
             "description": f"converted by pedtumorseg-train convert from {brats_dir}",
             "pedtumorseg_orientation": TRAINING_ORIENTATION,
+            "dataset": {case_id: {"images": [f"imagesTr/{case_id}_{i:04d}{FILE_ENDING}" for i in range(len(CHANNELS))],
+                                  "label": f"labelsTr/{case_id}{FILE_ENDING}"}
+                        for case_id in sorted(accepted)},
         }
         (staging / "dataset.json").write_text(json.dumps(dataset_json, indent=2) + "\n")
         out.mkdir(exist_ok=True)

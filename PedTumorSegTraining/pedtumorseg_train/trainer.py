@@ -245,6 +245,34 @@ def load_plans_and_dataset_json(dataset_id: int, preset: str) -> tuple[dict, dic
     return load_json(plans_file), load_json(os.path.join(base, "dataset.json"))
 
 
+def load_init_weights(trainer, path, fold=None):
+    """Copy a bundle's weights (``fold``, default its first) into ``trainer.network``; returns the fold used.
+
+    Read with safetensors through the core bundle loader (checksums verified; nothing unpickled). Every tensor
+    of the network must be in the bundle with the same shape, and the bundle must hold nothing else: a bundle
+    of another preset, width or class count is refused with :class:`~pedtumorseg.errors.BundleError` naming the
+    file and the first differences, before any training step.
+    """
+    from pedtumorseg.bundle import load_bundle
+    from pedtumorseg.errors import BundleError
+    bundle = load_bundle(path)
+    used = bundle.folds[0] if fold is None else fold
+    state = bundle.state_dict(used)
+    net = trainer.network
+    net = getattr(net, "module", net)  # DDP
+    net = getattr(net, "_orig_mod", net)  # torch.compile
+    own = net.state_dict()
+    problems = [f"missing {k}" for k in own if k not in state]
+    problems += [f"unexpected {k}" for k in state if k not in own]
+    problems += [f"{k}: shape {tuple(state[k].shape)} in the bundle, {tuple(v.shape)} in the network"
+                 for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise BundleError(path, f"its weights (fold {used}) do not fit this run's network ({shown})")
+    net.load_state_dict({k: state[k] for k in own}, strict=True)
+    return used
+
+
 #: network kwargs a training run may override (the paper's ablation switches), with their types
 ARCH_OVERRIDES = {"init_alpha": float, "encoder_width_factor": int, "se_reduction": int,
                   "depthwise_separable": bool, "decoder_separable": bool}
@@ -253,6 +281,7 @@ ARCH_OVERRIDES = {"init_alpha": float, "encoder_width_factor": int, "se_reductio
 def train_fold(dataset_id: int, fold, preset: str = "paper", device: str = "cpu", init_alpha: float | None = None,
                final_validation: bool = True, resume: bool = True, trainer_class: type = None,
                arch_overrides: dict | None = None, tag: str | None = None, seed: int | None = None,
+               init_weights: str | os.PathLike | None = None, init_fold=None,
                log=print, **settings) -> PedTumorSegTrainer:
     """Train one fold (int or "all"); resumes from ``checkpoint_latest.pth`` when present and ``resume``.
 
@@ -268,6 +297,12 @@ def train_fold(dataset_id: int, fold, preset: str = "paper", device: str = "cpu"
     see the same batches in the same order — what a controlled loss or ablation comparison needs. nnU-Net's
     augmentation worker processes are not seeded (its ``NonDetMultiThreadedAugmenter``), so with workers > 0
     only the initialization repeats.
+
+    ``init_weights`` (a model bundle, .zip or folder) starts the run from that bundle's weights of ``init_fold``
+    (default: its first fold) instead of a random initialization: fine-tuning, with this run's own schedule and
+    loss. The weights are read with safetensors (never unpickled) and must match the network of the plans key by
+    key and shape by shape (:func:`load_init_weights`). A resumed run continues from its own checkpoint and
+    ignores them.
     """
     cls = trainer_class or PedTumorSegTrainer
     plans, dataset_json = load_plans_and_dataset_json(dataset_id, preset)
@@ -312,6 +347,13 @@ def train_fold(dataset_id: int, fold, preset: str = "paper", device: str = "cpu"
     if do_resume:
         trainer.load_checkpoint(latest)  # our own local training state (nnU-Net's pickle-based checkpoint)
         log(f"resuming fold {fold} from {latest} at epoch {trainer.current_epoch}")
+        if init_weights is not None:
+            log(f"resumed run: --init-weights {init_weights} is not used (the checkpoint holds the weights)")
+    elif init_weights is not None:
+        trainer.initialize()
+        used = load_init_weights(trainer, init_weights, init_fold)
+        trainer.print_to_log_file(f"initial weights: {init_weights} fold {used}")
+        log(f"fold {fold}: starting from the weights of {init_weights} (fold {used})")
     trainer.run_training()
     if final_validation:
         trainer.perform_actual_validation(False)
