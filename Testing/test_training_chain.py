@@ -78,7 +78,7 @@ def _results(work: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_convert_writes_an_nnunet_raw_dataset(chain):
+def test_convert_writes_an_nnunet_raw_dataset(chain, monkeypatch):
     ds = chain["work"] / "nnUNet_raw" / f"Dataset{DATASET_ID}_Chain"
     meta = json.loads((ds / "dataset.json").read_text())
     assert meta["channel_names"] == {"0": "T1", "1": "T1CE", "2": "T2", "3": "FLAIR"}
@@ -98,13 +98,10 @@ def test_convert_writes_an_nnunet_raw_dataset(chain):
     import nnunetv2.utilities.utils as nnunet_utils
     without_list = nnunet_utils.get_filenames_of_train_images_and_targets(
         str(ds), {k: v for k, v in meta.items() if k != "dataset"})
-    saved_pool = nnunet_utils.Pool
-    nnunet_utils.Pool = None  # any use of the pool fails
-    try:
-        with_list = nnunet_utils.get_filenames_of_train_images_and_targets(str(ds), json.loads(
-            (ds / "dataset.json").read_text()))
-    finally:
-        nnunet_utils.Pool = saved_pool
+    monkeypatch.setattr(nnunet_utils, "Pool", None)  # any use of the pool fails
+    with_list = nnunet_utils.get_filenames_of_train_images_and_targets(str(ds), json.loads(
+        (ds / "dataset.json").read_text()))
+    monkeypatch.undo()
     assert list(with_list) == sorted(with_list) == sorted(without_list)
     assert all(with_list[k]["images"] == without_list[k]["images"] and with_list[k]["label"] ==
                without_list[k]["label"] for k in with_list)

@@ -290,6 +290,19 @@ class Bundle:
         return self._states[key]
 
 
+def load_fold_weights(bundle, net, fold, network: str = "the network described in manifest.json",
+                      path: str | os.PathLike | None = None) -> None:
+    """Load ``bundle``'s weights of ``fold`` into ``net`` (strict: every key, every shape). Weights that do not
+    fit raise ``BundleError`` naming ``path`` (default: the fold's weights file), ``network`` and the first
+    mismatch. Shared by the engine and the training CLI's ``--init-weights``."""
+    try:
+        net.load_state_dict(bundle.state_dict(fold))
+    except RuntimeError as e:  # torch lists every mismatching tensor; the first one says enough
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+        raise BundleError(path if path is not None else bundle.weights_file(fold),
+                          f"weights do not fit {network} ({detail[:200]})") from None
+
+
 # --- loading ----------------------------------------------------------------------------------------------
 
 def _read_manifest(root: Path, origin: Path) -> dict:

@@ -33,8 +33,9 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from . import backends
+from .bundle import load_fold_weights
 from .conventions import CHANNELS, NUM_CLASSES
-from .errors import BundleError, Cancelled, PredictionError
+from .errors import Cancelled, PredictionError
 from .preprocessing import logits_to_input_grid, preprocess
 
 
@@ -187,12 +188,7 @@ class Engine:
 
     # network ------------------------------------------------------------------------------------------
     def _load_weights(self, net, fold) -> None:
-        try:
-            net.load_state_dict(self.bundle.state_dict(fold))
-        except RuntimeError as e:  # torch lists every mismatching tensor; the first one says enough
-            detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
-            raise BundleError(self.bundle.weights_file(fold), "weights do not fit the network described in "
-                              f"manifest.json ({detail[:200]})") from None
+        load_fold_weights(self.bundle, net, fold)
 
     def _check_weights(self) -> None:
         if self.backend == "torch":

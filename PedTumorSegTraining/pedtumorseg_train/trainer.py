@@ -248,28 +248,17 @@ def load_plans_and_dataset_json(dataset_id: int, preset: str) -> tuple[dict, dic
 def load_init_weights(trainer, path, fold=None):
     """Copy a bundle's weights (``fold``, default its first) into ``trainer.network``; returns the fold used.
 
-    Read with safetensors through the core bundle loader (checksums verified; nothing unpickled). Every tensor
-    of the network must be in the bundle with the same shape, and the bundle must hold nothing else: a bundle
-    of another preset, width or class count is refused with :class:`~pedtumorseg.errors.BundleError` naming the
-    file and the first differences, before any training step.
+    Read with safetensors through the core bundle loader (checksums verified; nothing unpickled) and loaded
+    strictly (``pedtumorseg.bundle.load_fold_weights``): a bundle of another preset, width or class count is refused with
+    :class:`~pedtumorseg.errors.BundleError` naming the file and the first mismatch, before any training step.
     """
-    from pedtumorseg.bundle import load_bundle
-    from pedtumorseg.errors import BundleError
+    from pedtumorseg.bundle import load_bundle, load_fold_weights
     bundle = load_bundle(path)
     used = bundle.folds[0] if fold is None else fold
-    state = bundle.state_dict(used)
     net = trainer.network
     net = getattr(net, "module", net)  # DDP
     net = getattr(net, "_orig_mod", net)  # torch.compile
-    own = net.state_dict()
-    problems = [f"missing {k}" for k in own if k not in state]
-    problems += [f"unexpected {k}" for k in state if k not in own]
-    problems += [f"{k}: shape {tuple(state[k].shape)} in the bundle, {tuple(v.shape)} in the network"
-                 for k, v in own.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
-    if problems:
-        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
-        raise BundleError(path, f"its weights (fold {used}) do not fit this run's network ({shown})")
-    net.load_state_dict({k: state[k] for k in own}, strict=True)
+    load_fold_weights(bundle, net, used, network=f"this run's network (fold {used} of the bundle)", path=path)
     return used
 
 
