@@ -21,7 +21,7 @@ def real_case_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def small_phantom_dir(tmp_path_factory) -> Path:
-    from pedtumorseg.phantom import make_phantom, write_phantom
+    from pedtumorseg.phantoms.clean import make_phantom, write_phantom
 
     return write_phantom(make_phantom(3, "small"), tmp_path_factory.mktemp("phantom"))
 
@@ -58,7 +58,7 @@ def write_tiny_bundle(path, *, name="tiny-test", seed=0, folds=(0,), postprocess
     for 2.5 mm phantoms with 32^3 patches; ``postprocessing`` a ``PostprocessParams`` (default: its defaults)."""
     import torch
 
-    from pedtumorseg.bundle import write_bundle
+    from pedtumorseg.inference.bundle import write_bundle
     from pedtumorseg.conventions import CHANNELS, LABEL_COLORS, LABEL_NAMES
     from pedtumorseg.model.presets import NETWORK_CLASS, build_network, network_kwargs
     from pedtumorseg.postprocess import PostprocessParams

@@ -18,7 +18,8 @@ slicerio = pytest.importorskip("slicerio")
 
 from slicer_harness import SlicerScene, moduleLogic  # noqa: E402
 
-from pedtumorseg import panel  # noqa: E402
+from pedtumorseg.ui import controls, results
+from pedtumorseg.outputs import terminology  # noqa: E402
 from pedtumorseg.conventions import BRATS_SUFFIXES, CHANNELS, LABEL_COLORS, LABEL_LONG_NAMES  # noqa: E402
 from pedtumorseg.postprocess import PostprocessParams, Session  # noqa: E402
 
@@ -71,12 +72,12 @@ def test_segments_geometry_terminology_and_no_leftover_nodes(harness, tmp_path):
         np.testing.assert_allclose(segment.GetColor(), LABEL_COLORS[label], atol=1e-6)
         entry = slicer.vtkSlicerTerminologyEntry()
         assert harness.terminologies.DeserializeTerminologyEntry(segment.GetTerminology(), entry)
-        assert entry.GetTerminologyContextName() == panel.TERMINOLOGY_CONTEXT
+        assert entry.GetTerminologyContextName() == terminology.TERMINOLOGY_CONTEXT
         assert entry.GetCategoryObject().GetCodeValue() == "49755003"
         assert (entry.GetTypeObject().GetCodingSchemeDesignator(), entry.GetTypeObject().GetCodeValue(),
-                entry.GetTypeObject().GetCodeMeaning()) == panel.TERMINOLOGY_TYPES[label]
+                entry.GetTypeObject().GetCodeMeaning()) == terminology.TERMINOLOGY_TYPES[label]
         assert entry.GetRegionObject().GetCodeMeaning() == "Brain"
-        assert harness.terminologies.SerializeTerminologyEntry(entry) == panel.terminology_entry(label)
+        assert harness.terminologies.SerializeTerminologyEntry(entry) == terminology.terminology_entry(label)
         np.testing.assert_array_equal(logic.sync.segmentArray(label), raw == label)
     # beside the T1CE in the subject hierarchy
     sh = harness.scene.GetSubjectHierarchyNode()
@@ -101,7 +102,7 @@ def test_segments_geometry_terminology_and_no_leftover_nodes(harness, tmp_path):
     for label in (1, 2, 3, 4):
         s = byId[f"label_{label}"]
         assert s["name"] == LABEL_LONG_NAMES[label]
-        assert tuple(s["terminology"]["type"]) == panel.TERMINOLOGY_TYPES[label]
+        assert tuple(s["terminology"]["type"]) == terminology.TERMINOLOGY_TYPES[label]
         # slicerio gives x, y, z voxel order on the segmentation's own extent; this one is the T1CE's
         layer = voxels if voxels.ndim == 3 else voxels[s.get("layer", 0)]
         mask = (layer == s["labelValue"]).transpose(2, 1, 0)
@@ -111,7 +112,7 @@ def test_segments_geometry_terminology_and_no_leftover_nodes(harness, tmp_path):
              offset[0]:offset[0] + mask.shape[2]] = mask
         np.testing.assert_array_equal(full, raw == label)
     logic.exportCsv(out / "volumes.csv")
-    assert (out / "volumes.csv").read_text() == panel.results_csv(panel.results_table(raw, session.spacing_zyx))
+    assert (out / "volumes.csv").read_text() == results.results_csv(results.results_table(raw, session.spacing_zyx))
     assert _ids(harness.scene) == nodesBefore  # no node left behind, not even the export's color table
     assert sorted(p.name for p in out.iterdir()) == ["case-seg.nii.gz", "case.seg.nrrd", "volumes.csv"]
     # the segmentation node's own storage (none yet) is not changed by the export
@@ -141,12 +142,11 @@ def test_slider_moves_hand_edits_and_deleted_segments(harness, tmp_path):
     logic = moduleLogic(harness, tmp_path / "tmp")
     node = logic.setResult(session, reference)
     sync = logic.sync
-    shadow = Session(raw, session._t1, session._t1ce, session.spacing_zyx, session.params)
+    t1 = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))  # the session's T1 and T1CE (the same image)
+    shadow = Session(raw, t1, t1, session.spacing_zyx, session.params)
     binary = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
 
-    written = []
-    realWrite = sync._write
-    sync._write = lambda label: (written.append(label), realWrite(label))
+    writes = sync.writes  # segment writes so far (the public count of what a move cost)
 
     def stamp():
         segment = node.GetSegmentation().GetSegment(sync.segmentIds[1])
@@ -155,12 +155,12 @@ def test_slider_moves_hand_edits_and_deleted_segments(harness, tmp_path):
     # a move writes only the segments the Session names; the others keep their voxels
     expected = shadow.update(min_volume_et=100.0)
     assert logic.updatePostprocessing({"min_volume_et": 100.0}) == expected == {1}
-    assert written == [1]
+    assert sync.writes == writes + 1  # one segment written: ET
     for label in (1, 2, 3, 4):
         np.testing.assert_array_equal(sync.segmentArray(label), (raw == label) & (label != 1))
     after = stamp()
     assert logic.updatePostprocessing({"min_volume_et": 100.0}) == set()  # no change, no write
-    assert written == [1] and stamp() == after
+    assert sync.writes == writes + 1 and stamp() == after
     assert logic.updatePostprocessing({"min_volume_et": 0.0}) == {1}
     np.testing.assert_array_equal(sync.segmentArray(1), raw == 1)
     # untouched since the module's writes: recognised by modified time, without reading the labelmaps
@@ -186,8 +186,8 @@ def test_slider_moves_hand_edits_and_deleted_segments(harness, tmp_path):
     assert asked == [{4}] and 4 in sync.protected
     edited = sync.segmentArray(4)
     assert edited.sum() == 65 and edited[25, 35, 45] == 1
-    rows = {row[0]: row for row in logic.resultsRows()}
-    assert rows["ED"][2] == pytest.approx(65 * float(np.prod(ANISOTROPIC_SPACING)) / 1000.0)
+    rows = {row.region: row for row in logic.resultsRows()}
+    assert rows["ED"].volume_ml == pytest.approx(65 * float(np.prod(ANISOTROPIC_SPACING)) / 1000.0)
     assert logic.updatePostprocessing({"min_volume_ed": 0.0},
                                       confirmOverwrite=lambda labels: pytest.fail("asked again")) == set()
     # an erased voxel inside the box, accepted overwrite -> rewritten from the session
@@ -200,7 +200,7 @@ def test_slider_moves_hand_edits_and_deleted_segments(harness, tmp_path):
     assert logic.updatePostprocessing({"min_volume_cc": 100.0}, confirmOverwrite=lambda labels: True) == {3}
     segment = node.GetSegmentation().GetSegment(sync.segmentIds[3])
     assert sync.segmentIds[3] == "label_3" and segment.GetName() == "Cystic component"
-    assert segment.GetTerminology() == panel.terminology_entry(3)
+    assert segment.GetTerminology() == terminology.terminology_entry(3)
     assert logic.updatePostprocessing({"min_volume_cc": 0.0}) == {3}
     np.testing.assert_array_equal(sync.segmentArray(3), raw == 3)
     assert _ids(harness.scene) == nodesBefore
@@ -210,8 +210,29 @@ def test_slider_moves_hand_edits_and_deleted_segments(harness, tmp_path):
     assert session.params.ratio_low == round(session.params.ratio_high - 0.01, 2) < session.params.ratio_high
 
 
+def test_a_slider_move_goes_one_way_through_the_parameter_node(harness, tmp_path):
+    """widget -> parameter node -> one clamp (written back to the node, as the slider then shows it) -> session ->
+    the changed segments; the node update the clamp makes is not a second pass."""
+    path, raw, session = _synthetic(tmp_path)
+    logic = moduleLogic(harness, tmp_path / "tmp")
+    logic.setResult(session, harness.loadVolume(path))
+    sync = logic.sync
+    p = type("ParameterNode", (), {name: getattr(session.params, name) for name in controls.PANEL_PARAMETERS})()
+    assert logic.applyControls(p) == set()  # the node holds the session's values: nothing to do
+    writes = sync.writes
+    p.min_volume_et = 100.0  # a slider bound to the node moved
+    assert logic.applyControls(p) == {1} and sync.writes == writes + 1
+    assert session.params.min_volume_et == 100.0
+    assert logic.applyControls(p) == set() and sync.writes == writes + 1  # the same values again: no pass
+    p.ratio_enabled, p.ratio_low = True, session.params.ratio_high + 1.0  # dragged past ratio_high
+    logic.applyControls(p)
+    assert p.ratio_low == session.params.ratio_low == round(session.params.ratio_high - 0.01, 2)
+    after = sync.writes
+    assert logic.applyControls(p) == set() and sync.writes == after  # the clamp's own node update: no second pass
+
+
 def _write_oblique_phantom(tmp_path):
-    from pedtumorseg.phantom import make_phantom, write_phantom
+    from pedtumorseg.phantoms.clean import make_phantom, write_phantom
 
     folder = Path(write_phantom(make_phantom(3, "small"), tmp_path / "oblique"))
     for file in folder.glob("*.nii.gz"):  # the same voxels, stored oblique, flipped and anisotropic
@@ -263,7 +284,7 @@ def test_parameter_decisions_on_the_scene(harness, tmp_path):
         sitk.WriteImage(image, str(paths[suffix]))
     nodes = {s: harness.loadVolume(paths[s], f"case-{s}") for s in ("t1n", "t1c", "t2w", "t2f")}
     labelmap = harness.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "case-t1c-label")
-    fields = [f"{c}Volume" for c in CHANNELS] + ["modelPath", "postprocessDefaultsOf"] + list(panel.PANEL_PARAMETERS)
+    fields = [f"{c}Volume" for c in CHANNELS] + ["modelPath", "postprocessDefaultsOf"] + list(controls.PANEL_PARAMETERS)
     p = type("ParameterNode", (), dict.fromkeys(fields))()
     p.modelPath, p.postprocessDefaultsOf = "", ""
     assert logic.inputProblems(p)
@@ -278,7 +299,7 @@ def test_parameter_decisions_on_the_scene(harness, tmp_path):
     assert logic.needsDefaultsReset(p, bundle)
     logic.resetPostprocessingControls(p, bundle)
     assert not logic.needsDefaultsReset(p, bundle)
-    assert all(getattr(p, name) == getattr(bundle.postprocessing, name) for name in panel.PANEL_PARAMETERS)
+    assert all(getattr(p, name) == getattr(bundle.postprocessing, name) for name in controls.PANEL_PARAMETERS)
     p.ratio_low = p.ratio_high + 0.5  # the sliders can cross; the parameters cannot
     params = logic.currentParams(p)
     assert params.ratio_low == round(params.ratio_high - 0.01, 2) and params.normalization == \

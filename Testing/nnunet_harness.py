@@ -142,12 +142,12 @@ def nnunet_predict(predictor, images: np.ndarray, spacing_zyx) -> tuple[np.ndarr
 
 
 def phantom_stack(seed: int = 3, size: str = "small"):
-    from pedtumorseg.phantom import make_phantom
+    from pedtumorseg.phantoms.clean import make_phantom
     ph = make_phantom(seed, size)
     images = np.stack([ph.images[c] for c in CHANNELS]).astype(np.float32)
     return images, tuple(float(s) for s in ph.geometry.spacing_zyx)
 
 
 def build_bundle(folder: Path, manifest: dict, state: dict):
-    from pedtumorseg.bundle import load_bundle, write_bundle
+    from pedtumorseg.inference.bundle import load_bundle, write_bundle
     return load_bundle(write_bundle(Path(folder) / "bench", manifest, {0: state}, zip=False))

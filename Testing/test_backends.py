@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from pedtumorseg import backends
+from pedtumorseg.inference import backends
 from pedtumorseg.conventions import CHANNELS, NUM_CLASSES
-from pedtumorseg.engine import Engine, PredictOptions
+from pedtumorseg.inference.engine import Engine, PredictOptions
 from pedtumorseg.errors import PredictionError
 from pedtumorseg.model.blocks import SqueezeExcite
 from pedtumorseg.model.export import ShortReductionSqueezeExcite, TwoPassInstanceNorm, export_form, spatial_mean
@@ -211,8 +211,8 @@ def test_paper_preset_backend_within_twice_pytorch_fp32_deviation(paper_case, ba
 @pytest.mark.parametrize("backend", ONNX_BACKENDS)
 def test_demo_bundle_backend_labels_equal_pytorch(backend, monkeypatch, tmp_path_factory):
     _needs(backend)
-    from pedtumorseg.bundle import default_bundle_path, load_bundle
-    from pedtumorseg.phantom import make_phantom
+    from pedtumorseg.inference.bundle import default_bundle_path, load_bundle
+    from pedtumorseg.phantoms.clean import make_phantom
 
     monkeypatch.setenv("PEDTUMORSEG_CACHE", str(tmp_path_factory.getbasetemp() / "demo-cache"))
     bundle = load_bundle(default_bundle_path())

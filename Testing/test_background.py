@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pedtumorseg.background import (BackgroundPrediction, build_predict_command, child_environment, find_python_slicer,
-                                    parse_line)
+from pedtumorseg import progress as events_
+from pedtumorseg.ui.background import BackgroundPrediction, build_predict_command, child_environment, find_python_slicer
 
 FAKE = textwrap.dedent(r'''
     import json, os, subprocess, sys, time
@@ -55,13 +55,13 @@ def fake(tmp_path):
     return script
 
 
-def _run_to_exit(bg: BackgroundPrediction, timeout=20.0) -> list[dict]:
+def _run_to_exit(bg: BackgroundPrediction, timeout=20.0) -> list:
     events = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         new = bg.poll()
         events += new
-        if any(e["event"] == "exit" for e in new):
+        if any(e.event == "exit" for e in new):
             return events
         time.sleep(0.02)
     raise AssertionError(f"no exit event within {timeout} s; got {events}")
@@ -86,12 +86,12 @@ def test_partial_lines_plain_text_and_done_without_newline(fake, tmp_path):
     bg.start()
     assert work.is_dir()
     events = _run_to_exit(bg)
-    kinds = [e["event"] for e in events]
+    kinds = [e.event for e in events]
     assert kinds == ["progress", "log", "done", "exit"]
-    assert events[0] == {"event": "progress", "fraction": 0.5, "message": "half"}
-    assert events[1]["message"] == "plain text line"
-    assert bg.result["outputs"] == {"seg": "a"}
-    assert bg.returncode == 0 and events[-1]["returncode"] == 0
+    assert events[0] == events_.Progress(0.5, "half")
+    assert events[1].message == "plain text line"
+    assert bg.result.outputs == {"seg": "a"}
+    assert bg.returncode == 0 and events[-1].returncode == 0
     assert bg.poll() == []  # exit is reported once
     bg.cleanup()
     assert not work.exists()
@@ -104,7 +104,7 @@ def test_error_event_surfaces_message(fake, tmp_path):
     assert bg.returncode == 1
     assert bg.error == "t1.nii.gz: image contains NaN"
     assert bg.failure_message() == "t1.nii.gz: image contains NaN"
-    assert any(e["event"] == "log" and e["stream"] == "stderr" for e in events)
+    assert any(e.event == "log" and e.stream == "stderr" for e in events)
     bg.cleanup()
 
 
@@ -126,10 +126,10 @@ def test_cancel_kills_process_and_child_and_cleanup_removes_workdir(fake, tmp_pa
     deadline = time.monotonic() + 15
     progress = []
     while time.monotonic() < deadline and not (pidfile.exists() and progress):
-        progress += [e for e in bg.poll() if e["event"] == "progress"]
+        progress += [e for e in bg.poll() if e.event == "progress"]
         time.sleep(0.05)
     assert progress, "no progress event before cancel"
-    assert 0.0 <= progress[0]["fraction"] < 1.0
+    assert 0.0 <= progress[0].fraction < 1.0
     parent, child = (int(x) for x in pidfile.read_text().split())
     assert _alive(parent) and _alive(child)
     (work / "input.nii.gz").write_bytes(b"x")
@@ -142,7 +142,7 @@ def test_cancel_kills_process_and_child_and_cleanup_removes_workdir(fake, tmp_pa
     assert not _alive(child), "the grandchild survived cancel"
     assert bg.failure_message() == "cancelled"
     events = _run_to_exit(bg)
-    assert events[-1]["event"] == "exit"
+    assert events[-1].event == "exit"
     bg.cleanup()
     assert not work.exists()
     bg.cancel()  # idempotent
@@ -201,10 +201,14 @@ def test_build_predict_command_is_accepted_by_the_cli_parser():
 
 
 def test_parse_line():
-    assert parse_line('{"event": "progress", "fraction": 0.2, "message": "m"}')["fraction"] == 0.2
-    assert parse_line('{"no_event": 1}')["event"] == "log"
-    assert parse_line("{broken")["event"] == "log"
-    assert parse_line("[ 10%] text")["message"] == "[ 10%] text"
+    assert events_.parse_line('{"event": "progress", "fraction": 0.2, "message": "m"}') == events_.Progress(0.2, "m")
+    assert events_.parse_line('{"no_event": 1}') == events_.Log('{"no_event": 1}')
+    assert events_.parse_line("{broken").event == "log"
+    assert events_.parse_line("[ 10%] text") == events_.Log("[ 10%] text")
+    assert events_.parse_line('{"event": "progress", "fraction": 0.2, "message": "m"}', "stderr").event == "log"
+    # a writer's event with a field this reader does not know is still read; a malformed one is a log line
+    assert events_.parse_line('{"event": "error", "message": "x", "new_field": 1}') == events_.Failed("x")
+    assert events_.parse_line('{"event": "done"}').event == "log"
 
 
 def test_child_environment_does_not_touch_os_environ(monkeypatch):
@@ -249,7 +253,7 @@ def test_leftover_child_holding_the_pipes_does_not_block_the_exit_event(fake, tm
     t0 = time.monotonic()
     events = _run_to_exit(bg, timeout=20)
     assert time.monotonic() - t0 < 15
-    assert [e["event"] for e in events] == ["done", "exit"] and bg.returncode == 0
+    assert [e.event for e in events] == ["done", "exit"] and bg.returncode == 0
     child = int(pidfile.read_text().split()[1])
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and _alive(child):

@@ -106,7 +106,7 @@ def _manifest(cls, kwargs, patch, mirror_axes=(1, 2)):
 
 
 def test_missing_package_is_a_one_line_bundle_error(tmp_path, monkeypatch):
-    from pedtumorseg.bundle import load_bundle, write_bundle
+    from pedtumorseg.inference.bundle import load_bundle, write_bundle
     kw = {"spatial_dims": 3, "channels": [4, 8], "strides": [2], "num_res_units": 1}
     net = pytest.importorskip("monai").networks.nets.UNet(in_channels=4, out_channels=5, **kw)
     path = write_bundle(tmp_path / "b.zip", _manifest(presets.MONAI_UNET, kw, [16, 16, 16]), {0: net.state_dict()})
@@ -119,15 +119,15 @@ def test_missing_package_is_a_one_line_bundle_error(tmp_path, monkeypatch):
 
 
 def test_compute_steps_tile_of_one_visits_every_slice_once():
-    from pedtumorseg.engine import compute_steps
+    from pedtumorseg.inference.engine import compute_steps
     assert compute_steps((5, 20, 16), (1, 16, 16), 0.5) == [[0, 1, 2, 3, 4], [0, 4], [0]]
 
 
 def test_2d_bundle_is_predicted_slice_by_slice(tmp_path):
     """Without TTA, a 2D network whose patch covers the slice gives, for every slice, the network's own output
     on that slice (Gaussian weights of one tile cancel)."""
-    from pedtumorseg.bundle import load_bundle, write_bundle
-    from pedtumorseg.engine import Engine, PredictOptions
+    from pedtumorseg.inference.bundle import load_bundle, write_bundle
+    from pedtumorseg.inference.engine import Engine, PredictOptions
     kw = {"widths": [4, 8], "strides": [1, 2]}
     torch.manual_seed(0)
     net = ResSELKAUNet2D(4, NUM_CLASSES, **kw).eval()

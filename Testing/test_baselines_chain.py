@@ -39,7 +39,7 @@ PRESETS = [p for p in BASELINES if p != "demo"]  # demo: test_training_chain.py
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     saved = {k: os.environ.get(k) for k in NNUNET_VARS}
-    from pedtumorseg.phantom import write_phantoms
+    from pedtumorseg.phantoms.clean import write_phantoms
     from pedtumorseg_train.cli import main
     root = tmp_path_factory.mktemp("baselines")
     write_phantoms(root / "brats", 3, size="small", seed=600)
@@ -74,10 +74,12 @@ def test_preset_trains_exports_predicts_and_scores(work, preset, tmp_path, monke
     if BASELINES[preset]["class"] in MONAI_CLASSES:
         pytest.importorskip("monai")
     monkeypatch.setenv("PEDTUMORSEG_CACHE", str(tmp_path / "cache"))
-    from pedtumorseg.bundle import load_bundle
-    from pedtumorseg.engine import Engine, PredictOptions
-    from pedtumorseg.evaluation import evaluate_folder
-    from pedtumorseg.io import find_cases, load_case, write_labels
+    from pedtumorseg.inference.bundle import load_bundle
+    from pedtumorseg.inference.engine import Engine, PredictOptions
+    from pedtumorseg.evaluation.folder import evaluate_folder
+    from pedtumorseg.inputs.cases import find_cases
+    from pedtumorseg.inputs.images import load_case
+    from pedtumorseg.outputs.images import write_labels
     out = _chain(work, preset)
     plans = json.loads((work["root"] / "work" / "nnUNet_preprocessed" / f"Dataset{DATASET_ID}_Baselines" /
                         f"PedTumorSegPlans_{preset}.json").read_text())

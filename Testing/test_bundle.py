@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pedtumorseg import bundle as bmod
-from pedtumorseg.bundle import default_bundle_path, load_bundle, sha256_file, write_bundle
+from pedtumorseg.inference import bundle as bmod
+from pedtumorseg.inference.bundle import default_bundle_path, load_bundle, sha256_file, write_bundle
 from pedtumorseg.conventions import CHANNELS, LABEL_NAMES
 from pedtumorseg.errors import BundleError
 from pedtumorseg.model.presets import NETWORK_CLASS, network_kwargs
@@ -260,7 +260,7 @@ def test_default_bundle_path(tmp_path, monkeypatch):
     with pytest.raises(BundleError, match="does not exist"):
         default_bundle_path()
     monkeypatch.delenv("PEDTUMORSEG_DEMO_BUNDLE")
-    shipped = Path(bmod.__file__).resolve().parents[2] / "Resources" / "Models" / "pedtumorseg-demo.zip"
+    shipped = Path(bmod.__file__).resolve().parents[3] / "Resources" / "Models" / "pedtumorseg-demo.zip"
     if shipped.exists():
         assert default_bundle_path() == shipped
     else:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +13,12 @@ import SimpleITK as sitk
 
 from conftest import write_tiny_bundle
 from pedtumorseg import cli
-from pedtumorseg.io import find_case, find_cases, load_case, read_labels
-from pedtumorseg.phantom import write_phantoms
-from pedtumorseg.pipeline import output_paths, shard
+from pedtumorseg.inputs.cases import find_case, find_cases
+from pedtumorseg.inputs.images import load_case, read_labels
+from pedtumorseg.phantoms.clean import write_phantoms
+from pedtumorseg.errors import UsageError
+from pedtumorseg.outputs.paths import CaseOutputs
+from pedtumorseg.pipeline import shard
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +58,7 @@ def test_predict_single_case_outputs_on_input_grid(tmp_path, tiny_bundle, cases_
                            "--device", "cpu", "--no-tta", "--raw", "--overlay", "--set", "min_volume_et=0"], capsys)
     assert code == 0, err
     files = find_case(case_dir)
-    paths = output_paths(files.case_id, tmp_path)
+    paths = CaseOutputs.of(files.case_id, tmp_path).paths()
     for kind in ("seg", "raw", "stats", "overlay"):
         assert paths[kind].is_file(), kind
     ref = sitk.ReadImage(str(files.images["t1ce"]))
@@ -189,6 +191,7 @@ def test_batch_passes_step_size_to_the_engine(tmp_path, cases_dir, monkeypatch, 
 
 def test_batch_reports_any_case_error_and_goes_on(tmp_path, cases_dir, monkeypatch):
     from pedtumorseg import pipeline
+    from pedtumorseg.pipeline import batch
 
     calls = []
 
@@ -198,8 +201,8 @@ def test_batch_reports_any_case_error_and_goes_on(tmp_path, cases_dir, monkeypat
             raise RuntimeError("non-finite logits in the prediction")  # any unexpected error of one case
         raise MemoryError()
 
-    monkeypatch.setattr(pipeline, "predict_case", fake_predict_case)
-    summary = pipeline.run_batch(cases_dir, tmp_path / "out", predictor=object())
+    monkeypatch.setattr(batch, "predict_case", fake_predict_case)
+    summary = pipeline.run_batch(cases_dir, tmp_path / "out", lambda: object())
     assert len(calls) == 3 and summary.exit_code == 1
     assert [m for _, m in summary.failed][:2] == ["non-finite logits in the prediction", "MemoryError"]
 
@@ -208,7 +211,7 @@ def test_shard_partitions_cases():
     items = list(range(10))
     parts = [shard(items, 3, i) for i in range(3)]
     assert sorted(sum(parts, [])) == items and all(parts)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         shard(items, 3, 3)
 
 
@@ -222,8 +225,8 @@ def test_demo_command_with_a_given_bundle(tmp_path, tiny_bundle, capsys):
 
 
 def test_readme_commands_match_ci():
-    readme = (REPO / "README.md").read_text()
-    ci = (REPO / ".ci" / "run").read_text()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     test_command = [line for line in ci.splitlines() if "pytest" in line][0].strip()
     assert test_command in readme
 
@@ -250,7 +253,7 @@ def test_evaluate_command_on_brats_case_folders(tmp_path, tiny_bundle, cases_dir
     rows = (tmp_path / "self.csv").read_text().strip().splitlines()[1:]
     # perfect, except for a region with a GT lesion of <= 10 voxels: the BraTS PED rules delete such lesions from
     # the prediction side, while on the GT side only lesions of <= 10 mm^3 are left out (a voxel is 15.6 mm^3 here)
-    from pedtumorseg.metrics import dilation_lesions, region_mask
+    from pedtumorseg.evaluation.metrics import dilation_lesions, region_mask
 
     for row in rows:
         case, region, lesion_dice = row.split(",")[:3]

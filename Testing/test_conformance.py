@@ -6,7 +6,7 @@ moves its logits by up to ~1e-2 relative; the strict comparison (>= 99.9 % same 
 therefore made against nnU-Net with float32 accumulators (``fp32_accumulation``: nothing else changed), and the
 comparison with stock nnU-Net is held to what float16 accumulation allows.
 
-The engine differs from nnU-Net's predictor in one documented place (``pedtumorseg.preprocessing``): voxels
+The engine differs from nnU-Net's predictor in one documented place (``pedtumorseg.inference.preprocessing``): voxels
 inside the crop box but outside the crop mask (no image data) are background. The comparison applies the same
 rule to nnU-Net's output (``masked``); everywhere else the two must agree as above.
 
@@ -26,7 +26,7 @@ from nnunet_harness import (build_bundle, fp32_accumulation, make_manifest, nnun
                             phantom_stack, reference_setup, spread_init_)
 
 from pedtumorseg.conventions import CHANNELS, NUM_CLASSES  # noqa: E402
-from pedtumorseg.engine import Engine, PredictOptions  # noqa: E402
+from pedtumorseg.inference.engine import Engine, PredictOptions  # noqa: E402
 from pedtumorseg.model.presets import NETWORK_CLASS, build_network, network_kwargs  # noqa: E402
 
 BLOCK = (22, 34, 30)  # voxels kept around the tumor
@@ -35,7 +35,7 @@ BLOCK = (22, 34, 30)  # voxels kept around the tumor
 @pytest.fixture(scope="module")
 def case():
     images, spacing = phantom_stack(3, "small")
-    from pedtumorseg.phantom import make_phantom
+    from pedtumorseg.phantoms.clean import make_phantom
     seg = make_phantom(3, "small").seg
     centre = [int(np.mean(ix)) for ix in np.nonzero(seg)]
     box = tuple(slice(max(0, c - b // 2), max(0, c - b // 2) + b) for c, b in zip(centre, BLOCK))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from pedtumorseg import cli
-from pedtumorseg.bundle import default_bundle_path, load_bundle
+from pedtumorseg.inference.bundle import default_bundle_path, load_bundle
 from pedtumorseg.conventions import CHANNELS
-from pedtumorseg.engine import Engine, PredictOptions
-from pedtumorseg.metrics import lesion_wise
+from pedtumorseg.inference.engine import Engine, PredictOptions
+from pedtumorseg.evaluation.metrics import lesion_wise
 from pedtumorseg.model.presets import ALLOWED_CLASSES
-from pedtumorseg.phantom import make_phantom
+from pedtumorseg.phantoms.clean import make_phantom
 
 # measured on held-out phantoms when the bundle was made (Resources/Models/pedtumorseg-demo.md); a bundle that
 # falls well below this is broken, not just weak

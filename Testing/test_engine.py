@@ -11,11 +11,10 @@ from pedtumorseg.errors import PredictionError
 from torch import nn
 
 from pedtumorseg.conventions import NUM_CLASSES
-from pedtumorseg.engine import (Engine, PredictOptions, compute_steps, gaussian_map, mirror_combinations,
-                                pad_amounts, resolve_device)
+from pedtumorseg.inference.engine import Engine, PredictOptions, compute_steps, gaussian_map, mirror_combinations, pad_amounts, resolve_device
 from pedtumorseg.errors import Cancelled
-from pedtumorseg.preprocessing import (bbox_of, logits_to_input_grid, nonzero_mask, preprocess, resample,
-                                       separate_axis, zscore)
+from pedtumorseg.inference.preprocessing import bbox_of, nonzero_mask, preprocess, resample, separate_axis, zscore
+from pedtumorseg.inference.export import logits_to_input_grid
 
 
 # --- a minimal bundle and networks for the engine ----------------------------------------------------------

@@ -15,8 +15,7 @@ import pytest
 import SimpleITK as sitk
 
 from pedtumorseg.errors import InputError
-from pedtumorseg.evaluation import (CSV_COLUMNS, case_id_of, evaluate_folder, label_files,
-                                          proportion_rows, summarize, write_bland_altman_png, wt_fractions)
+from pedtumorseg.evaluation.folder import CSV_COLUMNS, case_id_of, evaluate_folder, label_files, proportion_rows, summarize, write_bland_altman_png, wt_fractions
 
 
 def _write(array, path: Path, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)):

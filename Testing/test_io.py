@@ -11,9 +11,13 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import write_tiny_case
-from pedtumorseg import io
+from pedtumorseg import files
+from pedtumorseg.outputs import images as output_images
 from pedtumorseg.errors import InputError
-from pedtumorseg.io import Geometry, case_from_files, find_case, find_cases, load_case, read_labels, write_labels
+from pedtumorseg.geometry import Geometry
+from pedtumorseg.inputs.cases import case_from_files, find_case, find_cases
+from pedtumorseg.inputs.images import load_case, read_labels
+from pedtumorseg.outputs.images import write_labels
 
 
 def test_find_and_load_brats_names(tmp_path):
@@ -184,14 +188,14 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path, monkeypatch):
             fh.write(b"partial")
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(io.sitk, "WriteImage", failing_write)
+    monkeypatch.setattr(output_images.sitk, "WriteImage", failing_write)
     with pytest.raises(OSError, match="disk full"):  # ITK's RuntimeError, reported as the write failure it is
         write_labels(np.zeros(g.shape_zyx, np.uint8), g, tmp_path / "x-seg.nii.gz")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_atomic_output_keeps_extension(tmp_path):
-    with io.atomic_output(tmp_path / "a.seg.nrrd") as tmp:
+    with files.atomic_output(tmp_path / "a.seg.nrrd") as tmp:
         assert tmp.parent == tmp_path and tmp.name.endswith(".nrrd")
         tmp.write_text("x")
     assert (tmp_path / "a.seg.nrrd").read_text() == "x" and len(list(tmp_path.iterdir())) == 1
@@ -201,7 +205,7 @@ def test_atomic_output_keeps_extension(tmp_path):
 def test_atomic_output_gets_umask_permissions_not_mkstemp_private_ones(tmp_path):
     old = os.umask(0o022)
     try:
-        with io.atomic_output(tmp_path / "x.json") as tmp:
+        with files.atomic_output(tmp_path / "x.json") as tmp:
             tmp.write_text("{}")
     finally:
         os.umask(old)

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pedtumorseg.loss import (DeepSupervisionLoss, PedTumorSegLoss, boundary_distance, deep_supervision_weights,
-                              fp_penalty, hausdorff_dt, one_hot, soft_dice)
+from pedtumorseg.model.loss import DeepSupervisionLoss, PedTumorSegLoss, boundary_distance, deep_supervision_weights, fp_penalty, hausdorff_dt, one_hot, soft_dice
 
 
 def probs_1d(fg: list[float], shape=(1, 1, 4)) -> torch.Tensor:
@@ -186,7 +185,7 @@ def test_hd_term_normalized_is_bounded_and_patch_size_free():
 def test_boundary_distance_edt_matches_scipy():
     edt = pytest.importorskip("edt")  # noqa: F841
     from scipy.ndimage import distance_transform_edt
-    from pedtumorseg import loss
+    from pedtumorseg.model import loss
     assert loss._edt_lib is not None
     rng = np.random.default_rng(0)
     mask = rng.random((12, 13, 14)) > 0.6

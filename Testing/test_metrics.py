@@ -1,6 +1,6 @@
 """Metrics: BraTS PED lesion-wise scores, whole-region scores, surface distances, volumes, proportion agreement.
 
-Hand-built cases for each rule of the official scorer (see ``pedtumorseg.metrics``); the official values on
+Hand-built cases for each rule of the official scorer (see ``pedtumorseg.evaluation.metrics``); the official values on
 generated pairs are pinned in ``test_metrics_official.py``.
 """
 
@@ -12,16 +12,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pedtumorseg.metrics import (
-    _weighted_percentile,
-    evaluate_case,
-    lesion_wise,
-    proportion_agreement,
-    surface_scores,
-    surfel_distances,
-    volumes,
-    voxel_wise,
-)
+from pedtumorseg.evaluation.metrics import _weighted_percentile, evaluate_case, lesion_wise, proportion_agreement, surface_scores, surfel_distances, voxel_wise
+from pedtumorseg.arrays import volumes
 
 SHAPE = (20, 40, 60)
 ISO = (1.0, 1.0, 1.0)
@@ -306,7 +298,7 @@ def test_volumes_in_ml_with_spacing():
     expect = {"ET": 0.030, "NET": 0.060, "CC": 0.015, "ED": 0.045, "TC": 0.105, "WT": 0.150}
     assert v["volumes_ml"] == pytest.approx(expect)
     assert v["fraction_of_wt"] == pytest.approx({"ET": 0.2, "NET": 0.4, "CC": 0.1, "ED": 0.3, "TC": 0.7, "WT": 1.0})
-    assert volumes(np.zeros((3, 3, 3), np.uint8), ISO)["fraction_of_wt"]["ET"] == 0.0  # empty WT -> 0
+    assert volumes(np.zeros((3, 3, 3), np.uint8), ISO)["fraction_of_wt"]["ET"] is None  # empty WT: undefined
 
 
 def test_proportion_agreement_by_hand():

@@ -15,7 +15,7 @@ import pytest
 
 from metrics_cases import CASES, make_case
 from pedtumorseg.conventions import REGIONS
-from pedtumorseg.metrics import evaluate_case
+from pedtumorseg.evaluation.metrics import evaluate_case
 
 GOLDEN = json.loads((Path(__file__).parent / "data" / "official_ped_scores.json").read_text())
 OFFICIAL = GOLDEN["cases"]

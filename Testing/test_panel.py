@@ -8,7 +8,9 @@ import io
 import numpy as np
 import pytest
 
-from pedtumorseg import panel
+from pedtumorseg import arrays
+from pedtumorseg.ui import assignment, controls, requirements, results
+from pedtumorseg.outputs import terminology
 from pedtumorseg.conventions import CHANNELS
 from pedtumorseg.postprocess import PARAMETERS, PostprocessParams
 
@@ -26,52 +28,52 @@ from pedtumorseg.postprocess import PARAMETERS, PostprocessParams
     (["MR T1+C", "MR T1W"], {"t1ce": "MR T1+C", "t1": "MR T1W"}),
 ])
 def test_assign_inputs(names, expected):
-    assert panel.assign_inputs(names) == expected
+    assert assignment.assign_inputs(names) == expected
 
 
 def test_assign_inputs_never_twice_and_ignores_unknown():
-    got = panel.assign_inputs(["T1", "T1", "T1 copy", "Segmentation", "ct_head", "t10_scan", "DWI"])
+    got = assignment.assign_inputs(["T1", "T1", "T1 copy", "Segmentation", "ct_head", "t10_scan", "DWI"])
     assert got == {"t1": "T1"}
-    assert panel.assign_inputs([]) == {}
+    assert assignment.assign_inputs([]) == {}
     # "t2" inside a longer token is not a T2
-    assert panel.classify_name("patient_t2000") is None
-    assert panel.classify_name("T2-FLAIR") == "flair"
-    assert panel.classify_name("t1_gd") == "t1ce"
-    assert panel.classify_name("SAG T1 MPRAGE") == "t1"
+    assert assignment.classify_name("patient_t2000") is None
+    assert assignment.classify_name("T2-FLAIR") == "flair"
+    assert assignment.classify_name("t1_gd") == "t1ce"
+    assert assignment.classify_name("SAG T1 MPRAGE") == "t1"
 
 
 def test_validate_inputs():
     ok = {c: f"vol{i}" for i, c in enumerate(CHANNELS)}
-    assert panel.validate_inputs(ok) == []
+    assert assignment.validate_inputs(ok) == []
     dup = dict(ok, flair="vol0")
-    problems = panel.validate_inputs(dup)
+    problems = assignment.validate_inputs(dup)
     assert problems == ["the same volume is selected as T1 and as T2-FLAIR"]
     missing = dict(ok, t2=None)
-    assert panel.validate_inputs(missing) == ["select the T2 volume"]
-    assert len(panel.validate_inputs({})) == 4
+    assert assignment.validate_inputs(missing) == ["select the T2 volume"]
+    assert len(assignment.validate_inputs({})) == 4
 
 
 def test_prediction_settings():
-    assert panel.prediction_settings("Fast", "CPU", [0, 1, 2, 3, 4]) == {"device": "cpu", "folds": [0], "tta": False}
-    assert panel.prediction_settings("full", "GPU", [0, 1, 2]) == {"device": "cuda", "folds": [0, 1, 2], "tta": True}
-    assert panel.prediction_settings("Fast", "Auto", [3])["device"] == "auto"
-    assert panel.prediction_settings("Fast", "GPU", [3, 4]) == {"device": "cuda", "folds": [3], "tta": False}
-    assert panel.prediction_settings("Full", "CPU", [3, 4]) == {"device": "cpu", "folds": [3, 4], "tta": True}
+    assert controls.prediction_settings("Fast", "CPU", [0, 1, 2, 3, 4]) == {"device": "cpu", "folds": [0], "tta": False}
+    assert controls.prediction_settings("full", "GPU", [0, 1, 2]) == {"device": "cuda", "folds": [0, 1, 2], "tta": True}
+    assert controls.prediction_settings("Fast", "Auto", [3])["device"] == "auto"
+    assert controls.prediction_settings("Fast", "GPU", [3, 4]) == {"device": "cuda", "folds": [3], "tta": False}
+    assert controls.prediction_settings("Full", "CPU", [3, 4]) == {"device": "cpu", "folds": [3, 4], "tta": True}
     for bad in (("Medium", "CPU", [0]), ("Fast", "TPU", [0]), ("Fast", "CPU", [])):
         with pytest.raises(ValueError):
-            panel.prediction_settings(*bad)
-    from pedtumorseg.background import build_predict_command
+            controls.prediction_settings(*bad)
+    from pedtumorseg.ui.background import build_predict_command
     from pedtumorseg.cli import build_parser
 
     argv = build_predict_command("python", {c: f"{c}.nii.gz" for c in CHANNELS}, "o",
-                                 **panel.prediction_settings("Fast", "GPU", [2, 3]))
+                                 **controls.prediction_settings("Fast", "GPU", [2, 3]))
     args = build_parser().parse_args(argv[3:])
     assert args.folds == [2] and args.no_tta and args.device == "cuda"
 
 
 def test_slider_specs_follow_parameters_table():
-    specs = {s.name: s for s in panel.slider_specs()}
-    assert list(specs) == list(panel.PANEL_PARAMETERS)
+    specs = {s.name: s for s in controls.slider_specs()}
+    assert list(specs) == list(controls.PANEL_PARAMETERS)
     table = {p.name: p for p in PARAMETERS}
     for name, spec in specs.items():
         p = table[name]
@@ -89,10 +91,10 @@ def test_slider_specs_follow_parameters_table():
 
 def test_parameter_changes():
     p = PostprocessParams()
-    assert panel.parameter_changes(p, {"ratio_high": 1.388000001, "min_volume_et": 160.0, "ratio_enabled": True}) == {}
-    assert panel.parameter_changes(p, {"ratio_high": 1.5, "components_enabled": False}) == {
+    assert controls.parameter_changes(p, {"ratio_high": 1.388000001, "min_volume_et": 160.0, "ratio_enabled": True}) == {}
+    assert controls.parameter_changes(p, {"ratio_high": 1.5, "components_enabled": False}) == {
         "ratio_high": 1.5, "components_enabled": False}
-    assert panel.parameter_changes(p, {"min_volume_et": 0}) == {"min_volume_et": 0.0}
+    assert controls.parameter_changes(p, {"min_volume_et": 0}) == {"min_volume_et": 0.0}
 
 
 def test_results_table_and_csv():
@@ -101,19 +103,22 @@ def test_results_table_and_csv():
     labels[1, 0, :2] = 2  # 2 NET
     labels[2, 0, :1] = 3  # 1 CC
     labels[3, :, :] = 4  # 30 ED
-    rows = panel.results_table(labels, (2.0, 1.0, 0.5))  # voxel = 1 mm^3
-    assert [r[0] for r in rows] == ["ET", "NET", "CC", "ED", "TC", "WT"]
-    by = {r[0]: r for r in rows}
-    assert by["ET"][2] == pytest.approx(0.004) and by["ED"][2] == pytest.approx(0.030)
-    assert by["TC"][2] == pytest.approx(0.007) and by["WT"][2] == pytest.approx(0.037)
-    assert by["WT"][3] == pytest.approx(1.0) and by["ET"][3] == pytest.approx(4 / 37)
-    assert by["CC"][1] == "Cystic component"
-    assert panel.format_results_row(by["ET"]) == ("ET", "Enhancing tumor", "0.00", "10.8 %")
-    parsed = list(csv.DictReader(io.StringIO(panel.results_csv(rows))))
+    rows = results.results_table(labels, (2.0, 1.0, 0.5))  # voxel = 1 mm^3
+    assert [r.region for r in rows] == ["ET", "NET", "CC", "ED", "TC", "WT"]
+    by = {r.region: r for r in rows}
+    assert by["ET"].volume_ml == pytest.approx(0.004) and by["ED"].volume_ml == pytest.approx(0.030)
+    assert by["TC"].volume_ml == pytest.approx(0.007) and by["WT"].volume_ml == pytest.approx(0.037)
+    assert by["WT"].fraction_of_wt == pytest.approx(1.0) and by["ET"].fraction_of_wt == pytest.approx(4 / 37)
+    assert by["CC"].description == "Cystic component"
+    assert by["ET"].display() == ("ET", "Enhancing tumor", "0.00", "10.8 %")
+    parsed = list(csv.DictReader(io.StringIO(results.results_csv(rows))))
     assert [r["region"] for r in parsed] == ["ET", "NET", "CC", "ED", "TC", "WT"]
     assert float(parsed[5]["volume_ml"]) == pytest.approx(0.037)
-    empty = panel.results_table(np.zeros((2, 2, 2), np.uint8), (1, 1, 1))
-    assert all(r[2] == 0 and r[3] == 0 for r in empty)
+    # an empty whole tumor: every volume 0, every share undefined (shown as "-", empty in the CSV), never 0 %
+    empty = results.results_table(np.zeros((2, 2, 2), np.uint8), (1, 1, 1))
+    assert all(r.volume_ml == 0 and r.fraction_of_wt is None for r in empty)
+    assert empty[0].display()[3] == "-"
+    assert all(r["fraction_of_wt"] == "" for r in csv.DictReader(io.StringIO(results.results_csv(empty))))
 
 
 def _split_like_slicer(entry: str):
@@ -128,7 +133,7 @@ def _split_like_slicer(entry: str):
 
 @pytest.mark.parametrize("label, code", [(1, "108369006"), (2, "4147007"), (3, "367643001"), (4, "79654002")])
 def test_terminology_entry_format(label, code):
-    entry = panel.terminology_entry(label)
+    entry = terminology.terminology_entry(label)
     parts = _split_like_slicer(entry)
     assert parts[0] == "Segmentation category and type - DICOM master list"
     assert parts[1] == "SCT^49755003^Morphologically Altered Structure"
@@ -141,81 +146,70 @@ def test_terminology_entry_format(label, code):
 
 
 def test_terminology_entries_distinct_and_invalid_label():
-    entries = {panel.terminology_entry(label) for label in (1, 2, 3, 4)}
+    entries = {terminology.terminology_entry(label) for label in (1, 2, 3, 4)}
     assert len(entries) == 4
     with pytest.raises(ValueError):
-        panel.terminology_entry(0)
+        terminology.terminology_entry(0)
 
 
-def test_tight_crop_and_same_crop():
+def test_crop_and_same_as():
     a = np.zeros((3, 4, 5), np.uint8)
     a[1, 1, 1] = 1
     a[2, 3, 1] = 7  # any non-zero value is inside
-    crop, start = panel.tight_crop(a, offset_zyx=(10, 20, 30))
-    assert start == (11, 21, 31) and crop.shape == (2, 3, 1) and crop.dtype == np.uint8
-    assert crop[:, :, 0].tolist() == [[1, 0, 0], [0, 0, 1]]
-    assert panel.tight_crop(np.zeros((2, 2, 2))) == (None, None)
+    c = arrays.crop(a, (10, 20, 30))
+    assert c.start == (11, 21, 31) and c.array.shape == (2, 3, 1) and c.array.dtype == np.uint8
+    assert c.array[:, :, 0].tolist() == [[1, 0, 0], [0, 0, 1]]
+    assert c.box == (slice(11, 13), slice(21, 24), slice(31, 32))
+    assert arrays.crop(np.zeros((2, 2, 2))) is None
     b = np.zeros((6, 6, 6), np.uint8)
     b[2:4, 2:5, 2] = a[1:3, 1:4, 1] != 0  # the same voxels at another place of a bigger array
-    assert panel.same_crop(panel.tight_crop(a, (0, 0, 0)), panel.tight_crop(b, (-1, -1, -1)))
-    assert not panel.same_crop(panel.tight_crop(a), panel.tight_crop(b))  # moved by one voxel
+    assert arrays.crop(a, (0, 0, 0)).same_as(arrays.crop(b, (-1, -1, -1)))
+    assert not arrays.crop(a).same_as(arrays.crop(b))  # moved by one voxel
     b[5, 5, 5] = 1
-    assert not panel.same_crop(panel.tight_crop(a, (0, 0, 0)), panel.tight_crop(b, (-1, -1, -1)))
-    assert panel.same_crop((None, None), (None, None))
-    assert not panel.same_crop((None, None), panel.tight_crop(a))
+    assert not arrays.crop(a, (0, 0, 0)).same_as(arrays.crop(b, (-1, -1, -1)))
+    assert not arrays.crop(a).same_as(None)
+    # the crop's box is the one bounding box of the package
+    assert arrays.crop(a).box == arrays.bounding_box(a)
 
 
 def test_clamp_ratio_window():
     from pedtumorseg.postprocess import PostprocessParams
 
     p = PostprocessParams(ratio_low=0.8, ratio_high=1.4)
-    assert panel.clamp_ratio_window(p, {"ratio_low": 1.0}) == {"ratio_low": 1.0}  # valid: unchanged
-    assert panel.clamp_ratio_window(p, {"min_volume_et": 3.0}) == {"min_volume_et": 3.0}
-    assert panel.clamp_ratio_window(p, {"ratio_low": 1.9}) == {"ratio_low": 1.39}  # one 0.01 step below high
-    assert panel.clamp_ratio_window(p, {"ratio_low": 1.4}) == {"ratio_low": 1.39}
-    assert panel.clamp_ratio_window(p, {"ratio_high": 0.5}) == {"ratio_high": 0.81}  # one step above low
-    assert panel.clamp_ratio_window(p, {"ratio_high": 0.3, "ratio_low": 0.9}) == {"ratio_high": 0.3, "ratio_low": 0.29}
-    assert panel.clamp_ratio_window(PostprocessParams(ratio_low=0.2, ratio_high=0.5), {"ratio_high": 0.2}) == {
+    assert controls.clamp_ratio_window(p, {"ratio_low": 1.0}) == {"ratio_low": 1.0}  # valid: unchanged
+    assert controls.clamp_ratio_window(p, {"min_volume_et": 3.0}) == {"min_volume_et": 3.0}
+    assert controls.clamp_ratio_window(p, {"ratio_low": 1.9}) == {"ratio_low": 1.39}  # one 0.01 step below high
+    assert controls.clamp_ratio_window(p, {"ratio_low": 1.4}) == {"ratio_low": 1.39}
+    assert controls.clamp_ratio_window(p, {"ratio_high": 0.5}) == {"ratio_high": 0.81}  # one step above low
+    assert controls.clamp_ratio_window(p, {"ratio_high": 0.3, "ratio_low": 0.9}) == {"ratio_high": 0.3, "ratio_low": 0.29}
+    assert controls.clamp_ratio_window(PostprocessParams(ratio_low=0.2, ratio_high=0.5), {"ratio_high": 0.2}) == {
         "ratio_high": 0.21}
     # high at the bottom of the range (0.2) and low dragged onto it: low stays at the bottom, high moves up
-    assert panel.clamp_ratio_window(p, {"ratio_high": 0.2, "ratio_low": 0.5}) == {"ratio_high": 0.21, "ratio_low": 0.2}
+    assert controls.clamp_ratio_window(p, {"ratio_high": 0.2, "ratio_low": 0.5}) == {"ratio_high": 0.21, "ratio_low": 0.2}
     top = PostprocessParams(ratio_low=4.0, ratio_high=5.0)
-    assert panel.clamp_ratio_window(top, {"ratio_low": 5.0}) == {"ratio_low": 4.99}
+    assert controls.clamp_ratio_window(top, {"ratio_low": 5.0}) == {"ratio_low": 4.99}
     for changes in ({"ratio_low": 3.3}, {"ratio_high": 0.2}, {"ratio_low": 5.0, "ratio_high": 0.2}):
-        p.replace(**panel.clamp_ratio_window(p, changes))  # always a valid PostprocessParams
+        p.replace(**controls.clamp_ratio_window(p, changes))  # always a valid PostprocessParams
 
 
 def test_raw_scan_arguments():
-    assert panel.raw_scan_arguments("Auto", "auto") == []
-    assert panel.raw_scan_arguments("Yes", "No") == ["--skull-strip", "yes", "--register", "no"]
-    assert panel.raw_scan_arguments("Auto", "Yes") == ["--register", "yes"]
+    assert controls.raw_scan_arguments("Auto", "auto") == []
+    assert controls.raw_scan_arguments("Yes", "No") == ["--skull-strip", "yes", "--register", "no"]
+    assert controls.raw_scan_arguments("Auto", "Yes") == ["--register", "yes"]
     with pytest.raises(ValueError, match="--skull-strip"):
-        panel.raw_scan_arguments("maybe", "auto")
-
-
-def test_run_info_and_status_text(tmp_path):
-    stats = tmp_path / "stats.json"
-    stats.write_text('{"warnings": ["resampled"], "runtime": {"backend": "torch", "device": "cpu", "elapsed_s": 3.25}}')
-    info = panel.run_info({"event": "done", "outputs": {"stats": str(stats)}})
-    assert info == {"backend": "torch", "device": "cpu", "elapsed_s": 3.25, "warnings": ["resampled"]}
-    assert panel.status_text(info) == "Done (torch on cpu, 3.2 s)."
-    # the done event wins over the stats file; missing pieces are left out
-    info = panel.run_info({"event": "done", "device": "cuda:0", "outputs": {"stats": str(tmp_path / "gone.json")}})
-    assert info == {"device": "cuda:0", "warnings": []}
-    assert panel.status_text(info) == "Done (cuda:0)."
-    assert panel.status_text(panel.run_info(None)) == "Done."
+        controls.raw_scan_arguments("maybe", "auto")
 
 
 def test_missing_requirements():
     full = {"numpy": "2.0", "scipy": "1.14", "SimpleITK": "2.4", "torch": "2.5", "safetensors": "0.4",
             "tqdm": "4.66"}
-    assert panel.missing_requirements(full).ok
-    r = panel.missing_requirements({"numpy": "2.0", "scipy": "1.1", "simpleitk": "2.4"})
+    assert requirements.missing_requirements(full).ok
+    r = requirements.missing_requirements({"numpy": "2.0", "scipy": "1.1", "simpleitk": "2.4"})
     assert r.install_torch and r.pip == ("safetensors>=0.4", "tqdm>=4.60") and r.problems == ()
     assert not r.ok
-    r = panel.missing_requirements(dict(full, numpy=None, SimpleITK=None))
+    r = requirements.missing_requirements(dict(full, numpy=None, SimpleITK=None))
     assert not r.install_torch and r.pip == ()
     assert len(r.problems) == 2 and "numpy" in r.problems[0] and "SimpleITK" in r.problems[1]
     # shipped packages are never installed with pip
     assert all(not req.lower().startswith(("numpy", "scipy", "simpleitk")) for req in
-               panel.missing_requirements({}).pip)
+               requirements.missing_requirements({}).pip)

@@ -8,9 +8,11 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from pedtumorseg.conventions import CC, ED, ET, NET
-from pedtumorseg.io import Geometry, find_case, find_cases, load_case, read_labels
-from pedtumorseg.metrics import evaluate_case
-from pedtumorseg.phantom import geometry_for, make_labels, make_phantom, write_phantoms
+from pedtumorseg.geometry import Geometry
+from pedtumorseg.inputs.cases import find_case, find_cases
+from pedtumorseg.inputs.images import load_case, read_labels
+from pedtumorseg.evaluation.metrics import evaluate_case
+from pedtumorseg.phantoms.clean import geometry_for, make_labels, make_phantom, write_phantoms
 
 SEEDS = range(8)
 

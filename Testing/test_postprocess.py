@@ -9,16 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from pedtumorseg.postprocess import (
-    PARAMETERS,
-    PostprocessParams,
-    Session,
-    brain_mask,
-    postprocess,
-    ratio_map,
-    relabel_by_ratio,
-    remove_small_components,
-)
+from pedtumorseg.postprocess import PARAMETERS, PostprocessParams, Session, brain_mask, postprocess, ratio_map, relabel_by_ratio, remove_small_components
 
 OFF = dict(ratio_enabled=False, components_enabled=False)
 

@@ -3,6 +3,7 @@ and the preprocessed path staying bit for bit what it was."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -12,10 +13,13 @@ import pytest
 import SimpleITK as sitk
 
 from pedtumorseg.errors import InputError
-from pedtumorseg.io import Geometry
-from pedtumorseg.orientation import (is_valid_code, orientation_code, predict_in_orientation, reorient_array,
-                                     reoriented_geometry)
-from pedtumorseg.raw_input import RawOptions, grid_at_spacing, probabilities_to_grid
+from pedtumorseg.geometry import Geometry
+from pedtumorseg.inference.export import probabilities_to_grid, to_case_grid
+from pedtumorseg.inputs.images import Case
+from pedtumorseg.inputs.orientation import is_valid_code, orientation_code, reorient_array, reoriented_geometry
+from pedtumorseg.inputs.prepare import PreparedCase, RawOptions, network_input_of
+
+REPO = Path(__file__).resolve().parents[1]
 
 SAGITTAL = (0.0, 0.0, -1.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0)  # columns: x->P, y->I, z->R (rows of the 3x3 here)
 RAS_STORED = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
@@ -57,7 +61,7 @@ class _RecordingEngine:
         self.seen = []
 
     def predict(self, images, spacing_zyx, progress=None, cancel=None):
-        from pedtumorseg.engine import Prediction
+        from pedtumorseg.inference.engine import Prediction
 
         self.seen.append((images, tuple(spacing_zyx)))
         labels = (images[1] > 0.5).astype(np.uint8)
@@ -65,28 +69,32 @@ class _RecordingEngine:
         return Prediction(probs, labels)
 
 
-def test_predict_in_orientation_maps_back_and_is_a_plain_call_when_oriented():
+def test_reoriented_network_input_and_the_way_back():
     rng = np.random.default_rng(1)
     g = Geometry((6, 5, 4), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), RAS_STORED)
     images = rng.random((4,) + g.shape_zyx).astype(np.float32)
+    case = Case("C", images, g, None)
+    network = network_input_of(case, "LPS")
+    assert network.route == "reoriented" and orientation_code(network.geometry) == "LPS"
     engine = _RecordingEngine()
-    prediction = predict_in_orientation(engine, images, g, "LPS")
+    prediction = to_case_grid(engine.predict(network.images, network.geometry.spacing_zyx),
+                              PreparedCase(case, {}, network))
     seen, spacing = engine.seen[0]
     # RAS -> LPS flips x and y: the network saw the flipped array
     assert np.array_equal(seen, images[:, :, ::-1, ::-1])
     assert spacing == (2.0, 1.0, 1.0)
     assert np.array_equal(prediction.labels, (images[1] > 0.5).astype(np.uint8))
     assert prediction.probabilities.shape == (5,) + g.shape_zyx
+    assert prediction.info["reoriented"] == {"from": "RAS", "to": "LPS"}
     lps = Geometry((6, 5, 4), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
-    engine = _RecordingEngine()
-    predict_in_orientation(engine, images, lps, "LPS")
-    assert engine.seen[0][0] is images  # already oriented: the very same array, untouched
+    oriented = network_input_of(Case("C", images, lps, None), "LPS")
+    assert oriented.route == "same" and oriented.images is images  # already oriented: the very same array
 
 
 def test_bundle_orientation_default_and_validation(tmp_path):
     from conftest import write_tiny_bundle
 
-    from pedtumorseg.bundle import load_bundle, validate_manifest
+    from pedtumorseg.inference.bundle import load_bundle, validate_manifest
     from pedtumorseg.errors import BundleError
 
     bundle = load_bundle(write_tiny_bundle(tmp_path / "b.zip"))
@@ -99,15 +107,15 @@ def test_bundle_orientation_default_and_validation(tmp_path):
 
 # --- the network grid and the way back ------------------------------------------------------------------------------
 
-def test_grid_at_spacing_by_hand():
+def test_at_spacing_by_hand():
     g = Geometry((10, 10, 4), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
-    h = grid_at_spacing(g, (2.0, 2.0, 2.0))
+    h = g.at_spacing((2.0, 2.0, 2.0))
     # extent 10 x 10 x 20 mm from corner (-0.5, -0.5, -2.5); first 2 mm voxel centre 1 mm inside the corner
     assert h.size == (5, 5, 10) and h.spacing == (2.0, 2.0, 2.0)
     assert np.allclose(h.origin, (0.5, 0.5, -1.5))
     # a flipped axis moves the origin the other way
     flipped = Geometry((10, 10, 4), (1.0, 1.0, 5.0), (0.0, 0.0, 0.0), (-1, 0, 0, 0, 1, 0, 0, 0, 1))
-    assert np.allclose(grid_at_spacing(flipped, (2.0, 2.0, 2.0)).origin, (-0.5, 0.5, -1.5))
+    assert np.allclose(flipped.at_spacing((2.0, 2.0, 2.0)).origin, (-0.5, 0.5, -1.5))
 
 
 def test_probabilities_to_grid_linear_and_background_outside():
@@ -132,8 +140,8 @@ def test_raw_options_validate():
 # --- skull detection ------------------------------------------------------------------------------------------------
 
 def test_detect_skull_on_stripped_and_raw_images(small_phantom_dir):
-    from pedtumorseg.brain_extraction import detect_skull
-    from pedtumorseg.phantom_raw import make_raw_phantom
+    from pedtumorseg.inputs.brain_extraction import detect_skull
+    from pedtumorseg.phantoms.raw import make_raw_phantom
 
     clean = sitk.ReadImage(str(next(small_phantom_dir.glob("*-t1c.nii.gz"))))
     decision = detect_skull(clean)
@@ -144,17 +152,74 @@ def test_detect_skull_on_stripped_and_raw_images(small_phantom_dir):
 
 
 def test_detect_skull_on_the_real_brats_case(real_case_dir):
-    from pedtumorseg.brain_extraction import detect_skull
+    from pedtumorseg.inputs.brain_extraction import detect_skull
 
     for path in sorted(real_case_dir.glob("*.nii.gz")):
         assert not detect_skull(sitk.ReadImage(str(path))).skull, path.name
+
+
+def _with_negative_brain_voxels(image: sitk.Image, value: float = -3.0) -> sitk.Image:
+    """A skull-stripped image whose brain holds a few values below its background of 0, as a BET-stripped TCIA
+    glioma does after interpolation (its minimum is -3, its background 0)."""
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    brain = np.argwhere(array > 0)
+    array[tuple(brain[:: max(1, len(brain) // 50)].T)] = value
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    return out
+
+
+def test_a_stripped_brain_with_values_below_its_background_is_still_stripped(real_case_dir, small_phantom_dir):
+    """The background is the most frequent value outside the head, not the minimum: a brain holding -3 beside a
+    background of 0 was taken for a head with skull (refused without deepbet, re-stripped with it)."""
+    from pedtumorseg.inputs.brain_extraction import detect_skull
+
+    real_labeled = REPO.parent / "shared" / "data" / "real-labeled"
+    paths = [next(real_case_dir.glob("*-t1c.nii.gz")), next(small_phantom_dir.glob("*-t1c.nii.gz"))]
+    paths += sorted(real_labeled.glob("*/*-t1c.nii.gz"))
+    for path in paths:
+        image = _with_negative_brain_voxels(sitk.ReadImage(str(path)))
+        assert sitk.GetArrayViewFromImage(image).min() == -3.0
+        decision = detect_skull(image)
+        assert not decision.skull, (path.name, decision.reason)
+        assert decision.background_value == 0.0 and decision.to_dict()["background_value"] == 0.0
+
+
+def test_a_case_read_as_stripped_runs_the_preprocessed_way_and_says_why(real_case_dir, tmp_path):
+    from pedtumorseg.inputs.cases import find_case
+    from pedtumorseg.inputs.prepare import prepare_case
+
+    case_dir = tmp_path / "case"
+    case_dir.mkdir()
+    for path in real_case_dir.glob("*.nii.gz"):
+        sitk.WriteImage(_with_negative_brain_voxels(sitk.ReadImage(str(path))), str(case_dir / path.name))
+    bundle = type("B", (), {"orientation": "LPS", "spacing_zyx": (1.0, 1.0, 1.0)})()
+    prepared = prepare_case(find_case(case_dir), RawOptions(), bundle)
+    skull = prepared.info["skull"]
+    assert prepared.info["mode"] == "preprocessed" and not prepared.raw
+    assert skull["skull_detected"] is False and skull["background_value"] == 0.0
+    assert "skull-stripped" in skull["reason"]
+
+
+def test_skull_stripping_without_deepbet_names_the_reason_and_the_way_out(monkeypatch, small_phantom_dir):
+    import sys
+
+    from pedtumorseg.inputs.brain_extraction import deepbet_mask
+
+    monkeypatch.setitem(sys.modules, "deepbet", None)  # as in a base install
+    image = sitk.ReadImage(str(next(small_phantom_dir.glob("*-t1n.nii.gz"))))
+    with pytest.raises(InputError) as err:
+        deepbet_mask(image, "t1.nii.gz", reason="skull and scalp present: head of 2500 mL is larger than a brain")
+    message = str(err.value)
+    assert message.startswith("t1.nii.gz: ") and "head of 2500 mL" in message
+    assert "pedtumorseg[raw]" in message and "--skull-strip no" in message
 
 
 # --- DICOM input ----------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def raw_phantom():
-    from pedtumorseg.phantom_raw import make_raw_phantom
+    from pedtumorseg.phantoms.raw import make_raw_phantom
 
     return make_raw_phantom(3, "small")
 
@@ -162,7 +227,7 @@ def raw_phantom():
 @pytest.fixture(scope="module")
 def dicom_study(raw_phantom, tmp_path_factory):
     pytest.importorskip("pydicom")
-    from pedtumorseg.phantom_raw import write_raw_phantom
+    from pedtumorseg.phantoms.raw import write_raw_phantom
 
     return write_raw_phantom(raw_phantom, tmp_path_factory.mktemp("dicom"), fmt="dicom")
 
@@ -171,14 +236,14 @@ def dicom_study(raw_phantom, tmp_path_factory):
 def brats_raw_study(tmp_path_factory):
     """A clinical-size examination (1 mm 3D T1CE; the other series on their own, coarser grids)."""
     pytest.importorskip("pydicom")
-    from pedtumorseg.phantom_raw import make_raw_phantom, write_raw_phantom
+    from pedtumorseg.phantoms.raw import make_raw_phantom, write_raw_phantom
 
     phantom = make_raw_phantom(3, "brats")
     return phantom, write_raw_phantom(phantom, tmp_path_factory.mktemp("dicom-brats"), fmt="dicom")
 
 
 def test_study_selection_picks_the_four_and_skips_the_localizer(dicom_study):
-    from pedtumorseg.dicom_input import find_study
+    from pedtumorseg.inputs.dicom import find_study
 
     chosen = find_study(dicom_study)
     assert {ch: p.name for ch, p in chosen.items()} == {
@@ -187,7 +252,7 @@ def test_study_selection_picks_the_four_and_skips_the_localizer(dicom_study):
 
 
 def test_dicom_series_reads_back_the_written_volume(dicom_study, raw_phantom):
-    from pedtumorseg.dicom_input import find_study, read_series
+    from pedtumorseg.inputs.dicom import find_study, read_series
 
     for ch in ("t1", "t2"):
         image = read_series(find_study(dicom_study)[ch])
@@ -200,7 +265,7 @@ def test_dicom_series_reads_back_the_written_volume(dicom_study, raw_phantom):
 
 
 def test_study_refusals_name_the_problem_and_the_way_out(dicom_study, tmp_path):
-    from pedtumorseg.dicom_input import find_study
+    from pedtumorseg.inputs.dicom import find_study
 
     study = tmp_path / "study"
     shutil.copytree(dicom_study, study)
@@ -216,7 +281,7 @@ def test_study_refusals_name_the_problem_and_the_way_out(dicom_study, tmp_path):
 
 
 def test_classify_by_hand():
-    from pedtumorseg.dicom_input import SeriesInfo, classify
+    from pedtumorseg.inputs.dicom import SeriesInfo, classify
 
     def info(desc, te=None, tr=None, ti=None, contrast=False, modality="MR"):
         return SeriesInfo(Path("x"), desc, modality, te, tr, ti, contrast)
@@ -234,7 +299,7 @@ def test_classify_by_hand():
 
 
 def test_dicom_without_the_raw_extra_is_refused_in_one_line(dicom_study, monkeypatch):
-    from pedtumorseg.raw_input import read_any
+    from pedtumorseg.inputs.prepare import read_any
 
     monkeypatch.setitem(sys.modules, "pydicom", None)  # import pydicom -> ImportError
     with pytest.raises(InputError) as err:
@@ -245,7 +310,7 @@ def test_dicom_without_the_raw_extra_is_refused_in_one_line(dicom_study, monkeyp
 def test_a_flat_study_folder_is_split_into_its_series(dicom_study, tmp_path):
     """All series' files in one folder (a flat PACS export): the four are still found, each read as its own
     series, the same volumes as from the per-series folders."""
-    from pedtumorseg.dicom_input import find_study, read_series
+    from pedtumorseg.inputs.dicom import find_study, read_series
 
     flat = tmp_path / "flat"
     flat.mkdir()
@@ -263,7 +328,7 @@ def test_a_flat_study_folder_is_split_into_its_series(dicom_study, tmp_path):
 
 def test_a_folder_with_two_series_is_refused(dicom_study, tmp_path):
     """Given as one sequence (--t1 DIR), a folder must hold exactly that series."""
-    from pedtumorseg.dicom_input import read_series
+    from pedtumorseg.inputs.dicom import read_series
 
     mixed = tmp_path / "mixed"
     mixed.mkdir()
@@ -282,7 +347,8 @@ def test_preprocessed_case_gives_the_same_result_bit_for_bit(small_phantom_dir, 
     from conftest import write_tiny_bundle
 
     from pedtumorseg.conventions import CHANNELS
-    from pedtumorseg.io import find_case, load_case, read_labels
+    from pedtumorseg.inputs.cases import find_case
+    from pedtumorseg.inputs.images import load_case, read_labels
     from pedtumorseg.pipeline import Predictor, predict_case
     from pedtumorseg.postprocess import postprocess
 
@@ -319,11 +385,12 @@ def test_raw_phantom_end_to_end_matches_the_clean_case(brats_raw_study, tmp_path
     raw_phantom, dicom_study = brats_raw_study
     pytest.importorskip("deepbet")
     hd = pytest.importorskip("highdicom")
-    from pedtumorseg.io import find_case, read_labels
-    from pedtumorseg.panel import TERMINOLOGY_TYPES
-    from pedtumorseg.phantom import write_phantom
+    from pedtumorseg.inputs.cases import find_case
+    from pedtumorseg.inputs.images import read_labels
+    from pedtumorseg.outputs.terminology import TERMINOLOGY_TYPES
+    from pedtumorseg.phantoms.clean import write_phantom
     from pedtumorseg.pipeline import Predictor, predict_case
-    from pedtumorseg.raw_input import find_any_case
+    from pedtumorseg.inputs.cases import find_any_case
 
     predictor = Predictor.load(device="cpu", tta=False)
     clean_dir = write_phantom(raw_phantom.clean, tmp_path / "clean")
@@ -353,7 +420,7 @@ def test_raw_phantom_end_to_end_matches_the_clean_case(brats_raw_study, tmp_path
     import pydicom
 
     from pedtumorseg.conventions import LABEL_COLORS, LABEL_LONG_NAMES
-    from pedtumorseg.dicom_input import series_files
+    from pedtumorseg.inputs.dicom import series_files
 
     t1ce_files = series_files(info["sources"]["t1ce"]["path"])
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in t1ce_files]
@@ -375,7 +442,7 @@ def test_raw_phantom_end_to_end_matches_the_clean_case(brats_raw_study, tmp_path
     # registered, brain-extracted T1/T1CE and the brain mask, not the input series), gives what the CLI's
     # post-processing gives on that run's raw labels and images
     from pedtumorseg.conventions import CHANNELS
-    from pedtumorseg.pipeline import session_from_raw_only
+    from pedtumorseg.ui.session import session_from_raw_only
     from pedtumorseg.postprocess import postprocess
 
     only = predict_case(files, tmp_path / "raw-only", predictor, raw_only=True)
@@ -435,10 +502,10 @@ def test_dicom_seg_reads_back_frames_references_codes(tmp_path):
     import pydicom
 
     from pedtumorseg.conventions import LABEL_COLORS, LABEL_LONG_NAMES
-    from pedtumorseg.dicom_input import read_series, series_files
-    from pedtumorseg.dicom_seg import write_dicom_seg
-    from pedtumorseg.panel import TERMINOLOGY_TYPES
-    from pedtumorseg.phantom_raw import write_dicom_series
+    from pedtumorseg.inputs.dicom import read_series, series_files
+    from pedtumorseg.outputs.dicom_seg import write_dicom_seg
+    from pedtumorseg.outputs.terminology import TERMINOLOGY_TYPES
+    from pedtumorseg.phantoms.raw import write_dicom_series
 
     rng = np.random.default_rng(5)
     g = Geometry((16, 12, 6), (0.8, 0.8, 3.0), (-10.0, 20.0, 5.0), SAGITTAL)
@@ -474,3 +541,47 @@ def test_dicom_seg_reads_back_frames_references_codes(tmp_path):
     with pytest.raises(InputError, match="does not match the series"):
         write_dicom_seg(labels[:-1], folder, tmp_path / "bad.dcm")
     assert not (tmp_path / "bad.dcm").exists()
+
+
+def test_dicom_seg_without_frame_of_reference_is_said_up_front_and_the_nifti_outputs_are_written(
+        tmp_path, small_phantom_dir, capsys):
+    """Some anonymizers strip the FrameOfReferenceUID. What a DICOM SEG needs is checked before the model runs,
+    one line says what is missing, the NIfTI outputs are still written, and the status is 1 (not 2: no
+    command-line mistake), with no .dcm left behind."""
+    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("highdicom")
+    from conftest import write_tiny_bundle
+
+    from pedtumorseg import cli
+    from pedtumorseg.inputs.cases import find_case
+    from pedtumorseg.outputs.dicom_seg import dicom_seg_problem
+    from pedtumorseg.phantoms.raw import write_dicom_series
+
+    files = find_case(small_phantom_dir)
+    rng = np.random.default_rng(0)
+    folders = {}
+    for i, ch in enumerate(("t1", "t1ce", "t2", "flair")):
+        tags = {"0008|0060": "MR", "0008|0016": "1.2.840.10008.5.1.4.1.1.4", "0020|000d": "2.25.10",
+                "0020|000e": f"2.25.2{i}", "0010|0010": "TEST^ONE", "0010|0020": "P1", "0008|0020": "20260101",
+                "0008|0030": "120000", "0020|0010": "1", "0020|0011": str(i + 1), "0008|103e": ch.upper()}
+        folders[ch] = write_dicom_series(sitk.Cast(sitk.ReadImage(str(files.images[ch])), sitk.sitkInt16),
+                                         tmp_path / "study" / ch, tags, rng)
+    for path in sorted(folders["t1ce"].iterdir()):
+        ds = pydicom.dcmread(path)
+        if "FrameOfReferenceUID" in ds:
+            del ds.FrameOfReferenceUID
+        ds.save_as(path)
+    problem = dicom_seg_problem(folders["t1ce"])
+    assert problem is not None and "FrameOfReferenceUID" in problem and "anonymizers" in problem
+    out = tmp_path / "out"
+    code = cli.main(["predict", *[a for ch in folders for a in (f"--{ch}", str(folders[ch]))], "--case-id", "C",
+                     "--out", str(out), "--dicom-seg", "--model", str(write_tiny_bundle(tmp_path / "b.zip")),
+                     "--device", "cpu", "--no-tta", "--backend", "torch"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert sorted(p.name for p in out.iterdir()) == ["C-seg.nii.gz", "C-stats.json"]
+    lines = [line for line in err.splitlines() if "FrameOfReferenceUID" in line]
+    assert lines and lines[-1].startswith("pedtumorseg: error: ") and str(folders["t1ce"]) in lines[-1]
+    assert err.index("FrameOfReferenceUID") < err.index("loaded")  # said before the inference
+    stats = json.loads((out / "C-stats.json").read_text())
+    assert any("FrameOfReferenceUID" in w for w in stats["warnings"])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from pedtumorseg.registration import image_center, mean_displacement, register_rigid
+from pedtumorseg.inputs.registration import image_center, mean_displacement, register_rigid
 
 
 def test_mean_displacement_by_hand():

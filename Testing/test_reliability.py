@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import struct
 import subprocess
 import sys
@@ -18,11 +17,16 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import write_tiny_bundle, write_tiny_case
-from pedtumorseg import cli, io
-from pedtumorseg.errors import BundleError, InputError, run_command
-from pedtumorseg.io import case_from_files, find_case, load_case, read_labels, write_labels
-from pedtumorseg.phantom import write_phantoms
-from pedtumorseg.pipeline import Predictor, output_paths, predict_case, run_batch
+from pedtumorseg import cli
+from pedtumorseg.outputs import images as output_images
+from pedtumorseg.errors import BundleError, InputError, UsageError, run_command
+from pedtumorseg.inputs.cases import case_from_files, find_case
+from pedtumorseg.geometry import Geometry
+from pedtumorseg.inputs.images import load_case, read_image, read_labels
+from pedtumorseg.outputs.images import write_labels
+from pedtumorseg.phantoms.clean import write_phantoms
+from pedtumorseg.outputs.paths import CaseOutputs
+from pedtumorseg.pipeline import Predictor, predict_case, run_batch
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +99,7 @@ def test_truncated_nii_gz_is_refused_not_zero_filled(tmp_path, dtype):
     path.write_bytes(data[: len(data) * 2 // 3])
     # ITK itself reads an int16 file cut short without complaint (the missing voxels become zeros)
     with pytest.raises(InputError, match=r"a\.nii\.gz: the compressed file is truncated"):
-        io._read(path)
+        read_image(path)
 
 
 def test_truncated_nii_is_refused_with_the_byte_counts(tmp_path):
@@ -103,7 +107,7 @@ def test_truncated_nii_is_refused_with_the_byte_counts(tmp_path):
     path.write_bytes(path.read_bytes()[:-100])
     assert sitk.GetArrayFromImage(sitk.ReadImage(str(path))).size == 20 * 24 * 28  # what ITK alone does
     with pytest.raises(InputError, match=r"a\.nii: the file is truncated: .* 26780 bytes .* promises 26880"):
-        io._read(path)
+        read_image(path)
 
 
 def test_corrupt_gzip_stream_is_refused(tmp_path):
@@ -112,7 +116,7 @@ def test_corrupt_gzip_stream_is_refused(tmp_path):
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(InputError, match=r"a\.nii\.gz: corrupt file"):
-        io._read(path)
+        read_image(path)
 
 
 def test_truncated_case_fails_predict_with_one_line_and_no_output(tmp_path, phantom_case, tiny_bundle, capsys):
@@ -154,7 +158,7 @@ def test_zero_pixdim_is_refused_although_itk_reads_it_as_1mm(tmp_path):
     path.write_bytes(bytes(data))
     assert sitk.ReadImage(str(path)).GetSpacing() == (1.0, 1.0, 1.0)  # ITK's silent default
     with pytest.raises(InputError, match=r"a\.nii: image has voxel spacing 0 along x .*pixdim"):
-        io._read(path)
+        read_image(path)
 
 
 def test_implausible_spacing_is_refused(tmp_path):
@@ -255,7 +259,7 @@ def test_read_only_output_folder_refused(tmp_path, phantom_case, monkeypatch, ca
 # --- writes verified, resume re-checks, stale temporaries ------------------------------------------------------
 
 def test_write_cut_short_is_detected_and_leaves_nothing(tmp_path, monkeypatch):
-    g = io.Geometry((16, 12, 10), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
+    g = Geometry((16, 12, 10), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     labels = (np.arange(np.prod(g.shape_zyx)).reshape(g.shape_zyx) % 5).astype(np.uint8)
     real_write = sitk.WriteImage
 
@@ -264,7 +268,7 @@ def test_write_cut_short_is_detected_and_leaves_nothing(tmp_path, monkeypatch):
         data = Path(path).read_bytes()
         Path(path).write_bytes(data[: len(data) // 2])
 
-    monkeypatch.setattr(io.sitk, "WriteImage", silently_truncated)
+    monkeypatch.setattr(output_images.sitk, "WriteImage", silently_truncated)
     with pytest.raises(OSError, match=r"/x-seg\.nii\.gz: the written file is incomplete \(the compressed file is"):
         write_labels(labels, g, tmp_path / "x-seg.nii.gz")
     assert list(tmp_path.iterdir()) == []
@@ -275,16 +279,16 @@ def test_resumed_batch_reruns_a_case_whose_output_was_cut_short(tmp_path, small_
     _copy_case(small_case, inp / small_case.name)
     out = tmp_path / "out"
     case_id = small_case.name
-    assert run_batch(inp, out, predictor=predictor).done == [case_id]
-    seg = output_paths(case_id, out)["seg"]
+    assert run_batch(inp, out, predictor).done == [case_id]
+    seg = CaseOutputs.of(case_id, out).seg
     good = read_labels(seg)
     seg.write_bytes(seg.read_bytes()[:-20])  # the stats file says finished; the label map is not whole
     stale = out / f".{case_id}-seg.k9x_ab12.tmp.nii.gz"  # left by a SIGKILL during a write
     stale.write_bytes(b"partial")
-    summary = run_batch(inp, out, predictor=predictor)
+    summary = run_batch(inp, out, predictor)
     assert summary.done == [case_id] and summary.skipped == []
     assert np.array_equal(read_labels(seg), good) and not stale.exists()
-    assert run_batch(inp, out, predictor=predictor).skipped == [case_id]
+    assert run_batch(inp, out, predictor).skipped == [case_id]
 
 
 def test_sigterm_removes_the_temporary_file_and_exits_130(tmp_path):
@@ -294,10 +298,10 @@ def test_sigterm_removes_the_temporary_file_and_exits_130(tmp_path):
     script = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from pedtumorseg import io\n"
+        "from pedtumorseg import files\n"
         "from pedtumorseg.errors import run_command\n"
         "def killed_while_writing(args):\n"
-        "    with io.atomic_output(Path(sys.argv[1])) as tmp:\n"
+        "    with files.atomic_output(Path(sys.argv[1])) as tmp:\n"
         "        tmp.write_bytes(b'half')\n"
         "        os.kill(os.getpid(), signal.SIGTERM)\n"
         "        raise AssertionError('not reached')\n"
@@ -335,7 +339,7 @@ def test_case_id_that_leaves_the_output_folder_is_refused(tmp_path, phantom_case
     assert code == 1 and f"case id {case_id!r} cannot be used as a file name" in _one_error_line(err)
     assert not (tmp_path / "out").exists()
     with pytest.raises(InputError):
-        output_paths(case_id, tmp_path)
+        CaseOutputs.of(case_id, tmp_path)
 
 
 def test_duplicate_case_ids_in_a_batch_are_refused_up_front(tmp_path, phantom_case, monkeypatch, capsys):
@@ -353,7 +357,7 @@ def test_duplicate_case_ids_in_a_batch_are_refused_up_front(tmp_path, phantom_ca
 def test_cached_extraction_replaced_wholesale_is_not_trusted(tmp_path, monkeypatch):
     import shutil
 
-    from pedtumorseg.bundle import load_bundle
+    from pedtumorseg.inference.bundle import load_bundle
 
     monkeypatch.setenv("PEDTUMORSEG_CACHE", str(tmp_path / "cache"))
     mine = write_tiny_bundle(tmp_path / "mine.zip", name="mine", seed=1)
@@ -422,7 +426,11 @@ def test_every_cli_maps_failures_to_the_same_statuses(monkeypatch, capsys):
                              (disk, 1, "/data/out/x-seg.nii.gz: No space left on device"),
                              (lambda a: (_ for _ in ()).throw(InputError("f.nii", "bad")), 1, "f.nii: bad"),
                              (lambda a: (_ for _ in ()).throw(BundleError("b.zip", "bad")), 1, "b.zip: bad"),
-                             (lambda a: (_ for _ in ()).throw(ValueError("--x must be 1")), 2, "--x must be 1")):
+                             (lambda a: (_ for _ in ()).throw(UsageError(None, "--x must be 1")), 2, "--x must be 1"),
+                             # a library's ValueError is about the data, not the command line (highdicom's on a
+                             # series without a FrameOfReferenceUID was reported as a usage error, status 2)
+                             (lambda a: (_ for _ in ()).throw(ValueError("Source images have no Frame Of Reference "
+                                                                         "UID")), 1, "Source images have no Frame")):
         for prog in (cli.PROG, train_cli.PROG):
             assert run_command(prog, func, None) == code
             assert _one_error_line(capsys.readouterr().err, prog).startswith(f"{prog}: error: {line}")

@@ -1,4 +1,4 @@
-"""The evaluation report: statistics of ``pedtumorseg.analysis`` checked by hand, and the HTML of
+"""The evaluation report: statistics of ``pedtumorseg.evaluation.analysis`` checked by hand, and the HTML of
 ``pedtumorseg evaluate --report`` parsed back (every section present, table numbers equal to the CSVs).
 
 The cases are small label maps (20^3 voxels) written with SimpleITK: concentric spheres (ED shell, NET core,
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from pedtumorseg import analysis as an
+from pedtumorseg.evaluation import analysis as an
 from pedtumorseg.cli import main
 
 # --- statistics by hand -----------------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def test_size_strata_median_and_fixed_cutoff():
 
 def test_combined_region_volumes_and_fractions():
     labels = np.array([[[1, 2, 3, 4, 4, 0]]], np.uint8)
-    from pedtumorseg.metrics import volumes
+    from pedtumorseg.arrays import volumes
 
     vol = an.with_combined(volumes(labels, (2.0, 1.0, 1.0))["volumes_ml"])
     assert vol[an.COMBINED_REGION] == pytest.approx(4 * 2.0 / 1000)
@@ -236,7 +236,7 @@ def _check(cell, expected, rel=1e-9):
 
 
 def test_report_has_every_section_and_no_external_resource(report_run):
-    from pedtumorseg.html_report import SECTIONS
+    from pedtumorseg.evaluation.report import SECTIONS
 
     _, _, report = report_run
     p = _Tables()
@@ -367,8 +367,8 @@ def test_report_with_two_cases_says_not_enough_cases(tmp_path):
 def test_report_of_nan_and_constant_scores(tmp_path):
     """Rows with NaN values and a region where every case scores 1 render as n/a and 'constant data'."""
     pytest.importorskip("matplotlib")
-    from pedtumorseg.evaluation import METRICS, EvaluationResult
-    from pedtumorseg.html_report import render
+    from pedtumorseg.evaluation.folder import METRICS, EvaluationResult
+    from pedtumorseg.evaluation.report import render
 
     rows, volumes = [], {}
     for i, case in enumerate(("c1", "c2", "c3", "c4")):

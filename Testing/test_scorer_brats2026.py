@@ -33,8 +33,8 @@ def pair(tmp_path):
 
 def test_brats2026_rows_come_from_brats_evaluation(pair):
     pytest.importorskip("brats_evaluation")
-    from pedtumorseg.evaluation import evaluate_folder
-    from pedtumorseg.scorer_brats2026 import COLUMNS
+    from pedtumorseg.evaluation.folder import evaluate_folder
+    from pedtumorseg.evaluation.brats2026 import COLUMNS
 
     pred_dir, gt_dir, out_csv = pair
     evaluate_folder(pred_dir, gt_dir, out_csv, scorer="brats2026")
@@ -73,7 +73,7 @@ def test_brats2026_without_the_package_is_one_clear_error(pair, capsys):
 
 
 def test_default_scorer_is_brats2025(pair):
-    from pedtumorseg.evaluation import METRICS, evaluate_folder
+    from pedtumorseg.evaluation.folder import METRICS, evaluate_folder
 
     pred_dir, gt_dir, out_csv = pair
     evaluate_folder(pred_dir, gt_dir, out_csv)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pedtumorseg import background, panel
+from pedtumorseg.ui import background
+from pedtumorseg.ui import controls, results
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE = REPO / "PedTumorSeg"
@@ -124,7 +125,7 @@ def test_ui_parses_and_every_widget_the_code_uses_exists_with_a_plausible_class(
     used = _ui_names_used_by_code()
     assert {"applyButton", "resultsTable", "progressBar", "statusLabel"} <= used
     # names reached through getattr(self.ui, <computed>)
-    for spec in panel.slider_specs():
+    for spec in controls.slider_specs():
         used.add(spec.widget_name)
         if spec.kind == "slider":
             used.add(spec.name + "Label")
@@ -140,6 +141,21 @@ def test_ui_parses_and_every_widget_the_code_uses_exists_with_a_plausible_class(
                 break
         else:
             pytest.fail(f"no class expectation for widget name {name}")
+
+
+def test_ui_texts_of_the_controls_and_the_table_are_the_core_s():
+    """The labels, check box texts, units and table columns the .ui shows are those of ``ui.controls`` and
+    ``ui.results`` (one name end to end; the module file does not set them)."""
+    widgets = _ui_widgets()
+    for spec in controls.slider_specs():
+        if spec.kind == "slider":
+            assert _ui_property(widgets[spec.name + "Label"], "text") == spec.label + ":"
+            assert (_ui_property(widgets[spec.widget_name], "suffix") or "") == (f" {spec.unit}" if spec.unit else "")
+        else:
+            assert _ui_property(widgets[spec.widget_name], "text") == spec.label
+    table = widgets["resultsTable"]
+    columns = [c.find("property").findtext("string") for c in table.findall("column")]
+    assert tuple(columns) == results.RESULT_COLUMNS
 
 
 def test_ui_custom_widgets_declared_and_selectors_get_the_scene():
@@ -182,21 +198,34 @@ def test_parameter_node_matches_ui_bindings():
     for param, cls in bound.items():
         assert re.search(compatible[cls], fields[param]), (param, cls, fields[param])
     # every post-processing control is a parameter (saved with the scene) and bound to its widget
-    for spec in panel.slider_specs():
+    for spec in controls.slider_specs():
         assert spec.name in bound
     for channel in ("t1", "t1ce", "t2", "flair"):
         assert bound[channel + "Volume"] == "qMRMLNodeComboBox"
 
 
 def test_module_uses_only_existing_core_functions():
+    """Every name the module file imports from the core exists, and so does every attribute it uses of an imported
+    core module (``controls.slider_specs``, ``progress.Progress`` ...)."""
+    import importlib
+    import types
+
     tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
+    modules = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "panel":
-            assert hasattr(panel, node.attr), f"panel.{node.attr} does not exist"
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pedtumorseg"):
-            module = __import__(node.module, fromlist=["_"])
+            module = importlib.import_module(node.module)
             for alias in node.names:
+                if not hasattr(module, alias.name):  # a submodule: importing it binds it to its package
+                    importlib.util.find_spec(f"{node.module}.{alias.name}") and importlib.import_module(
+                        f"{node.module}.{alias.name}")
                 assert hasattr(module, alias.name), f"{node.module}.{alias.name} does not exist"
+                if isinstance(getattr(module, alias.name), types.ModuleType):
+                    modules[alias.asname or alias.name] = getattr(module, alias.name)
+    assert {"controls", "progress"} <= set(modules)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+            assert hasattr(modules[node.value.id], node.attr), f"{node.value.id}.{node.attr} does not exist"
 
 
 def test_module_file_has_module_widget_logic_test_classes():
@@ -226,7 +255,7 @@ def test_cmake_lists_every_python_file_and_resource():
 
 
 def test_cmake_installs_the_demo_bundle_where_default_bundle_path_looks(tmp_path):
-    from pedtumorseg.bundle import DEMO_BUNDLE_NAME
+    from pedtumorseg.inference.bundle import DEMO_BUNDLE_NAME
 
     text = CMAKE.read_text(encoding="utf-8")
     bundles = _cmake_list(text, "MODULE_DEMO_BUNDLES")
@@ -244,7 +273,7 @@ def test_cmake_installs_the_demo_bundle_where_default_bundle_path_looks(tmp_path
     (installed / "Resources" / "Models" / DEMO_BUNDLE_NAME).write_bytes(b"PK")
     env = {k: v for k, v in os.environ.items() if k not in ("PEDTUMORSEG_DEMO_BUNDLE", "PYTHONPATH")}
     env["PYTHONPATH"] = str(installed)
-    out = subprocess.run([sys.executable, "-c", "import pedtumorseg.bundle as b; print(b.__file__); "
+    out = subprocess.run([sys.executable, "-c", "import pedtumorseg.inference.bundle as b; print(b.__file__); "
                           "print(b.default_bundle_path())"], env=env, cwd=tmp_path, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out[0].startswith(str(installed))
@@ -348,11 +377,11 @@ class _FakeEngine:
 
 def _fake_loading(monkeypatch):
     """Predictor.load runs for real, on a fake bundle and engine (counted loads)."""
-    from pedtumorseg import pipeline
+    from pedtumorseg.pipeline import predictor
 
     loads = []
-    monkeypatch.setattr(pipeline, "load_bundle", lambda path: loads.append(path) or _FakeBundle(path))
-    monkeypatch.setattr(pipeline, "Engine", _FakeEngine)
+    monkeypatch.setattr(predictor, "load_bundle", lambda path: loads.append(path) or _FakeBundle(path))
+    monkeypatch.setattr(predictor, "Engine", _FakeEngine)
     return loads
 
 
@@ -445,7 +474,7 @@ def test_logic_package_imports_no_qt_and_no_slicer_application():
 
 def test_module_file_is_thin_and_reloads_the_packages():
     text = MODULE_PY.read_text(encoding="utf-8")
-    assert len(text.splitlines()) < 400
+    assert len(text.splitlines()) <= 300
     tree = ast.parse(text)
     widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "PedTumorSegWidget")
     assert any(isinstance(f, ast.FunctionDef) and f.name == "onReload" for f in widget.body)
@@ -462,7 +491,7 @@ def _tiny_bundle(path: Path) -> Path:
 
 @pytest.mark.slow
 def test_batch_script_with_the_real_pipeline_resumes_and_reports_failures(tmp_path, capsys):
-    from pedtumorseg.phantom import make_phantom, write_phantom
+    from pedtumorseg.phantoms.clean import make_phantom, write_phantom
 
     batch = _load_batch()
     bundle_path = _tiny_bundle(tmp_path / "tiny.zip")

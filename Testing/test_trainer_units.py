@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("nnunetv2")
 
-from pedtumorseg.loss import DeepSupervisionLoss, PedTumorSegLoss  # noqa: E402
+from pedtumorseg.model.loss import DeepSupervisionLoss, PedTumorSegLoss  # noqa: E402
 from pedtumorseg.model.init import conv_fan_in, init_std  # noqa: E402
 from pedtumorseg.model.network import PedTumorSegNet  # noqa: E402
 from pedtumorseg.model.presets import NETWORK_CLASS, network_kwargs  # noqa: E402

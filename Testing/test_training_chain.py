@@ -48,7 +48,7 @@ def _run(*argv) -> int:
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, restore_env):
-    from pedtumorseg.phantom import write_phantoms
+    from pedtumorseg.phantoms.clean import write_phantoms
     root = tmp_path_factory.mktemp("chain")
     brats = root / "brats"
     cases = write_phantoms(brats, N_CASES, size="small", seed=500)
@@ -65,8 +65,8 @@ def chain(tmp_path_factory, restore_env):
 
 
 def _store_as_ras(case_dir: Path) -> None:
-    from pedtumorseg.io import Geometry
-    from pedtumorseg.orientation import reorient_array
+    from pedtumorseg.geometry import Geometry
+    from pedtumorseg.inputs.orientation import reorient_array
     for path in case_dir.glob("*.nii.gz"):
         image = sitk.ReadImage(str(path))
         array, geometry = reorient_array(sitk.GetArrayFromImage(image), Geometry.from_image(image), "RAS")
@@ -106,9 +106,9 @@ def test_convert_writes_an_nnunet_raw_dataset(chain, monkeypatch):
     assert all(with_list[k]["images"] == without_list[k]["images"] and with_list[k]["label"] ==
                without_list[k]["label"] for k in with_list)
     # one orientation for the whole dataset: the case stored as RAS is written as LPS, same voxels, same anatomy
-    from pedtumorseg.io import Geometry
-    from pedtumorseg.orientation import orientation_code
-    from pedtumorseg.phantom import make_phantom
+    from pedtumorseg.geometry import Geometry
+    from pedtumorseg.inputs.orientation import orientation_code
+    from pedtumorseg.phantoms.clean import make_phantom
     assert meta["pedtumorseg_orientation"] == "LPS"
     for path in (ds / "imagesTr").glob("*.nii.gz"):
         assert orientation_code(Geometry.from_image(sitk.ReadImage(str(path)))) == "LPS", path
@@ -148,10 +148,11 @@ def test_training_writes_logs_and_checkpoint(chain):
 @pytest.mark.slow
 def test_export_and_engine_prediction(chain, tmp_path, monkeypatch):
     monkeypatch.setenv("PEDTUMORSEG_CACHE", str(tmp_path / "cache"))
-    from pedtumorseg.bundle import load_bundle
-    from pedtumorseg.engine import Engine, PredictOptions
-    from pedtumorseg.io import find_case, load_case
-    from pedtumorseg.phantom import write_phantoms
+    from pedtumorseg.inference.bundle import load_bundle
+    from pedtumorseg.inference.engine import Engine, PredictOptions
+    from pedtumorseg.inputs.cases import find_case
+    from pedtumorseg.inputs.images import load_case
+    from pedtumorseg.phantoms.clean import write_phantoms
     out = chain["root"] / "bundle.zip"
     assert _run("export", "--dataset-id", DATASET_ID, "--preset", "demo", "--folds", "0", "--out", out,
                 "--name", "chain-test", "--version", "0.0.1", *chain["common"]) == 0
@@ -182,7 +183,7 @@ def test_export_and_engine_prediction(chain, tmp_path, monkeypatch):
     assert np.isfinite(pred.probabilities).all()
 
     # evaluate wiring: the prediction against the phantom's ground truth
-    from pedtumorseg.io import write_labels
+    from pedtumorseg.outputs.images import write_labels
     pred_dir = tmp_path / "pred"
     write_labels(pred.labels, case.geometry, pred_dir / f"{case.case_id}.nii.gz")
     csv_path = tmp_path / "eval" / "eval.csv"
@@ -197,7 +198,7 @@ def test_fit_postprocessing_updates_the_bundle(chain, tmp_path, monkeypatch):
     monkeypatch.setenv("PEDTUMORSEG_CACHE", str(tmp_path / "cache"))
     import shutil
 
-    from pedtumorseg.bundle import load_bundle
+    from pedtumorseg.inference.bundle import load_bundle
     bundle_in = chain["root"] / "bundle.zip"
     if not bundle_in.is_file():
         assert _run("export", "--dataset-id", DATASET_ID, "--preset", "demo", "--folds", "0", "--out", bundle_in,
@@ -267,7 +268,7 @@ def test_interrupted_training_resumes_from_checkpoint(chain, monkeypatch):
 
 
 def test_convert_rejects_bad_cases(tmp_path, restore_env):
-    from pedtumorseg.phantom import write_phantoms
+    from pedtumorseg.phantoms.clean import write_phantoms
     brats = tmp_path / "brats"
     good, no_seg, bad_labels, incomplete = write_phantoms(brats, 4, size="small", seed=700)
     (no_seg / f"{no_seg.name}-seg.nii.gz").unlink()
@@ -372,7 +373,7 @@ def test_init_weights_start_from_a_bundle(chain, tmp_path, monkeypatch, capsys):
     """``--init-weights``: the run starts from a bundle's weights (with lr 0 they are what it ends with); a bundle
     of another network is refused before training, naming the file, exit status 1, no checkpoint."""
     monkeypatch.setenv("PEDTUMORSEG_CACHE", str(tmp_path / "cache"))
-    from pedtumorseg.bundle import load_bundle
+    from pedtumorseg.inference.bundle import load_bundle
     from pedtumorseg_train.export import clean_state_dict, read_checkpoint
     start = tmp_path / "start.zip"
     assert _run("export", "--dataset-id", DATASET_ID, "--preset", "demo", "--folds", "0", "--out", start,

@@ -21,18 +21,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "Testing"))
 
 from nnunet_harness import spread_init_  # noqa: E402
 
-from pedtumorseg import backends  # noqa: E402
-from pedtumorseg.bundle import default_bundle_path, load_bundle, write_bundle  # noqa: E402
+from pedtumorseg.inference import backends  # noqa: E402
+from pedtumorseg.inference.bundle import default_bundle_path, load_bundle, write_bundle  # noqa: E402
 from pedtumorseg.conventions import CHANNELS, LABEL_COLORS, LABEL_NAMES  # noqa: E402
-from pedtumorseg.engine import Engine, PredictOptions  # noqa: E402
-from pedtumorseg.io import find_case, read_labels  # noqa: E402
+from pedtumorseg.inference.engine import Engine, PredictOptions  # noqa: E402
+from pedtumorseg.inputs.cases import find_case  # noqa: E402
+from pedtumorseg.inputs.images import read_labels
 from pedtumorseg.model.presets import NETWORK_CLASS, build_network, network_kwargs  # noqa: E402
 from pedtumorseg.pipeline import Predictor, predict_case  # noqa: E402
 from pedtumorseg.postprocess import PostprocessParams  # noqa: E402
@@ -97,7 +97,7 @@ def main() -> None:
         os.environ.setdefault("PEDTUMORSEG_CACHE", str(tmp / "cache"))
         case_dir = args.case or (REAL_CASE if REAL_CASE.is_dir() else None)
         if case_dir is None:
-            from pedtumorseg.phantom import make_phantom, write_phantom
+            from pedtumorseg.phantoms.clean import make_phantom, write_phantom
             case_dir = write_phantom(make_phantom(0, "brats"), tmp / "case")
         model = default_bundle_path() if args.preset == "demo" else paper_bundle(tmp)
         bundle = load_bundle(model)

@@ -43,7 +43,7 @@ def main(argv=None) -> int:
                     help="stock nnU-Net (float16 accumulators) or nnU-Net with float32 accumulators")
     args = ap.parse_args(argv)
 
-    from pedtumorseg.engine import Engine, PredictOptions
+    from pedtumorseg.inference.engine import Engine, PredictOptions
 
     images, spacing = phantom_stack(args.seed, args.size)
     manifest = make_manifest(args.spacing or spacing, args.patch)

@@ -1,4 +1,4 @@
-"""Cost of the HD loss term (``pedtumorseg.loss``) per training iteration, and what it adds to an iteration.
+"""Cost of the HD loss term (``pedtumorseg.model.loss``) per training iteration, and what it adds to an iteration.
 
 For batch 2, 5 classes and nnU-Net's deep-supervision pyramid of a patch (every level whose weight is > 0),
 times (median of ``--repeats``):
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
 
-from pedtumorseg import loss as L
+from pedtumorseg.model import loss as L
 from pedtumorseg.model.presets import build_network, network_kwargs, NETWORK_CLASS
 
 

@@ -1,4 +1,4 @@
-"""Cost of the reliability checks of ``pedtumorseg.io`` on a BraTS-size case (240x240x155, 1 mm).
+"""Cost of the reliability checks of ``pedtumorseg.inputs`` on a BraTS-size case (240x240x155, 1 mm).
 
     .venv/bin/python benchmarks/bench_io_checks.py [--repeats N] [--float32]
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from pedtumorseg import io
-from pedtumorseg.phantom import make_phantom, write_phantom
+from pedtumorseg.inputs import images as io
+from pedtumorseg.phantoms.clean import make_phantom, write_phantom
 
 
 def best_of(fn, repeats: int) -> float:

@@ -48,7 +48,7 @@ print(json.dumps({"seconds": min(times), "cpu_seconds": min(cpu), "lesion_dice":
 def make_pair() -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], object]:
     from scipy import ndimage
 
-    from pedtumorseg.io import Geometry
+    from pedtumorseg.geometry import Geometry
 
     shape, spacing = (155, 240, 240), (1.0, 1.0, 1.0)
     rng = np.random.default_rng(0)
@@ -79,8 +79,8 @@ def main(argv=None) -> int:
     ap.add_argument("--official-repeat", type=int, default=1, help="repetitions of the official side")
     args = ap.parse_args(argv)
 
-    from pedtumorseg.io import write_labels
-    from pedtumorseg.metrics import evaluate_case
+    from pedtumorseg.outputs.images import write_labels
+    from pedtumorseg.evaluation.metrics import evaluate_case
 
     pred, gt, spacing, geometry = make_pair()
     evaluate_case(pred[:40, :40, :40], gt[:40, :40, :40], spacing)  # imports and table caches

@@ -1,7 +1,7 @@
-"""Slider latency of the post-processing Session vs a naive full-volume recomputation (DESIGN §7).
+"""Slider latency of the post-processing Session vs a naive full-volume recomputation.
 
 Builds a 240x240x155 case (synthetic layered blobs whose tumor box is about 80^3, a realistic pediatric
-tumor; ``--phantom`` uses a ``brats`` phantom of ``pedtumorseg.phantom`` instead, whose tumors are often
+tumor; ``--phantom`` uses a ``brats`` phantom of ``pedtumorseg.phantoms.clean`` instead, whose tumors are often
 smaller), scatters a few small stray ET/CC islands next to the tumor (what a raw prediction has and the
 minimum-volume sliders act on), then for each parameter of ``postprocess.PARAMETERS`` moves it ``--moves``
 times across its slider range and reports the median ``Session.update`` latency against the median of a full
@@ -44,7 +44,7 @@ def synthetic_case(seed: int):
 
 def phantom_case(seed: int):
     try:
-        from pedtumorseg.phantom import make_phantom
+        from pedtumorseg.phantoms.clean import make_phantom
     except ImportError:
         return None
     for s in range(seed, seed + 4):  # a case with ET, NET and CC

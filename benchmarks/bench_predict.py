@@ -21,8 +21,8 @@ import torch
 
 from bench_backends import REAL_CASE, paper_bundle  # the paper preset with random weights, as a bundle
 
-from pedtumorseg.bundle import default_bundle_path
-from pedtumorseg.io import find_case
+from pedtumorseg.inference.bundle import default_bundle_path
+from pedtumorseg.inputs.cases import find_case
 from pedtumorseg.pipeline import Predictor, predict_case
 
 
@@ -41,7 +41,7 @@ def main() -> None:
             if REAL_CASE.is_dir():
                 case_dir = REAL_CASE
             else:
-                from pedtumorseg.phantom import make_phantom, write_phantom
+                from pedtumorseg.phantoms.clean import make_phantom, write_phantom
                 case_dir = write_phantom(make_phantom(0, "brats"), tmp / "case")
         model = default_bundle_path() if args.preset == "demo" else paper_bundle(tmp)
         t0 = time.perf_counter()

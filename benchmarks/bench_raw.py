@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from pedtumorseg.io import find_case
-from pedtumorseg.phantom import write_phantom
-from pedtumorseg.phantom_raw import make_raw_phantom, write_raw_phantom
+from pedtumorseg.inputs.cases import find_case
+from pedtumorseg.phantoms.clean import write_phantom
+from pedtumorseg.phantoms.raw import make_raw_phantom, write_raw_phantom
 from pedtumorseg.pipeline import Predictor, predict_case
-from pedtumorseg.raw_input import find_any_case
+from pedtumorseg.inputs.cases import find_any_case
 
 
 def _wt_dice(a, b) -> float:

@@ -1,4 +1,4 @@
-"""Speed and accuracy of the rigid co-registration (``pedtumorseg.registration``) on the real case.
+"""Speed and accuracy of the rigid co-registration (``pedtumorseg.inputs.registration``) on the real case.
 
     python benchmarks/bench_registration.py [--real-case DIR] [--threads 2] [--n-random 3]
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from pedtumorseg.registration import image_center, mean_displacement, register_rigid
+from pedtumorseg.inputs.registration import image_center, mean_displacement, register_rigid
 
 FIXED_CASES = {"t1n": ((14.0, -9.0, 6.0), (15.0, -12.0, 8.0)), "t2w": ((-6.0, 12.0, -15.0), (-20.0, 10.0, -5.0)),
                "t2f": ((10.0, 4.0, -11.0), (7.0, -18.0, 20.0))}

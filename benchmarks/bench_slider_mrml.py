@@ -39,7 +39,8 @@ def _case(case_dir, seed, tmp):
 
     name, seg, t1, t1ce, spacing = synthetic_case(seed)
     if case_dir:
-        from pedtumorseg.io import find_case, load_case
+        from pedtumorseg.inputs.cases import find_case
+        from pedtumorseg.inputs.images import load_case
 
         files = find_case(case_dir)
         case = load_case(files)
@@ -58,10 +59,10 @@ def _case(case_dir, seed, tmp):
 
 def _moves(n: int):
     """(parameter, value) pairs: each panel slider swept back and forth, check boxes toggled."""
-    from pedtumorseg import panel
+    from pedtumorseg.ui import controls
 
     out = []
-    for spec in panel.slider_specs():
+    for spec in controls.slider_specs():
         if spec.kind == "checkbox":
             out += [(spec.name, not spec.default), (spec.name, spec.default)] * max(1, n // 4)
             continue

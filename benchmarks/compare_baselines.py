@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     import torch
     torch.set_num_threads(a.threads)
     from pedtumorseg.model.presets import BASELINES
-    from pedtumorseg.phantom import write_phantoms
+    from pedtumorseg.phantoms.clean import write_phantoms
     from pedtumorseg_train.cli import main as train_cli
 
     work = Path(a.work)

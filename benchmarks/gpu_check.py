@@ -28,9 +28,10 @@ sys.path.insert(0, str(HERE))
 from bench_backends import REAL_CASE, paper_bundle  # noqa: E402
 from nnunet_harness import nnunet_predict, reference_setup  # noqa: E402
 
-from pedtumorseg.bundle import load_bundle  # noqa: E402
-from pedtumorseg.engine import Engine, PredictOptions  # noqa: E402
-from pedtumorseg.io import find_case, load_case  # noqa: E402
+from pedtumorseg.inference.bundle import load_bundle  # noqa: E402
+from pedtumorseg.inference.engine import Engine, PredictOptions  # noqa: E402
+from pedtumorseg.inputs.cases import find_case  # noqa: E402
+from pedtumorseg.inputs.images import load_case
 
 
 def _sync():
@@ -55,7 +56,7 @@ def main() -> int:
         tmp = Path(tmp)
         case_dir = args.case or (REAL_CASE if REAL_CASE.is_dir() else None)
         if case_dir is None:
-            from pedtumorseg.phantom import make_phantom, write_phantom
+            from pedtumorseg.phantoms.clean import make_phantom, write_phantom
             case_dir = write_phantom(make_phantom(0, "brats"), tmp / "case")
         case = load_case(find_case(case_dir))
         spacing = case.geometry.spacing_zyx

@@ -16,7 +16,7 @@ nibabel, pandas), for example::
 imports ``pedtumorseg``. Prints the largest |official - ours| of each score and every value outside the
 tolerances; exits 1 when a Dice/NSD differs by more than 1e-4, an HD95 by more than 0.5 mm or a lesion count at
 all (the whole-region HD95, sensitivity and specificity only where each side has at most one lesion: the official
-code computes them on images of lesion numbers, see ``pedtumorseg.metrics``).
+code computes them on images of lesion numbers, see ``pedtumorseg.evaluation.metrics``).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def ours() -> dict:
     sys.path.insert(0, str(TESTING))
     from metrics_cases import CASES, make_case
 
-    from pedtumorseg.metrics import evaluate_case
+    from pedtumorseg.evaluation.metrics import evaluate_case
 
     out = {}
     for name in CASES:

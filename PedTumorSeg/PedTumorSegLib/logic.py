@@ -9,14 +9,22 @@ controls, ``postprocessDefaultsOf``).
 
 from __future__ import annotations
 
-from pedtumorseg import panel
+from pedtumorseg.ui import controls
+from pedtumorseg import progress
+from pedtumorseg.ui import assignment
 from pedtumorseg.conventions import CHANNELS
 
 from .prediction_logic import PredictionLogic
 from .segmentation_sync import SegmentationSync
 
 #: post-processing controls of the panel (PostprocessParams fields; parameter node attributes)
-CONTROL_NAMES = tuple(spec.name for spec in panel.slider_specs())
+CONTROL_NAMES = tuple(spec.name for spec in controls.slider_specs())
+#: the panel's exports: ModuleLogic method (and ``<method>Button`` in the .ui) -> (file name suffix, file filter)
+EXPORTS = {
+    "exportLabelmap": ("-seg.nii.gz", "NIfTI (*.nii.gz *.nii)"),
+    "exportSegmentation": (".seg.nrrd", "Segmentation (*.seg.nrrd)"),
+    "exportCsv": ("-volumes.csv", "CSV (*.csv)"),
+}
 
 
 def bundleKey(bundle) -> str:
@@ -30,7 +38,7 @@ class ModuleLogic:
         self.scene = scene
         self.prediction = PredictionLogic(tempDirectory, pythonExecutable, runFactory)
         self.sync = None
-        self.runInfo = {}
+        self.lastRun = None  # the progress.Done event of the run the result came from
 
     # -- result state ------------------------------------------------------------------------------------------
     @property
@@ -43,14 +51,23 @@ class ModuleLogic:
 
     def forgetResult(self) -> None:
         self.sync = None
-        self.runInfo = {}
+        self.lastRun = None
 
     def loadBundle(self, path: str = ""):
         return self.prediction.loadBundle(path)
 
+    @staticmethod
+    def modelDescription(bundle) -> str:
+        """The model line of the panel, e.g. ``pedtumorseg-demo 0.5.0 (1 fold(s))``."""
+        return f"{bundle.name} {bundle.version} ({len(bundle.folds)} fold(s))"
+
+    def statusText(self) -> str:
+        """The status line of the finished run the result came from, e.g. ``Done (openvino on cpu, 12.3 s).``"""
+        return progress.status_text(self.lastRun)
+
     # -- parameter node decisions ------------------------------------------------------------------------------
     def autoAssignInputs(self, parameterNode, onlyEmpty: bool) -> None:
-        """Assign scalar volumes (not label maps) to the channels by name (``panel.assign_inputs``); with
+        """Assign scalar volumes (not label maps) to the channels by name (``assignment.assign_inputs``); with
         ``onlyEmpty``, only empty channels are filled and volumes already used are not assigned again."""
         if parameterNode is None:
             return
@@ -63,7 +80,7 @@ class ModuleLogic:
         selected = self.selectedInputs(parameterNode)
         taken = {n for n in selected.values() if n is not None} if onlyEmpty else set()
         names = [name for name, volume in byName.items() if volume not in taken]
-        for channel, name in panel.assign_inputs(names).items():
+        for channel, name in assignment.assign_inputs(names).items():
             if not onlyEmpty or selected[channel] is None:
                 setattr(parameterNode, channel + "Volume", byName[name])
 
@@ -73,20 +90,32 @@ class ModuleLogic:
 
     @staticmethod
     def inputProblems(parameterNode) -> list:
-        """``panel.validate_inputs`` of the selection (empty list: Apply can run)."""
+        """``assignment.validate_inputs`` of the selection (empty list: Apply can run)."""
         if parameterNode is None:
             return ["-"]
-        return panel.validate_inputs({c: (n.GetID() if n else None)
+        return assignment.validate_inputs({c: (n.GetID() if n else None)
                                       for c, n in ModuleLogic.selectedInputs(parameterNode).items()})
 
     def currentParams(self, parameterNode, modelPath=None):
         """The post-processing parameters of the bundle at ``modelPath`` (default: the selected one) with the
-        panel's control values. A finished run passes its own bundle: the model may have been changed meanwhile,
-        and the settings the panel does not show (normalization, ratio window) belong to the model that ran."""
+        panel's control values, clamped. A finished run passes its own bundle: the model may have been changed
+        meanwhile, and the settings the panel does not show (normalization, ratio window) belong to the model that
+        ran."""
         path = parameterNode.modelPath if modelPath is None else modelPath
         base = self.loadBundle(path).postprocessing
+        return base.replace(**self._clampedChanges(base, parameterNode))
+
+    @staticmethod
+    def _clampedChanges(current, parameterNode) -> dict:
+        """The parameter node's control values that differ from ``current``, with the ratio window kept valid:
+        the one clamp of a slider move (``controls.clamp_ratio_window``); clamped values are written back to the
+        node so that the sliders show them."""
         values = {name: getattr(parameterNode, name) for name in CONTROL_NAMES}
-        return base.replace(**panel.clamp_ratio_window(base, values))
+        changes = controls.clamp_ratio_window(current, controls.parameter_changes(current, values))
+        for name, value in changes.items():
+            if getattr(parameterNode, name) != value:
+                setattr(parameterNode, name, value)
+        return changes
 
     @staticmethod
     def resetPostprocessingControls(parameterNode, bundle) -> None:
@@ -100,22 +129,34 @@ class ModuleLogic:
         """A different bundle resets the controls to its own defaults; the same bundle keeps the user's values."""
         return parameterNode is not None and parameterNode.postprocessDefaultsOf != bundleKey(bundle)
 
-    def controlValuesAfterClamp(self) -> dict:
-        """Control values of the current session (what the panel should show after a clamped move)."""
-        if self.session is None:
-            return {}
-        return {name: getattr(self.session.params, name) for name in CONTROL_NAMES}
-
     # -- prediction ----------------------------------------------------------------------------------------------
     def startPrediction(self, inputs: dict, modelPath: str = "", quality: str = "Fast", device: str = "Auto",
                         extraArgs=()):
         return self.prediction.start(inputs, modelPath, quality, device, extraArgs)
 
+    def startFromPanel(self, parameterNode):
+        """Start a prediction with the panel's inputs, model, quality, device and raw-scan choices."""
+        p = parameterNode
+        return self.startPrediction(self.selectedInputs(p), p.modelPath, p.quality, p.device,
+                                    controls.raw_scan_arguments(p.skullStrip, p.register))
+
+    def finishRun(self, run, parameterNode) -> tuple[str, str]:
+        """What a finished run means for the panel: ``(outcome, message)`` with outcome ``cancelled``, ``failed``
+        (message: why) or ``done`` (message: the status line; the segmentation became the node's output)."""
+        if run.cancelled:
+            return "cancelled", ""
+        if run.returncode != 0 or run.result is None:
+            return "failed", run.failure_message()
+        node = self.finishPrediction(run, parameterNode.outputSegmentation,
+                                     self.currentParams(parameterNode, run.modelPath))
+        parameterNode.outputSegmentation = node
+        return "done", self.statusText()
+
     def finishPrediction(self, run, segmentationNode=None, params=None):
         """Load the raw labels of a finished run into a new session and fill the segmentation; returns the node."""
-        session, referenceNode, info = self.prediction.finish(run, params)
+        session, referenceNode, done = self.prediction.finish(run, params)
         node = self.setResult(session, referenceNode, segmentationNode)
-        self.runInfo = info
+        self.lastRun = done
         return node
 
     def predictSync(self, inputs: dict, modelPath: str = "", quality: str = "Fast", device: str = "Auto",
@@ -142,8 +183,17 @@ class ModuleLogic:
             raise RuntimeError("no segmentation result")
         return self.sync
 
+    def applyControls(self, parameterNode, confirmOverwrite=None) -> set:
+        """A slider move, one way: the parameter node's values -> one clamp -> the session -> the changed segments.
+        Returns the labels rewritten (empty when nothing changed, e.g. the node update the clamp itself made)."""
+        sync = self._requireResult()
+        changes = self._clampedChanges(sync.session.params, parameterNode)
+        return sync.update(changes, confirmOverwrite) if changes else set()
+
     def updatePostprocessing(self, changes: dict, confirmOverwrite=None) -> set:
-        return self._requireResult().update(changes, confirmOverwrite)
+        """Apply ``changes`` (scripting, the self-test), clamped as a slider move is."""
+        sync = self._requireResult()
+        return sync.update(controls.clamp_ratio_window(sync.session.params, changes), confirmOverwrite)
 
     def resultsRows(self):
         return self._requireResult().resultsRows() if self.sync is not None else []

@@ -13,8 +13,9 @@ import shutil
 from pathlib import Path
 
 import slicer
-from pedtumorseg import panel
-from pedtumorseg.background import BackgroundPrediction, build_predict_command, child_environment
+from pedtumorseg.ui import controls
+from pedtumorseg.ui import assignment
+from pedtumorseg.ui.background import BackgroundPrediction, build_predict_command, child_environment
 from pedtumorseg.conventions import BRATS_SUFFIXES, CHANNELS
 
 #: case id of the temporary files handed to the prediction process
@@ -28,7 +29,7 @@ class PredictionLogic:
 
     ``tempDirectory()`` returns a new empty folder (removed with the run); ``pythonExecutable()`` the interpreter
     that runs ``-m pedtumorseg`` (Slicer's ``PythonSlicer``; None when not found); ``runFactory(command, workdir,
-    env)`` makes the process runner (default :class:`pedtumorseg.background.BackgroundPrediction`).
+    env)`` makes the process runner (default :class:`pedtumorseg.ui.background.BackgroundPrediction`).
     """
 
     def __init__(self, tempDirectory, pythonExecutable, runFactory=None):
@@ -41,7 +42,7 @@ class PredictionLogic:
     # -- model ---------------------------------------------------------------------------------------------------
     def loadBundle(self, path: str = ""):
         """The model bundle at ``path`` (empty: the shipped demo bundle), loaded once per path."""
-        from pedtumorseg.bundle import default_bundle_path, load_bundle
+        from pedtumorseg.inference.bundle import default_bundle_path, load_bundle
 
         resolved = str(path) if path else str(default_bundle_path())
         if resolved not in self._bundles:
@@ -65,11 +66,11 @@ class PredictionLogic:
 
         The run carries ``inputFiles``, ``inputNodes``, ``modelPath`` for :meth:`finish`.
         """
-        problems = panel.validate_inputs({c: (n.GetID() if n else None) for c, n in inputs.items()})
+        problems = assignment.validate_inputs({c: (n.GetID() if n else None) for c, n in inputs.items()})
         if problems:
             raise ValueError("; ".join(problems))
         bundle = self.loadBundle(modelPath)
-        settings = panel.prediction_settings(quality, device, bundle.folds)
+        settings = controls.prediction_settings(quality, device, bundle.folds)
         python = self.pythonExecutable()
         if python is None:  # python-real alone lacks Slicer's library paths; only the launcher works
             raise RuntimeError("the PythonSlicer executable was not found next to Slicer's Python")
@@ -97,14 +98,14 @@ class PredictionLogic:
         return run
 
     def finish(self, run, params=None):
-        """``(session, referenceNode, info)`` of a finished run: the raw labels in a ``Session`` with ``params``
-        (default: the bundle's defaults) on the T1CE's grid, and what the run reported (``panel.run_info``)."""
-        from pedtumorseg.pipeline import session_from_raw_only
+        """``(session, referenceNode, done)`` of a finished run: the raw labels in a ``Session`` with ``params``
+        (default: the bundle's defaults) on the T1CE's grid, and the run's ``progress.Done`` event."""
+        from pedtumorseg.ui.session import session_from_raw_only
 
-        outputs = (run.result or {}).get("outputs", {})
+        outputs = run.result.outputs if run.result is not None else {}
         if params is None:
             params = self.loadBundle(run.modelPath).postprocessing
         session, images = session_from_raw_only(outputs, [run.inputFiles[c] for c in CHANNELS], params, CASE_ID)
         self.lastImages = images
-        return session, run.inputNodes["t1ce"], panel.run_info(run.result)
+        return session, run.inputNodes["t1ce"], run.result
 

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from pedtumorseg import panel
+from pedtumorseg.ui import requirements
 
 
-def ensure_requirements(errorDisplay, confirm, pipInstall, torchInstaller, askConfirmation: bool = True) -> bool:
-    """Install what ``panel.missing_requirements`` finds missing; False when it cannot or the user declined.
+def pytorch_extension_installer():
+    """The PyTorch extension's ``PyTorchUtilsLogic`` (it installs the torch build that fits the GPU), or None when
+    that extension is not installed."""
+    try:
+        import PyTorchUtils  # module of the PyTorch extension (EXTENSION_DEPENDS)
+    except ModuleNotFoundError:
+        return None
+    return PyTorchUtils.PyTorchUtilsLogic()
+
+
+def ensure_requirements(errorDisplay, confirm, pipInstall, torchInstaller=pytorch_extension_installer,
+                        askConfirmation: bool = True) -> bool:
+    """Install what ``requirements.missing_requirements`` finds missing; False when it cannot or the user declined.
 
     ``errorDisplay(text)``, ``confirm(text) -> bool``, ``pipInstall(requirements)``; ``torchInstaller()`` returns
-    the PyTorch extension's ``PyTorchUtilsLogic`` or None when that extension is not installed. torch goes through
-    it (it picks the CUDA build), safetensors and tqdm through pip; numpy, scipy, SimpleITK are never installed.
+    the PyTorch extension's ``PyTorchUtilsLogic`` or None. torch goes through it (it picks the CUDA build),
+    safetensors and tqdm through pip; numpy, scipy, SimpleITK are never installed.
     """
-    missing = panel.missing_requirements(panel.installed_versions())
+    missing = requirements.missing_requirements(requirements.installed_versions())
     if missing.problems:
         errorDisplay("\n".join(missing.problems))
         return False

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pedtumorseg import panel
+from pedtumorseg.ui import assignment
+from pedtumorseg.ui import results
+from pedtumorseg.outputs import terminology
 from pedtumorseg.conventions import CHANNELS, FOREGROUND_LABELS, LABEL_COLORS, LABEL_LONG_NAMES
 
 
@@ -30,7 +32,7 @@ SELF_TEST_SEED = 10
 def load_phantom(loadVolume, folder, seed: int = SELF_TEST_SEED) -> dict:
     """Write the small phantom ``seed`` into ``folder`` and load its four volumes with ``loadVolume(path)``."""
     from pedtumorseg.conventions import BRATS_SUFFIXES
-    from pedtumorseg.phantom import make_phantom, write_phantom
+    from pedtumorseg.phantoms.clean import make_phantom, write_phantom
 
     phantom = make_phantom(seed, "small")
     case = Path(write_phantom(phantom, folder))
@@ -40,9 +42,9 @@ def load_phantom(loadVolume, folder, seed: int = SELF_TEST_SEED) -> dict:
 def cli_labels(logic, volumes: dict, workdir, python: str, params, modelPath: str = "", timeout: float = 3600):
     """``(labels, geometry)`` of ``pedtumorseg predict``'s final label map (fold 0, no TTA, CPU, ``--set`` =
     ``params``) on the volumes as the module writes them (same storage node), read back with the core's reader."""
-    from pedtumorseg.background import BackgroundPrediction, build_predict_command, child_environment
+    from pedtumorseg.ui.background import BackgroundPrediction, build_predict_command, child_environment
     from pedtumorseg.conventions import BRATS_SUFFIXES
-    from pedtumorseg.io import read_labels
+    from pedtumorseg.inputs.images import read_labels
 
     from .prediction_logic import MODULE_DIR
 
@@ -64,9 +66,9 @@ def cli_labels(logic, volumes: dict, workdir, python: str, params, modelPath: st
         _check(run.returncode == 0 and run.result is not None, f"the CLI failed: {run.failure_message()}")
         import SimpleITK as sitk
 
-        from pedtumorseg.io import Geometry
+        from pedtumorseg.geometry import Geometry
 
-        path = run.result["outputs"]["seg"]
+        path = run.result.outputs["seg"]
         return read_labels(path), Geometry.from_image(sitk.ReadImage(str(path)))
     finally:
         run.cleanup()
@@ -75,11 +77,11 @@ def cli_labels(logic, volumes: dict, workdir, python: str, params, modelPath: st
 def check_phantom_run(logic, scene, volumes: dict, workdir, python: str, log=print, terminologies=None) -> dict:
     """Predict with the module logic (Fast, CPU), compare with the CLI, move a slider, export; raises
     AssertionError on the first difference. Returns a few facts for the caller's log."""
-    from pedtumorseg.io import read_labels
+    from pedtumorseg.inputs.images import read_labels
     from pedtumorseg.postprocess import Session
 
     workdir = Path(workdir)
-    _check(panel.assign_inputs([v.GetName() for v in volumes.values()]) == {c: volumes[c].GetName() for c in CHANNELS},
+    _check(assignment.assign_inputs([v.GetName() for v in volumes.values()]) == {c: volumes[c].GetName() for c in CHANNELS},
            "the phantom's volume names are not assigned to their channels")
 
     log("Predicting with the module logic (demo bundle, CPU, Fast)")
@@ -92,14 +94,14 @@ def check_phantom_run(logic, scene, volumes: dict, workdir, python: str, log=pri
         segment = segmentation.GetSegment(sync.segmentIds[label])
         _check(segment is not None and segment.GetName() == LABEL_LONG_NAMES[label], f"segment {label} name")
         _check(np.allclose(segment.GetColor(), LABEL_COLORS[label], atol=1e-6), f"segment {label} color")
-        _check(segment.GetTerminology() == panel.terminology_entry(label), f"segment {label} terminology")
+        _check(segment.GetTerminology() == terminology.terminology_entry(label), f"segment {label} terminology")
         if terminologies is not None:
             import slicer
 
             entry = slicer.vtkSlicerTerminologyEntry()
             _check(terminologies.DeserializeTerminologyEntry(segment.GetTerminology(), entry),
                    f"segment {label}: Slicer cannot read its terminology")
-            _check(entry.GetTypeObject().GetCodeValue() == panel.TERMINOLOGY_TYPES[label][1],
+            _check(entry.GetTypeObject().GetCodeValue() == terminology.TERMINOLOGY_TYPES[label][1],
                    f"segment {label}: terminology type code")
 
     log("Running the command line on the same files with the same post-processing")
@@ -117,7 +119,7 @@ def check_phantom_run(logic, scene, volumes: dict, workdir, python: str, log=pri
     _check(scene.GetNumberOfNodes() == nodes, "the label map export left nodes in the scene")
     import SimpleITK as sitk
 
-    from pedtumorseg.io import Geometry
+    from pedtumorseg.geometry import Geometry
 
     exported = sitk.ReadImage(str(workdir / "module-seg.nii.gz"))
     _check(exported.GetPixelID() == sitk.sitkUInt8 and np.array_equal(sitk.GetArrayFromImage(exported), cli),
@@ -151,6 +153,25 @@ def check_phantom_run(logic, scene, volumes: dict, workdir, python: str, log=pri
     _check((workdir / "export.seg.nrrd").is_file(), "no .seg.nrrd written")
     logic.exportCsv(workdir / "volumes.csv")
     _check((workdir / "volumes.csv").read_text(encoding="utf-8")
-           == panel.results_csv(panel.results_table(shadow.labels, session.spacing_zyx)), "exported CSV")
+           == results.results_csv(results.results_table(shadow.labels, session.spacing_zyx)), "exported CSV")
     _check(scene.GetNumberOfNodes() == before, "an export left nodes in the scene")
     return {"labels_produced": produced, "slider_label": label}
+
+
+def run_self_test(logic, scene, loadVolume, pipInstall, terminologies=None, log=print) -> dict:
+    """The module's self-test inside Slicer (``PedTumorSegTest``): requirements, a phantom written to a temporary
+    folder and loaded with ``loadVolume(path)``, then :func:`check_phantom_run` with Slicer's ``PythonSlicer``."""
+    import tempfile
+
+    from pedtumorseg.ui.background import find_python_slicer
+
+    _check(logic.ensureRequirements(askConfirmation=False), "the module's requirements could not be installed")
+    try:
+        import nilearn  # noqa: F401  (the phantom's MNI152 anatomy; needed by this test only)
+    except ModuleNotFoundError:
+        pipInstall("nilearn")
+    with tempfile.TemporaryDirectory() as tmp:
+        log("Writing and loading a phantom case")
+        volumes = load_phantom(loadVolume, tmp)
+        return check_phantom_run(logic, scene, volumes, Path(tmp) / "work", find_python_slicer(), log=log,
+                                 terminologies=terminologies)

@@ -8,12 +8,11 @@ Output locations are checked before anything is computed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from . import __version__
-from .errors import EXIT_CANCELLED, EXIT_FAILED
+from pedtumorseg import __version__, progress
+from pedtumorseg.errors import EXIT_CANCELLED, EXIT_FAILED, UsageError
 
 PROG = "pedtumorseg"
 
@@ -22,17 +21,21 @@ def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
+def _warn(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+
 # --- phantoms -----------------------------------------------------------------------------------------
 
 def cmd_phantoms(args: argparse.Namespace) -> int:
-    from .io import check_output_folder
-    from .phantom import write_phantoms
+    from pedtumorseg.files import check_output_folder
+    from pedtumorseg.phantoms.clean import write_phantoms
 
     if args.n < 1:
-        raise ValueError(f"--n must be at least 1, got {args.n}")
+        raise UsageError(None, f"--n must be at least 1, got {args.n}")
     check_output_folder(args.out)
     if args.mode == "raw":
-        from .phantom_raw import make_raw_phantom, write_raw_phantom
+        from pedtumorseg.phantoms.raw import make_raw_phantom, write_raw_phantom
         folders = [write_raw_phantom(make_raw_phantom(args.seed + k, args.size), args.out, fmt=args.format)
                    for k in range(args.n)]
     else:
@@ -45,14 +48,14 @@ def cmd_phantoms(args: argparse.Namespace) -> int:
 # --- predict ------------------------------------------------------------------------------------------
 
 class _JsonProgress:
-    """`--progress json`: one JSON object per line on stdout, read by the Slicer module's background runner."""
+    """`--progress json`: one ``pedtumorseg.progress`` event per line on stdout (what the front ends read)."""
 
     def __call__(self, fraction: float, message: str) -> None:
-        self.emit({"event": "progress", "fraction": round(float(fraction), 4), "message": message})
+        self.emit(progress.Progress(round(float(fraction), 4), message))
 
     @staticmethod
-    def emit(event: dict) -> None:
-        sys.stdout.write(json.dumps(event) + "\n")
+    def emit(event: progress.Event) -> None:
+        sys.stdout.write(progress.to_line(event) + "\n")
         sys.stdout.flush()
 
 
@@ -60,19 +63,29 @@ def _text_progress(fraction: float, message: str) -> None:
     print(f"[{fraction * 100:5.1f}%] {message}", file=sys.stderr, flush=True)
 
 
+def _check_overrides(items) -> list[str]:
+    """The ``--set`` items, each checked against the post-processing parameters (``UsageError`` naming it)."""
+    from pedtumorseg.postprocess import PostprocessParams
+
+    try:
+        PostprocessParams().with_overrides(list(items or []))
+    except ValueError as exc:
+        raise UsageError(None, str(exc)) from None
+    return list(items or [])
+
+
 def _load_predictor(args: argparse.Namespace):
     """The one resolved run configuration of a `predict` command line."""
-    from .pipeline import Predictor, RawOptions
+    from pedtumorseg.pipeline import Predictor, RawOptions
 
     raw = RawOptions(register=args.register, skull_strip=args.skull_strip, brain_mask=args.brain_mask)
     return Predictor.load(args.model, device=args.device, folds=args.folds, tta=not args.no_tta,
-                          step_size=args.step_size, overrides=args.set, raw=raw, backend=args.backend)
+                          step_size=args.step_size, overrides=_check_overrides(args.set), raw=raw,
+                          backend=args.backend)
 
 
 def _single_case_files(args: argparse.Namespace):
-    from .errors import InputError
-    from .io import case_from_files
-    from .raw_input import find_any_case
+    from pedtumorseg.inputs.cases import case_from_files, find_any_case
 
     explicit = [args.t1, args.t1ce, args.t2, args.flair]
     if args.case:
@@ -81,51 +94,64 @@ def _single_case_files(args: argparse.Namespace):
                              else None)
     missing = [name for name, value in zip(("--t1", "--t1ce", "--t2", "--flair"), explicit) if not value]
     if missing:
-        raise InputError(None, f"missing {', '.join(missing)}: give all four files, or --case DIR, or --input-dir DIR")
+        raise UsageError(None, f"missing {', '.join(missing)}: give all four files, or --case DIR, or --input-dir DIR")
     return case_from_files(args.t1, args.t1ce, args.t2, args.flair, case_id=args.case_id)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .errors import Cancelled, InputError
-    from .pipeline import predict_case, prepare_output_folder, run_batch
+    from pedtumorseg.errors import Cancelled
+    from pedtumorseg.outputs.paths import prepare_outputs
+    from pedtumorseg.pipeline import predict_case
 
     json_progress = _JsonProgress() if args.progress == "json" else None
     try:
-        if args.raw_only and (args.input_dir or args.set):
-            raise InputError(None, "--raw-only is for one case and writes the labels before post-processing: "
-                                   "no --input-dir, no --set")
+        _check_predict_usage(args)
         if args.input_dir:
-            if not args.output_dir:
-                raise InputError(args.input_dir, "batch mode needs --output-dir")
-            return _predict_batch(args, run_batch)
-        if not args.out:
-            raise InputError(None, "give --out DIR for the outputs")
+            return _predict_batch(args)
         files = _single_case_files(args)
-        prepare_output_folder(files, args.out)  # before the model loads and the inference runs
+        outputs = prepare_outputs(files, args.out)  # before the model loads and the inference runs
         predictor = _load_predictor(args)
-        progress = json_progress or (_text_progress if args.progress == "text" else None)
+        report = json_progress or (_text_progress if args.progress == "text" else None)
         result = predict_case(files, args.out, predictor, write_raw=args.raw, overlay=args.overlay,
-                              dicom_seg=args.dicom_seg, progress=progress, raw_only=args.raw_only)
+                              dicom_seg=args.dicom_seg, progress=report, raw_only=args.raw_only, outputs=outputs,
+                              warn=_warn)
     except Cancelled:
         if json_progress:
-            json_progress.emit({"event": "error", "message": "cancelled"})
+            json_progress.emit(progress.Failed("cancelled", cancelled=True))
         return EXIT_CANCELLED
     except Exception as exc:
         if json_progress:
-            json_progress.emit({"event": "error", "message": str(exc)})
+            json_progress.emit(progress.Failed(str(exc)))
         raise
     if json_progress:
-        json_progress.emit({"event": "done", "case_id": result.case_id,
-                            "outputs": {k: str(v) for k, v in result.outputs.items()},
-                            **result.stats["inference"]})
+        inference = result.stats["inference"]
+        json_progress.emit(progress.Done(result.case_id, {k: str(v) for k, v in result.outputs.items()},
+                                         inference["backend"], inference["device"], inference["seconds"],
+                                         inference["network_seconds"], tuple(result.stats["warnings"])))
     else:
         for kind, path in result.outputs.items():
             print(f"{kind}: {path}")
-    return 0
+    for reason in result.not_written.values():
+        _error(reason)
+    return EXIT_FAILED if result.not_written else 0
 
 
-def _predict_batch(args: argparse.Namespace, run_batch) -> int:
+def _check_predict_usage(args: argparse.Namespace) -> None:
+    """Contradictory or missing options of `predict`, before anything is read."""
+    _check_overrides(args.set)
+    if args.raw_only and (args.input_dir or args.set):
+        raise UsageError(None, "--raw-only is for one case and writes the labels before post-processing: "
+                               "no --input-dir, no --set")
+    if args.input_dir and not args.output_dir:
+        raise UsageError(args.input_dir, "batch mode needs --output-dir")
+    if not args.input_dir and not args.out:
+        raise UsageError(None, "give --out DIR for the outputs")
+
+
+def _predict_batch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    from pedtumorseg.pipeline import run_batch
 
     bar = None
 
@@ -138,43 +164,43 @@ def _predict_batch(args: argparse.Namespace, run_batch) -> int:
         bar.set_postfix_str(f"{case_id}: {status}")
         bar.update(1)
 
-    summary = run_batch(args.input_dir, args.output_dir, predictor=lambda: _load_predictor(args), num_parts=args.num_parts,
+    summary = run_batch(args.input_dir, args.output_dir, lambda: _load_predictor(args), num_parts=args.num_parts,
                         part_id=args.part_id, write_raw=args.raw, overlay=args.overlay, dicom_seg=args.dicom_seg,
                         progress=on_case)
     if bar is not None:
         bar.close()
     for line in summary.lines():
-        print(line, file=sys.stderr if line.startswith("FAILED") else sys.stdout)
+        print(line, file=sys.stderr if line.startswith(("FAILED", "INCOMPLETE")) else sys.stdout)
     return summary.exit_code
 
 
 # --- evaluate -----------------------------------------------------------------------------------------
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_folder
-    from .io import check_output_file
+    from pedtumorseg.evaluation.folder import evaluate_folder
+    from pedtumorseg.files import check_output_file
 
     if (args.pred_b or args.size_cutoff_ml is not None) and not args.report:
-        raise ValueError("--pred-b and --size-cutoff-ml are options of the report: give --report too")
+        raise UsageError(None, "--pred-b and --size-cutoff-ml are options of the report: give --report too")
     if args.report and args.scorer != "brats2025":
-        raise ValueError("--report is built on the brats2025 scorer's columns: leave out --scorer or --report")
+        raise UsageError(None, "--report is built on the brats2025 scorer's columns: leave out --scorer or --report")
     if args.size_cutoff_ml is not None and not args.size_cutoff_ml > 0:
-        raise ValueError(f"--size-cutoff-ml must be a volume > 0 mL, got {args.size_cutoff_ml}")
+        raise UsageError(None, f"--size-cutoff-ml must be a volume > 0 mL, got {args.size_cutoff_ml}")
     if args.scorer == "brats2026":
-        from .scorer_brats2026 import evaluator
+        from pedtumorseg.evaluation.brats2026 import evaluator
 
         try:
             evaluator()  # the optional package, before any work
         except ImportError as exc:
-            raise ValueError(str(exc)) from None
+            raise UsageError(None, str(exc)) from None
     check_output_file(args.out)  # before any case is evaluated
     if args.report:
-        from .html_report import require_matplotlib
+        from pedtumorseg.evaluation.report import require_matplotlib
 
         check_output_file(args.report)
         require_matplotlib(args.report)  # before any work
     if args.pred_b:
-        from .evaluation import label_files
+        from pedtumorseg.evaluation.folder import label_files
 
         label_files(args.pred_b)  # an unusable second folder fails before the first is evaluated
     report = bool(args.report)
@@ -192,7 +218,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for line in res.summary_lines():
             print(line)
     if report:
-        from .html_report import write_report
+        from pedtumorseg.evaluation.report import write_report
 
         path = write_report(args.report, result, results[1][2] if args.pred_b else None,
                             labels={"A": str(args.pred), "B": str(args.pred_b)}, gt_label=str(args.gt),
@@ -207,9 +233,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 # --- demo ---------------------------------------------------------------------------------------------
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .io import check_output_folder, find_case
-    from .phantom import make_phantom, write_phantom
-    from .pipeline import Predictor, predict_case
+    from pedtumorseg.files import check_output_folder
+    from pedtumorseg.inputs.cases import find_case
+    from pedtumorseg.phantoms.clean import make_phantom, write_phantom
+    from pedtumorseg.pipeline import Predictor, predict_case
 
     out = Path(args.out)
     check_output_folder(out)
@@ -230,12 +257,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 # --- parser -------------------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pedtumorseg", description="Pediatric brain tumor segmentation "
-                                     "(ET, NET, CC, ED) from T1, T1CE, T2 and FLAIR.")
-    parser.add_argument("--version", action="version", version=f"pedtumorseg {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_phantoms(sub) -> None:
     p = sub.add_parser("phantoms", help="write synthetic BraTS-named cases with ground truth")
     p.add_argument("--out", required=True, help="folder for the case folders")
     p.add_argument("--n", type=int, default=3, help="number of cases (default 3)")
@@ -248,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("nifti", "dicom"), default="nifti", help="raw mode: NIfTI files or DICOM series")
     p.set_defaults(func=cmd_phantoms)
 
+
+def _add_predict(sub) -> None:
     p = sub.add_parser("predict", help="segment one case or a folder of cases")
     src = p.add_argument_group("input (one of: --case, the four files, --input-dir)")
     src.add_argument("--case", help="folder of one case (BraTS or legacy names) or a DICOM study folder")
@@ -288,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress on stderr (text), as JSON lines on stdout (json), or none")
     p.set_defaults(func=cmd_predict)
 
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="BraTS lesion-wise metrics of predictions against ground truth")
     p.add_argument("--pred", required=True, help="folder with <ID>-seg.nii.gz predictions")
     p.add_argument("--gt", required=True, help="folder of ground-truth cases (<ID>/<ID>-seg.nii.gz) or label files")
@@ -304,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "brats-evaluation (panoptica; needs the [brats2026] extra)")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="segment a synthetic case with the shipped demo model")
     p.add_argument("--out", default="pedtumorseg-demo", help="output folder (default ./pedtumorseg-demo)")
     p.add_argument("--seed", type=int, default=7, help="phantom seed")
@@ -312,11 +340,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-tta", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pedtumorseg", description="Pediatric brain tumor segmentation "
+                                     "(ET, NET, CC, ED) from T1, T1CE, T2 and FLAIR.")
+    parser.add_argument("--version", action="version", version=f"pedtumorseg {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_phantoms(sub)
+    _add_predict(sub)
+    _add_evaluate(sub)
+    _add_demo(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import run_command
+    from pedtumorseg.errors import run_command
 
     args = build_parser().parse_args(argv)
     return run_command(PROG, args.func, args)

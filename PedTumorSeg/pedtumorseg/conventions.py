@@ -1,4 +1,4 @@
-"""Fixed conventions shared by every part of PedTumorSeg (DESIGN §2).
+"""Fixed conventions shared by every part of PedTumorSeg.
 
 Labels, derived regions, colors, channel order and the file-name patterns of a case. Everything that needs
 one of these imports it from here; nothing else hard-codes them.

@@ -30,6 +30,15 @@ class BundleError(PedTumorSegError):
         super().__init__(problem if path is None else f"{self.path}: {problem}")
 
 
+class UsageError(PedTumorSegError):
+    """A command-line mistake: a missing or contradictory option, a value out of range (exit status 2)."""
+
+    def __init__(self, path: str | os.PathLike | None, problem: str):
+        self.path = None if path is None else os.fspath(path)
+        self.problem = problem
+        super().__init__(problem if path is None else f"{self.path}: {problem}")
+
+
 class PredictionError(PedTumorSegError):
     """The model produced an unusable result (e.g. non-finite values) or cannot run on the chosen device."""
 
@@ -58,9 +67,9 @@ def run_command(prog: str, func, args) -> int:
     """Run ``func(args)`` for the command-line tool ``prog`` and return its exit status.
 
     Every failure ends in one line ``<prog>: error: <file>: <problem>`` on stderr and a non-zero status:
-    1 for bad input, an unusable output location or a failed case (``PedTumorSegError``, ``OSError``,
-    ``MemoryError``), 2 for a bad command-line value (``ValueError``), 130 when interrupted (Ctrl-C, SIGTERM or
-    ``Cancelled``). SIGTERM is turned into ``KeyboardInterrupt`` while ``func`` runs so that temporary files are
+    2 for a command-line mistake (``UsageError``; argparse's own errors exit 2 too), 1 for bad input, an unusable
+    output location or a failed case (``PedTumorSegError``, ``OSError``, ``MemoryError``, and a ``ValueError`` a
+    library raised about the data), 130 when interrupted (Ctrl-C, SIGTERM or ``Cancelled``). SIGTERM is turned into ``KeyboardInterrupt`` while ``func`` runs so that temporary files are
     removed on the way out. Anything else is a bug: one line that says so (``PEDTUMORSEG_TRACEBACK=1`` shows the
     traceback).
     """
@@ -88,12 +97,12 @@ def run_command(prog: str, func, args) -> int:
     except (KeyboardInterrupt, Cancelled):
         say("interrupted")
         return EXIT_CANCELLED
-    except PedTumorSegError as exc:
-        say(str(exc))
-        return EXIT_FAILED
-    except ValueError as exc:  # bad --set values and similar command-line mistakes
+    except UsageError as exc:
         say(str(exc))
         return EXIT_USAGE
+    except (PedTumorSegError, ValueError) as exc:  # a ValueError of a library: about the data, not the command line
+        say(str(exc))
+        return EXIT_FAILED
     except OSError as exc:
         say(describe_os_error(exc))
         return EXIT_FAILED

@@ -7,7 +7,7 @@
    most (its 26-neighbours outside it; NET for an ET island inside NET), background if none?
 
 Each of the 4 combinations is applied after the ratio step to raw network predictions on a validation set of
-phantoms and scored with the core lesion-wise Dice (``pedtumorseg.metrics``; BraTS PED rules), mean over cases.
+phantoms and scored with the core lesion-wise Dice (``pedtumorseg.evaluation.metrics``; BraTS PED rules), mean over cases.
 
     python PedTumorSegTraining/experiments/component_readings.py --cases work_dirs/demo/phantoms_val \\
         --pred work_dirs/exp/val_pred_v020 [--set normalization=mean] [--out readings.json]
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from pedtumorseg.conventions import FOREGROUND_LABELS
-from pedtumorseg.io import find_cases, load_case, read_labels
-from pedtumorseg.metrics import lesion_wise
+from pedtumorseg.inputs.cases import find_cases
+from pedtumorseg.inputs.images import load_case, read_labels
+from pedtumorseg.evaluation.metrics import lesion_wise
 from pedtumorseg.postprocess import PostprocessParams, postprocess, voxel_volume_mm3
 
 CUBE = np.ones((3, 3, 3), bool)

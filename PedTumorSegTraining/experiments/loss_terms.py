@@ -1,13 +1,13 @@
 """Small controlled experiments on the loss terms (CPU, minutes): the FP term and the HD term.
 
-Data: synthetic phantoms (``pedtumorseg.phantom``, ``small`` 2.5 mm grid) reduced to 5 mm (2x2x2 block mean of
+Data: synthetic phantoms (``pedtumorseg.phantoms.clean``, ``small`` 2.5 mm grid) reduced to 5 mm (2x2x2 block mean of
 the images, every second voxel of the labels: 31x48x48) and z-scored per channel inside the brain. A tiny
 ``PedTumorSegNet`` (decoder widths 8, 16, 32; strides 1, 2, 2; the paper's SE, separable convs and init) is
 trained on whole volumes (padded to 32x48x48), batch 2, SGD (lr 1e-2, momentum 0.99, Nesterov, cosine decay),
 with nnU-Net's-style random flips only. Every variant uses the same seeds: the same initial weights, the same
 sequence of training cases and flips; only the loss differs.
 
-Evaluation: held-out phantoms (other seeds), argmax of the network output, the core ``pedtumorseg.metrics``
+Evaluation: held-out phantoms (other seeds), argmax of the network output, the core ``pedtumorseg.evaluation.metrics``
 lesion-wise Dice (BraTS PED rules) at 5 mm. For the FP term the figure of merit is the lesion-wise Dice of a
 subregion on the cases where that subregion is absent from the ground truth (1 if nothing is predicted, else 0),
 and the number of false-positive voxels there.
@@ -34,11 +34,12 @@ import numpy as np
 import torch
 
 from pedtumorseg.conventions import LABEL_NAMES
-from pedtumorseg.io import find_case, find_cases, load_case, read_labels
-from pedtumorseg.loss import PedTumorSegLoss, hausdorff_dt, one_hot, soft_dice
-from pedtumorseg.metrics import lesion_wise
+from pedtumorseg.inputs.cases import find_case, find_cases
+from pedtumorseg.inputs.images import load_case, read_labels
+from pedtumorseg.model.loss import PedTumorSegLoss, hausdorff_dt, one_hot, soft_dice
+from pedtumorseg.evaluation.metrics import lesion_wise
 from pedtumorseg.model.network import PedTumorSegNet
-from pedtumorseg.phantom import make_phantom
+from pedtumorseg.phantoms.clean import make_phantom
 
 SPACING = (5.0, 5.0, 5.0)
 PAD = (32, 48, 48)

@@ -122,7 +122,7 @@ def _load_postprocessing_json(path):
 
 
 def cmd_export(a) -> int:
-    from pedtumorseg.io import check_output_file, check_output_folder
+    from pedtumorseg.files import check_output_file, check_output_folder
 
     from .export import export
     (check_output_folder if a.folder else check_output_file)(a.out)  # before the checkpoints are read
@@ -134,7 +134,7 @@ def cmd_export(a) -> int:
 
 def update_bundle_postprocessing(bundle_in, bundle_out, postprocessing: dict, report: dict | None = None) -> Path:
     """Rewrite a bundle with new post-processing defaults through the core writer (checksums recomputed)."""
-    from pedtumorseg.bundle import load_bundle, write_bundle
+    from pedtumorseg.inference.bundle import load_bundle, write_bundle
     bundle = load_bundle(bundle_in)
     manifest = json.loads(json.dumps(bundle.manifest))
     manifest["postprocessing"] = postprocessing
@@ -162,7 +162,7 @@ def fit_normalization(requested: str | None, bundle_path) -> str:
     if requested is not None:
         return requested
     if bundle_path is not None:
-        from pedtumorseg.bundle import load_bundle
+        from pedtumorseg.inference.bundle import load_bundle
         declared = load_bundle(bundle_path).manifest.get("postprocessing", {}).get("normalization")
         if declared is not None:
             return declared
@@ -171,7 +171,7 @@ def fit_normalization(requested: str | None, bundle_path) -> str:
 
 
 def cmd_fit_postprocessing(a) -> int:
-    from pedtumorseg.io import check_output_file
+    from pedtumorseg.files import check_output_file
 
     from .fit_postprocessing import fit
     for path in (a.report, a.out or a.bundle):  # before the fit runs
@@ -188,7 +188,7 @@ def cmd_fit_postprocessing(a) -> int:
                          candidates={by_name[name]: DEFAULT_CANDIDATES for name in a.labels})
     pp = params.to_dict()
     if a.report:
-        from pedtumorseg.io import atomic_output
+        from pedtumorseg.files import atomic_output
         with atomic_output(a.report) as tmp:
             Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
     if a.bundle:
@@ -199,8 +199,8 @@ def cmd_fit_postprocessing(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from pedtumorseg.evaluation import evaluate_folder
-    from pedtumorseg.io import check_output_file
+    from pedtumorseg.evaluation.folder import evaluate_folder
+    from pedtumorseg.files import check_output_file
     check_output_file(a.out)  # before any case is evaluated
     try:
         result = evaluate_folder(a.pred, a.gt, a.out, spacing_from=a.spacing_from, workers=a.workers,
@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--report", help="write the full fit report (JSON) here")
     f.set_defaults(func=cmd_fit_postprocessing)
 
-    ev = common(sub.add_parser("evaluate", help="evaluate a folder of predictions against ground truth (pedtumorseg.evaluation)"))
+    ev = common(sub.add_parser("evaluate", help="evaluate a folder of predictions against ground truth (pedtumorseg.evaluation.folder)"))
     ev.add_argument("--pred", required=True, help="folder of predicted label maps")
     ev.add_argument("--gt", required=True, help="folder of ground-truth label maps (or BraTS case folders)")
     ev.add_argument("--out", required=True, help="per-case CSV (summary JSON and Bland-Altman PNG next to it)")

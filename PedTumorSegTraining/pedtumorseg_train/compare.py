@@ -9,7 +9,7 @@ For every model ``NAME=PATH``:
   the network's parameters and the FLOPs of one forward pass of one patch (``patch_flops``);
 * a folder of predicted label maps: evaluated as it is (no parameters, FLOPs or times).
 
-Every model is scored by ``pedtumorseg.evaluation.evaluate_folder`` (lesion-wise scores per region, volume
+Every model is scored by ``pedtumorseg.evaluation.folder.evaluate_folder`` (lesion-wise scores per region, volume
 agreement; its CSV, summary JSON and Bland-Altman plot go to ``OUT/NAME/``). ``OUT/compare.csv`` and
 ``OUT/compare.md`` hold one row per model: mean lesion-wise Dice and HD95 per region, parameters, GFLOPs per
 patch, median and mean seconds per case. ``OUT/paired_tests.csv`` (and a section of ``compare.md``) holds, for
@@ -83,9 +83,11 @@ def predict_folder(bundle_path: Path, gt_dir: Path, out_dir: Path, device: str =
                    log=print) -> dict:
     """Predict every case of ``gt_dir`` with a bundle; returns ``{"times": {case: s}, "params", "flops",
     "patch_size", "device"}``."""
-    from pedtumorseg.bundle import load_bundle
-    from pedtumorseg.engine import Engine, PredictOptions
-    from pedtumorseg.io import find_cases, load_case, write_labels
+    from pedtumorseg.inference.bundle import load_bundle
+    from pedtumorseg.inference.engine import Engine, PredictOptions
+    from pedtumorseg.inputs.cases import find_cases
+    from pedtumorseg.inputs.images import load_case
+    from pedtumorseg.outputs.images import write_labels
     bundle = load_bundle(bundle_path)
     cases = find_cases(gt_dir)
     if not cases:
@@ -144,8 +146,8 @@ def _fmt(v, digits=3) -> str:
 
 def compare(models: Sequence[str], gt_dir, out_dir, device: str = "auto", tta: bool = True, log=print) -> dict:
     """Run the comparison; returns ``{"rows": [...], "tests": [...], "csv", "markdown", "tests_csv"}``."""
-    from pedtumorseg.evaluation import evaluate_folder
-    from pedtumorseg.io import atomic_output
+    from pedtumorseg.evaluation.folder import evaluate_folder
+    from pedtumorseg.files import atomic_output
 
     gt_dir, out_dir = Path(gt_dir), Path(out_dir)
     specs = [parse_model(m) for m in models]

@@ -1,15 +1,15 @@
 """BraTS-PED case folders -> an nnU-Net v2 raw dataset (``DatasetNNN_Name``).
 
-Every case is validated with the core I/O (``pedtumorseg.io.load_case`` + ``read_labels`` on the case's T1CE
+Every case is validated with the core I/O (``pedtumorseg.inputs.images.load_case`` + ``read_labels`` on the case's T1CE
 grid). Accepted cases become ``imagesTr/<case>_0000..0003.nii.gz`` in the fixed channel order T1, T1CE, T2,
 FLAIR and ``labelsTr/<case>.nii.gz`` (labels 1-4 unchanged). A ``.nii.gz`` input that is already on the T1CE
 grid is hard-linked (or copied when linking fails); any other image (another format, or resampled onto the
 T1CE grid by ``load_case``) is written from the validated array on the T1CE grid. Rejected cases are listed with
 their reason on stderr and in ``<dataset>/rejected.txt``. Every image is read in full first (a truncated file is
-rejected, see ``pedtumorseg.io``), and a conversion without any usable case writes nothing.
+rejected, see ``pedtumorseg.inputs``), and a conversion without any usable case writes nothing.
 
 Orientation: nnU-Net trains on the voxel arrays as stored. Every case is brought to ``TRAINING_ORIENTATION``
-(LPS, how SimpleITK reads BraTS files) by exact axis flips/permutations (``pedtumorseg.orientation``), so that
+(LPS, how SimpleITK reads BraTS files) by exact axis flips/permutations (``pedtumorseg.inputs.orientation``), so that
 one anatomy-to-axis mapping holds for the whole dataset; ``dataset.json`` records it as ``pedtumorseg_orientation``
 and the export writes it into the bundle manifest, where the engine reorients every input to it.
 
@@ -34,9 +34,12 @@ import SimpleITK as sitk
 
 from pedtumorseg.conventions import CHANNELS, IMAGE_EXTENSIONS, LABEL_NAMES
 from pedtumorseg.errors import InputError
-from pedtumorseg.io import (Geometry, check_output_folder, find_case, load_case, read_labels, write_image,
-                            write_labels)
-from pedtumorseg.orientation import DEFAULT_ORIENTATION, orientation_code, reorient_array, reorient_stack
+from pedtumorseg.geometry import Geometry
+from pedtumorseg.files import check_output_folder
+from pedtumorseg.inputs.cases import find_case
+from pedtumorseg.inputs.images import load_case, read_labels
+from pedtumorseg.outputs.images import write_image, write_labels
+from pedtumorseg.inputs.orientation import DEFAULT_ORIENTATION, orientation_code, reorient_array, reorient_stack
 
 FILE_ENDING = ".nii.gz"
 #: nnU-Net channel index -> name, in the fixed channel order

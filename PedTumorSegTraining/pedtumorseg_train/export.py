@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pedtumorseg.conventions import CHANNELS, LABEL_COLORS, LABEL_NAMES, NUM_CLASSES
-from pedtumorseg.orientation import DEFAULT_ORIENTATION
+from pedtumorseg.inputs.orientation import DEFAULT_ORIENTATION
 
 CHECKPOINTS = {"final": "checkpoint_final.pth", "best": "checkpoint_best.pth", "latest": "checkpoint_latest.pth"}
 _PREFIXES = ("module.", "_orig_mod.")
@@ -118,7 +118,7 @@ def export(dataset_id: int, folds: list, out: str | os.PathLike, preset: str = "
            tag: str | None = None, log=print) -> Path:
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
-    from pedtumorseg.bundle import load_bundle, write_bundle
+    from pedtumorseg.inference.bundle import load_bundle, write_bundle
 
     from .trainer import results_folder
     base = Path(results_folder(dataset_id, preset, tag=tag))

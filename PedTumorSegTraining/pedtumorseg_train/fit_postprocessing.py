@@ -1,4 +1,4 @@
-"""Fit the post-processing parameters of a bundle from training data (paper §2.6, DESIGN §7).
+"""Fit the post-processing parameters of a bundle from training data (paper §2.6).
 
 Two steps:
 
@@ -79,8 +79,8 @@ def _case_arrays(case) -> tuple[np.ndarray, np.ndarray]:
     """(images (4,z,y,x), gt labels) of one item of ``collect_ratios``' ``cases``."""
     if isinstance(case, (tuple, list)) and len(case) == 2:
         return np.asarray(case[0]), np.asarray(case[1])
-    # a pedtumorseg.io.CaseFiles with a segmentation
-    from pedtumorseg.io import load_case, read_labels
+    # a pedtumorseg.inputs.cases.CaseFiles with a segmentation
+    from pedtumorseg.inputs.images import load_case, read_labels
 
     if getattr(case, "seg", None) is None:
         raise InputError(None, f"case {getattr(case, 'case_id', case)!r} has no ground-truth segmentation")
@@ -112,7 +112,7 @@ def collect_ratios(cases: Iterable, normalization: str = "zscore",
     """T1CE/T1 ratios at ground-truth ET and NET voxels of training cases.
 
     ``cases`` yields either ``(images, gt_labels)`` pairs (images ``(4, z, y, x)`` in channel order T1, T1CE,
-    T2, FLAIR; labels ``(z, y, x)``) or ``pedtumorseg.io.CaseFiles`` with a ``seg`` (loaded one at a time).
+    T2, FLAIR; labels ``(z, y, x)``) or ``pedtumorseg.inputs.cases.CaseFiles`` with a ``seg`` (loaded one at a time).
     The ratio is the core ``ratio_map(t1, t1ce, brain_mask([t1, t1ce]), normalization)`` (the inference
     mask); non-finite ratios and ratios outside [0.2, 5] are excluded. Per case and label at most
     ``max_per_case`` ratios are kept (a deterministic random subsample, only when there are more; ``None`` keeps everything).
@@ -160,7 +160,7 @@ def fit_ratio_thresholds(et_ratios: np.ndarray, net_ratios: np.ndarray,
 def region_lesion_dice(pred: np.ndarray, gt: np.ndarray, label: int, spacing_zyx) -> float:
     """Lesion-wise Dice of one single-label region (the BraTS PED rule of the core ``metrics.region_scores``,
     lesion part only)."""
-    from pedtumorseg.metrics import region_scores
+    from pedtumorseg.evaluation.metrics import region_scores
 
     return float(region_scores(pred == label, gt == label, spacing_zyx, legacy=False)["lesion_dice"])
 
@@ -276,7 +276,7 @@ def sweep_min_volumes(pairs: Iterable, spacing_zyx: Sequence[float] | None = Non
 def nnunet_training_cases(raw_dir: str | os.PathLike) -> list:
     """``CaseFiles`` of an nnU-Net raw dataset (``imagesTr/<case>_0000..0003.nii.gz`` = T1, T1CE, T2, FLAIR;
     ``labelsTr/<case>.nii.gz``), sorted by case id. ``InputError`` on a missing channel or label."""
-    from pedtumorseg.io import case_from_files
+    from pedtumorseg.inputs.cases import case_from_files
 
     raw_dir = Path(raw_dir)
     images_dir, labels_dir = raw_dir / "imagesTr", raw_dir / "labelsTr"
@@ -330,7 +330,7 @@ def fit(raw_dir: str | os.PathLike, pred_dir: str | os.PathLike, *, normalizatio
     ``cases_without_prediction``), with the fitted thresholds in effect; ``candidates`` as in
     ``sweep_min_volumes`` (default: the paper's labels ET and CC). ``report`` is JSON-serializable.
     """
-    from pedtumorseg.io import load_case, read_labels
+    from pedtumorseg.inputs.images import load_case, read_labels
     from pedtumorseg.postprocess import PostprocessParams
 
     base = _replace(PostprocessParams() if base_params is None else base_params, normalization=normalization)

@@ -15,7 +15,7 @@ import math
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from pedtumorseg.loss import HD_WEIGHT, THETA
+from pedtumorseg.model.loss import HD_WEIGHT, THETA
 
 #: the training schedule's documented defaults (paper §3); each is a ``pedtumorseg-train train`` option.
 #: (Kept here, free of nnunetv2 imports, so that the CLI can show them before nnU-Net's environment is set.)
@@ -30,7 +30,7 @@ DEFAULTS = {
     "save_every": 50,
     "p_elastic_deform": 0.2,
 }
-#: PedTumorSegLoss weights used by the trainer (pedtumorseg.loss documents each term)
+#: PedTumorSegLoss weights used by the trainer (pedtumorseg.model.loss documents each term)
 LOSS_DEFAULTS = {"w_dice": 1.0, "w_ce": 1.0, "w_hd": HD_WEIGHT, "theta": THETA}
 
 

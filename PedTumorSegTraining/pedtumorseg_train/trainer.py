@@ -8,7 +8,7 @@ validation — is nnU-Net's, unchanged):
   PedTumorSegNet applies its own small-scale init (``w ~ N(0, (2/fan_in)^alpha)``, alpha =
   ``arch_kwargs["init_alpha"]``), nnU-Net's U-Nets their He init, the others their own. Deep supervision is on
   for the classes that have it (``presets.supports_deep_supervision``) and off for the others.
-* loss: ``pedtumorseg.loss.PedTumorSegLoss`` (-Dice + CE + w_hd*HD + theta*FP), batch_dice from the plans,
+* loss: ``pedtumorseg.model.loss.PedTumorSegLoss`` (-Dice + CE + w_hd*HD + theta*FP), batch_dice from the plans,
   wrapped in ``DeepSupervisionLoss`` with nnU-Net's weights (1/2^i, lowest resolution 0, normalized; under DDP
   the lowest gets 1e-6 as nnU-Net does, so that every head has a gradient).
 * optimizer: SGD, lr 1e-2, momentum 0.99, weight decay 3e-5, **Nesterov** (nnU-Net's choice; the paper only says
@@ -44,7 +44,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from pedtumorseg.conventions import LABEL_NAMES
-from pedtumorseg.loss import DeepSupervisionLoss, PedTumorSegLoss, deep_supervision_weights
+from pedtumorseg.model.loss import DeepSupervisionLoss, PedTumorSegLoss, deep_supervision_weights
 from pedtumorseg.model.presets import build_network, supports_deep_supervision
 
 from .schedule import DEFAULTS, LOSS_DEFAULTS, CosineLRScheduler
@@ -249,10 +249,10 @@ def load_init_weights(trainer, path, fold=None):
     """Copy a bundle's weights (``fold``, default its first) into ``trainer.network``; returns the fold used.
 
     Read with safetensors through the core bundle loader (checksums verified; nothing unpickled) and loaded
-    strictly (``pedtumorseg.bundle.load_fold_weights``): a bundle of another preset, width or class count is refused with
+    strictly (``pedtumorseg.inference.bundle.load_fold_weights``): a bundle of another preset, width or class count is refused with
     :class:`~pedtumorseg.errors.BundleError` naming the file and the first mismatch, before any training step.
     """
-    from pedtumorseg.bundle import load_bundle, load_fold_weights
+    from pedtumorseg.inference.bundle import load_bundle, load_fold_weights
     bundle = load_bundle(path)
     used = bundle.folds[0] if fold is None else fold
     net = trainer.network

@@ -93,9 +93,9 @@ def main(argv=None) -> int:
     from PIL import Image, ImageDraw
     from slicer_harness import SlicerScene, moduleLogic
 
-    from pedtumorseg import panel
+    from pedtumorseg.ui import results
     from pedtumorseg.conventions import BRATS_SUFFIXES, CHANNELS, LABEL_COLORS
-    from pedtumorseg.phantom import make_phantom, write_phantom
+    from pedtumorseg.phantoms.clean import make_phantom, write_phantom
 
     with tempfile.TemporaryDirectory() as tmp:
         phantom = make_phantom(args.seed, "brats")
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     draw.text((8, y), f"PedTumorSeg on slicer-core: demo bundle, synthetic phantom {phantom.case_id} "
                       "(axial / sagittal / coronal, T1CE with the segmentation)", fill=(230, 230, 230))
     for n, row in enumerate(rows):
-        region, description, ml, fraction = panel.format_results_row(row)
+        region, description, ml, fraction = results.format_results_row(row)
         x, yy = 8 + (n % 3) * 360, y + 22 + (n // 3) * 20
         color = tuple(int(255 * c) for c in LABEL_COLORS[n + 1]) if n < 4 else (230, 230, 230)
         draw.rectangle((x, yy + 3, x + 10, yy + 13), fill=color)

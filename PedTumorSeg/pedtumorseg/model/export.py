@@ -22,7 +22,7 @@ import copy
 import torch
 from torch import nn
 
-from .blocks import SqueezeExcite
+from pedtumorseg.model.blocks import SqueezeExcite
 
 
 def spatial_mean(x: torch.Tensor) -> torch.Tensor:

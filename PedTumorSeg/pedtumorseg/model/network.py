@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .blocks import ConvUnit, ResidualSEBlock, triple
-from .init import DEFAULT_ALPHA, small_scale_init_
+from pedtumorseg.model.blocks import ConvUnit, ResidualSEBlock, triple
+from pedtumorseg.model.init import DEFAULT_ALPHA, small_scale_init_
 
 
 def _per_stage(value, n: int, name: str) -> list:

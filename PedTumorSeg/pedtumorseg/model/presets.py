@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from .init import DEFAULT_ALPHA
+from pedtumorseg.model.init import DEFAULT_ALPHA
 
 NETWORK_CLASS = "pedtumorseg.model.network.PedTumorSegNet"
 PLAIN_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
