@@ -144,6 +144,30 @@ def test_onnx_export_is_cached_by_bundle_sha256(tmp_path, monkeypatch):
     assert (t.labels == a.labels).mean() >= 0.999
 
 
+def test_a_modified_onnx_export_in_the_cache_is_exported_again(tmp_path, caplog):
+    """The ONNX export is derived from the verified weights and trusted no further: an export whose weights were
+    changed in the cache (here halved, still a valid model) is not run but exported again, with one warning."""
+    _needs("onnxruntime")
+    import onnx
+    from onnx import numpy_helper
+
+    bundle = _tiny_bundle(tmp_path)
+    path = backends.cached_onnx(bundle, 0, bundle.patch_size)
+    assert backends.weights_match(path, bundle.state_dict(0))
+    model = onnx.load(str(path))
+    for i, init in enumerate(model.graph.initializer):
+        array = numpy_helper.to_array(init)
+        if array.size > 16 and array.dtype == np.float32:
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(array * 0.5, init.name))
+    onnx.save(model, str(path))
+    assert not backends.weights_match(path, bundle.state_dict(0))
+    with caplog.at_level("WARNING"):
+        again = backends.cached_onnx(bundle, 0, bundle.patch_size)
+    assert again == path and backends.weights_match(path, bundle.state_dict(0))
+    lines = [r.getMessage() for r in caplog.records if "exported again" in r.getMessage()]
+    assert len(lines) == 1 and str(bundle.path) in lines[0]
+
+
 def test_cli_reports_backend_device_and_seconds(tmp_path, capsys):
     from pedtumorseg import cli
     from conftest import write_tiny_case

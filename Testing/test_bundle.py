@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from pedtumorseg.inference import bundle as bmod
 from pedtumorseg.inference.bundle import default_bundle_path, load_bundle, sha256_file, write_bundle
@@ -94,23 +96,48 @@ def test_write_replaces_existing_folder(tmp_path):
     assert load_bundle(out).name == "second"
 
 
-def test_zip_cache_reused_and_reverified(tmp_path):
-    out = write_bundle(tmp_path / "b.zip", make_manifest(), fold_states((0,)))
-    b1 = load_bundle(out)
-    assert b1.root.parent == tmp_path / "cache" and b1.root.name == sha256_file(out)
-    mtime = (b1.root / "manifest.json").stat().st_mtime_ns
-    b2 = load_bundle(out)
-    assert b2.root == b1.root and (b2.root / "manifest.json").stat().st_mtime_ns == mtime
-    # tamper with the cached copy: the next load must notice and take the zip's own bytes again
-    weights = b1.root / "fold_0.safetensors"
-    with open(weights, "r+b") as f:
+def _flip_last_byte(path):
+    with open(path, "r+b") as f:
         f.seek(-1, os.SEEK_END)
         last = f.read(1)
         f.seek(-1, os.SEEK_END)
         f.write(bytes([last[0] ^ 0xFF]))
+
+
+def test_zip_cache_reused_and_reverified(tmp_path, caplog):
+    out = write_bundle(tmp_path / "b.zip", make_manifest(), fold_states((0,)))
+    b1 = load_bundle(out)
+    manifest_bytes = zipfile.ZipFile(out).read("manifest.json")
+    assert b1.root.parent == tmp_path / "cache" and b1.root.name == hashlib.sha256(manifest_bytes).hexdigest()
+    assert b1.sha256 == b1.root.name
+    mtime = (b1.root / "manifest.json").stat().st_mtime_ns
+    b2 = load_bundle(out)
+    assert b2.root == b1.root and (b2.root / "manifest.json").stat().st_mtime_ns == mtime
+    # tamper with the cached copy: what is loaded is checked against the zip's own manifest, repaired from the zip
+    weights = b1.root / "fold_0.safetensors"
+    _flip_last_byte(weights)
     assert sha256_file(weights) != b1.manifest["files"]["fold_0.safetensors"]
     b3 = load_bundle(out)
-    assert b3.root == b1.root and sha256_file(b3.root / "fold_0.safetensors") == b1.manifest["files"]["fold_0.safetensors"]
+    with caplog.at_level("WARNING"):
+        state = b3.state_dict(0)
+    assert set(state) == set(fold_states((0,))[0])
+    assert sha256_file(b3.root / "fold_0.safetensors") == b1.manifest["files"]["fold_0.safetensors"]
+    warnings = [r.getMessage() for r in caplog.records if "extracted again" in r.getMessage()]
+    assert len(warnings) == 1 and str(out) in warnings[0] and "fold_0.safetensors" in warnings[0]
+
+
+def test_cached_weights_with_the_cached_manifest_edited_to_match_are_not_trusted(tmp_path):
+    """The zip is the source of truth: zeroed weights in the cache with the cached manifest's checksum edited to
+    match them are not what is loaded."""
+    out = write_bundle(tmp_path / "b.zip", make_manifest(), fold_states((0,)))
+    good = {k: v.clone() for k, v in load_bundle(out).state_dict(0).items()}
+    root = load_bundle(out).root
+    save_file({k: torch.zeros_like(v) for k, v in good.items()}, str(root / "fold_0.safetensors"))
+    cached = json.loads((root / "manifest.json").read_text())
+    cached["files"]["fold_0.safetensors"] = sha256_file(root / "fold_0.safetensors")
+    (root / "manifest.json").write_text(json.dumps(cached))
+    loaded = load_bundle(out).state_dict(0)
+    assert all(torch.equal(loaded[k], good[k]) for k in good)
 
 
 def _folder(tmp_path, **manifest_over):
@@ -131,8 +158,10 @@ def test_refuses_checksum_mismatch(tmp_path):
     data = bytearray((out / "fold_1.safetensors").read_bytes())
     data[-1] ^= 0x01
     (out / "fold_1.safetensors").write_bytes(bytes(data))
+    bundle = load_bundle(out)
+    bundle.state_dict(0)  # the intact fold loads
     with pytest.raises(BundleError, match=r"checksum mismatch for fold_1\.safetensors") as e:
-        load_bundle(out)
+        bundle.state_dict(1)
     assert e.value.path == str(out) and "\n" not in str(e.value)
 
 

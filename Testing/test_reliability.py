@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -390,6 +392,9 @@ def test_manifest_kwargs_that_do_not_fit_the_weights_give_one_line(tmp_path, pha
     line = _one_error_line(err)
     assert code == 1 and "fold_0.safetensors: weights do not fit the network described in manifest.json" in line
     assert "size mismatch" in line and not (tmp_path / "out").exists()
+    # the file named is the bundle the user gave, not its extraction in the cache (a hash path never seen)
+    assert line.startswith(f"pedtumorseg: error: {bad}: fold_0.safetensors: ")
+    assert str(tmp_path / "cache") not in line
 
 
 # --- command-line mistakes and exit statuses -------------------------------------------------------------------
@@ -440,3 +445,65 @@ def test_every_cli_maps_failures_to_the_same_statuses(monkeypatch, capsys):
         train_cli.main(["convert"])  # --brats missing: argparse's usage error
     assert exc.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("pedtumorseg-train convert: error: ")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="POSIX file-size limits")
+def test_a_file_size_limit_mid_write_leaves_nothing_and_says_the_usual_line(tmp_path, phantom_case):
+    """``ulimit -f``: the kernel refuses a write part-way (and by default kills the process with SIGXFSZ, which
+    left a zero-byte label map behind and no error line). Now: exit 1, the standard one line, no file of the case."""
+    import resource
+
+    bundle = write_tiny_bundle(tmp_path / "tiny.zip")  # random weights: a label map too noisy to compress small
+    limit = 32 * 1024  # above the output folder's write probe and the stats file, below the label map
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "pedtumorseg", "predict", "--case", str(phantom_case), "--out",
+                           str(out), "--model", str(bundle), "--device", "cpu", "--no-tta", "--backend", "torch",
+                           "--progress", "none"], capture_output=True, text=True, timeout=300, preexec_fn=limited)
+    assert proc.returncode == 1, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"pedtumorseg: error: {out / (phantom_case.name + '-seg.nii.gz')}: "), line
+    assert "file-size limit" in line
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_messages_name_what_the_user_gave(tmp_path, phantom_case, capsys):
+    """A newcomer's run: a missing path is "folder not found" (not "not a folder"), a file is "is a file", a folder
+    of cases given to --case suggests --input-dir, and a look-alike file beside the case is named with the files
+    actually used (which the stats list with their full paths)."""
+    missing = tmp_path / "nope"
+    code, _, err = _cli(["predict", "--case", missing, "--out", tmp_path / "o"], capsys)
+    assert code == 1 and _one_error_line(err) == f"pedtumorseg: error: {missing}: folder not found"
+    a_file = tmp_path / "a.txt"
+    a_file.write_text("x")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        find_case(a_file)
+    batch = tmp_path / "cohort"
+    shutil.copytree(phantom_case, batch / phantom_case.name)
+    code, _, err = _cli(["predict", "--case", batch, "--out", tmp_path / "o"], capsys)
+    line = _one_error_line(err)
+    assert code == 1 and f"holds 1 case folder(s) ({phantom_case.name})" in line and "use --input-dir" in line
+    case = tmp_path / "case"
+    shutil.copytree(phantom_case, case)
+    t1c = next(case.glob("*-t1c.nii.gz"))
+    shutil.copy(t1c, case / (t1c.name.replace("-t1c.nii.gz", "-t1c (1).nii.gz")))
+    files = find_case(case)
+    assert files.images["t1ce"] == t1c and [p.name for p in files.ignored] == [t1c.name.replace("-t1c", "-t1c (1)")]
+    code, _, err = _cli(["predict", "--case", case, "--out", tmp_path / "out", "--model", write_tiny_bundle(
+        tmp_path / "b.zip"), "--device", "cpu", "--no-tta", "--backend", "torch", "--progress", "none"], capsys)
+    assert code == 0 and "-t1c (1).nii.gz, which look like images of this case but were not used" in err
+    stats = json.loads(next((tmp_path / "out").glob("*-stats.json")).read_text())
+    assert stats["input"]["files"]["t1ce"] == str(t1c.resolve())
+
+
+def test_the_training_cli_without_the_train_extra_says_how_to_install_it(tmp_path):
+    script = ("import sys; sys.modules['nnunetv2'] = None\n"  # as in an install without nnU-Net
+              "from pedtumorseg_train.cli import main\n"
+              f"sys.exit(main(['plan', '--work-dir', {str(tmp_path)!r}, '--dataset-id', '1']))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    line = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "internal error" not in line, proc.stderr
+    assert line.startswith("pedtumorseg-train: error: ") and "pip install 'pedtumorseg[train]'" in line

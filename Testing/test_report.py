@@ -403,7 +403,7 @@ def test_unusable_pred_b_fails_before_anything_is_written(tmp_path, capsys):
     _write(gt, tmp_path / "pred" / "P.nii.gz")
     rc = main(["evaluate", "--pred", str(tmp_path / "pred"), "--pred-b", str(tmp_path / "nope"), "--gt",
                str(tmp_path / "gt"), "--out", str(tmp_path / "out" / "m.csv"), "--report", str(tmp_path / "r.html")])
-    assert rc == 1 and "nope: not a folder" in capsys.readouterr().err
+    assert rc == 1 and "nope: folder not found" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

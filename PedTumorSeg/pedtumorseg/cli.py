@@ -78,7 +78,8 @@ def _load_predictor(args: argparse.Namespace):
     """The one resolved run configuration of a `predict` command line."""
     from pedtumorseg.pipeline import Predictor, RawOptions
 
-    raw = RawOptions(register=args.register, skull_strip=args.skull_strip, brain_mask=args.brain_mask)
+    raw = RawOptions(register=args.register, skull_strip=args.skull_strip, brain_mask=args.brain_mask,
+                     strict=args.strict)
     return Predictor.load(args.model, device=args.device, folds=args.folds, tta=not args.no_tta,
                           step_size=args.step_size, overrides=_check_overrides(args.set), raw=raw,
                           backend=args.backend)
@@ -303,6 +304,9 @@ def _add_predict(sub) -> None:
     raw.add_argument("--skull-strip", choices=("auto", "yes", "no"), default="auto",
                      help="brain extraction with deepbet (auto: when the T1CE shows skull and scalp)")
     raw.add_argument("--brain-mask", help="use this brain mask (any grid overlapping the T1CE) instead of deepbet")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a case whose images look misaligned (another patient?) or in the wrong slots "
+                        "(T1/T1CE or T2/FLAIR swapped) instead of warning")
     raw.add_argument("--dicom-seg", action="store_true",
                      help="also write <ID>-seg.dcm, a DICOM SEG referencing the T1CE series (T1CE given as DICOM)")
     p.add_argument("--overlay", action="store_true", help="also write a PNG montage of the result")

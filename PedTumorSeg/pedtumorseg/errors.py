@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 
@@ -69,29 +70,21 @@ def run_command(prog: str, func, args) -> int:
     Every failure ends in one line ``<prog>: error: <file>: <problem>`` on stderr and a non-zero status:
     2 for a command-line mistake (``UsageError``; argparse's own errors exit 2 too), 1 for bad input, an unusable
     output location or a failed case (``PedTumorSegError``, ``OSError``, ``MemoryError``, and a ``ValueError`` a
-    library raised about the data), 130 when interrupted (Ctrl-C, SIGTERM or ``Cancelled``). SIGTERM is turned into ``KeyboardInterrupt`` while ``func`` runs so that temporary files are
-    removed on the way out. Anything else is a bug: one line that says so (``PEDTUMORSEG_TRACEBACK=1`` shows the
-    traceback).
+    library raised about the data), 130 when interrupted (Ctrl-C, SIGTERM or ``Cancelled``). SIGTERM is turned
+    into ``KeyboardInterrupt`` while ``func`` runs so that temporary files are removed on the way out, and SIGXFSZ
+    (a file-size limit) is ignored so that the write fails as on a full disk. Anything else is a bug: one line that
+    says so (``PEDTUMORSEG_TRACEBACK=1`` shows the traceback).
     """
-    import signal
     import sys
-    import threading
 
     def say(message: str) -> None:
         print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
 
-    owner = os.getpid()
+    with _command_signals():
+        return _run_reporting(func, args, say)
 
-    def on_sigterm(signum, frame):
-        if os.getpid() != owner:  # a forked worker (multiprocessing, nnU-Net's planner) inherited the handler:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # end as SIGTERM means, like the process it copies
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        raise KeyboardInterrupt
 
-    previous = None
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
+def _run_reporting(func, args, say) -> int:
     try:
         return int(func(args) or 0)
     except (KeyboardInterrupt, Cancelled):
@@ -115,6 +108,34 @@ def run_command(prog: str, func, args) -> int:
         say(f"internal error {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} "
             f"(please report it; {TRACEBACK_ENV}=1 shows the traceback)")
         return EXIT_FAILED
+
+
+@contextlib.contextmanager
+def _command_signals():
+    """SIGTERM raises ``KeyboardInterrupt`` and SIGXFSZ is ignored while a command runs (main thread only)."""
+    import signal
+    import threading
+
+    owner = os.getpid()
+
+    def on_sigterm(signum, frame):
+        if os.getpid() != owner:  # a forked worker (multiprocessing, nnU-Net's planner) inherited the handler:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # end as SIGTERM means, like the process it copies
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise KeyboardInterrupt
+
+    wanted = {"SIGTERM": on_sigterm,
+              # a file-size limit (ulimit -f) kills the process by default, leaving what it was writing behind;
+              # ignored, the write fails with EFBIG ("File too large") and takes the usual way out
+              "SIGXFSZ": signal.SIG_IGN}
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for name, handler in wanted.items():
+            if hasattr(signal, name):
+                previous[name] = signal.signal(getattr(signal, name), handler)
+    try:
+        yield
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)

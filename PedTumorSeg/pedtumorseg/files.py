@@ -119,7 +119,7 @@ def check_output_folder(folder: str | os.PathLike) -> Path:
     try:
         fd, probe = tempfile.mkstemp(prefix=".pedtumorseg-write-test.", dir=existing)
         try:
-            os.write(fd, b"\0" * 65536)  # a full disk fails here (or at fsync), not after the inference
+            os.write(fd, b"\0" * 16384)  # a full disk fails here (or at fsync), not after the inference
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -146,6 +146,13 @@ def path_problem(path: Path) -> str | None:
     if not path.is_file():
         return "file not found" if not path.exists() else "not a regular file"
     return None
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why ``path`` is not an existing folder ("folder not found", "is a file, not a folder"), or None."""
+    if path.is_dir():
+        return None
+    return "is a file, not a folder" if path.exists() else "folder not found"
 
 
 def same_file(a, b) -> bool:

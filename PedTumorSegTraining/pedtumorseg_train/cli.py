@@ -12,6 +12,8 @@ import argparse
 import json
 import os
 import sys
+
+from pedtumorseg.errors import UsageError
 from pathlib import Path
 
 from pedtumorseg.model.presets import BASELINES
@@ -76,12 +78,12 @@ def cmd_plan(a) -> int:
         try:
             extra = json.loads(a.arch_kwargs)
         except json.JSONDecodeError as e:
-            raise SystemExit(f"error: --arch-kwargs is not valid JSON: {e}") from None
+            raise UsageError(None, f"--arch-kwargs is not valid JSON: {e}") from None
         if not isinstance(extra, dict):
-            raise SystemExit("error: --arch-kwargs must be a JSON object")
+            raise UsageError(None, "--arch-kwargs must be a JSON object")
         overrides.update(extra)
     if a.patch_size is not None and len(a.patch_size) not in (2, 3):
-        raise SystemExit("error: --patch-size takes 3 values (Z Y X), or 2 (Y X) for a 2D preset")
+        raise UsageError(None, "--patch-size takes 3 values (Z Y X), or 2 (Y X) for a 2D preset")
     try:
         plan(a.dataset_id, a.preset, a.patch_size, a.spacing, num_processes=a.threads or 2,
              batch_size=a.batch_size, arch_overrides=overrides or None)
@@ -360,12 +362,15 @@ PRESET_CHOICES = sorted(BASELINES)
 
 
 PROG = "pedtumorseg-train"
+#: top-level modules of the [train] extra (nnU-Net v2 and what it brings, the HD term's edt)
+TRAINING_PACKAGES = frozenset({"nnunetv2", "dynamic_network_architectures", "batchgenerators", "batchgeneratorsv2",
+                               "acvl_utils", "edt"})
 
 
 def main(argv=None) -> int:
     """Exit status 1 for bad input, 2 for a bad command line, 130 when interrupted, with one line
     ``pedtumorseg-train: error: <file>: <problem>`` (``pedtumorseg.errors.run_command``)."""
-    from pedtumorseg.errors import run_command
+    from pedtumorseg.errors import InputError, run_command
 
     args = build_parser().parse_args(argv)
 
@@ -373,7 +378,13 @@ def main(argv=None) -> int:
         setup_environment(a.work_dir, a.num_workers, a.threads)
         if a.command == "convert" and a.out is None:
             a.out = os.environ["nnUNet_raw"]
-        return a.func(a)
+        try:
+            return a.func(a)
+        except ModuleNotFoundError as e:  # an install without the [train] extra: say how to get it
+            if (e.name or "").split(".")[0] not in TRAINING_PACKAGES:
+                raise
+            raise InputError(None, f"'{PROG} {a.command}' needs {e.name.split('.')[0]}, part of the training "
+                                   "packages: pip install 'pedtumorseg[train]'") from None
 
     return run_command(PROG, run, args)
 

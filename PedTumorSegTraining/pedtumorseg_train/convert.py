@@ -33,7 +33,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from pedtumorseg.conventions import CHANNELS, IMAGE_EXTENSIONS, LABEL_NAMES
-from pedtumorseg.errors import InputError
+from pedtumorseg.errors import InputError, UsageError
 from pedtumorseg.geometry import Geometry
 from pedtumorseg.files import check_output_folder
 from pedtumorseg.inputs.cases import find_case
@@ -51,7 +51,7 @@ TRAINING_ORIENTATION = DEFAULT_ORIENTATION
 
 def dataset_folder_name(dataset_id: int, name: str) -> str:
     if not 0 < int(dataset_id) < 1000:
-        raise ValueError(f"dataset id must be in 1..999, got {dataset_id}")
+        raise UsageError(None, f"dataset id must be in 1..999, got {dataset_id}")
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 

@@ -24,6 +24,7 @@ import json
 import os
 from pathlib import Path
 
+from pedtumorseg.errors import UsageError
 from pedtumorseg.model.presets import BASELINES, DNA_CLASSES, DNA_OP_KEYS, baseline_kwargs
 
 CONFIGURATION = "3d_fullres"  # of the PedTumorSegNet presets
@@ -34,7 +35,7 @@ MIN_FEATURE_MAP = 4  # nnU-Net's UNet_featuremap_min_edge_length
 def configuration_of(preset: str) -> str:
     """nnU-Net configuration a preset trains with (``3d_fullres`` or ``2d``)."""
     if preset not in BASELINES:
-        raise ValueError(f"unknown preset {preset!r}; known: {sorted(BASELINES)}")
+        raise UsageError(None, f"unknown preset {preset!r}; known: {sorted(BASELINES)}")
     return BASELINES[preset]["configuration"]
 
 
@@ -73,7 +74,8 @@ def customize_configuration(config: dict, preset: str, patch_size=None, batch_si
     cls = BASELINES[preset]["class"]
     if patch_size is not None:
         if len(patch_size) < len(patch):
-            raise ValueError(f"--patch-size needs {len(patch)} values for the {preset} preset, got {list(patch_size)}")
+            raise UsageError(None, f"--patch-size needs {len(patch)} values for the {preset} preset, got "
+                                   f"{list(patch_size)}")
         patch_size = [int(p) for p in patch_size][-len(patch):]  # a 2D configuration takes the last two
         strides, kernels, patch = topology_for_patch(config["spacing"][-len(patch):], patch_size)
         kwargs = baseline_kwargs(preset, strides, kernels, patch)

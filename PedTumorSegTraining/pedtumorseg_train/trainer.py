@@ -45,6 +45,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from pedtumorseg.conventions import LABEL_NAMES
 from pedtumorseg.model.loss import DeepSupervisionLoss, PedTumorSegLoss, deep_supervision_weights
+from pedtumorseg.errors import UsageError
 from pedtumorseg.model.presets import build_network, supports_deep_supervision
 
 from .schedule import DEFAULTS, LOSS_DEFAULTS, CosineLRScheduler
@@ -301,7 +302,8 @@ def train_fold(dataset_id: int, fold, preset: str = "paper", device: str = "cpu"
     arch = plans["configurations"][configuration]["architecture"]
     if init_alpha is not None:
         if "init_alpha" not in arch["arch_kwargs"]:
-            raise ValueError(f"--init-alpha applies to PedTumorSegNet presets only, not {arch['network_class_name']}")
+            raise UsageError(None, f"--init-alpha applies to PedTumorSegNet presets only, not "
+                                       f"{arch['network_class_name']}")
         overrides["init_alpha"] = init_alpha
     for key, value in overrides.items():
         if key not in ARCH_OVERRIDES:

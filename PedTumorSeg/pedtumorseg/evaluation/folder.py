@@ -32,7 +32,7 @@ from pedtumorseg.conventions import FOREGROUND_LABELS, LABEL_NAMES, REGIONS, SEG
 from pedtumorseg.conventions import strip_image_extension as _image_stem  # without the image extension, or None
 from pedtumorseg.errors import InputError
 from pedtumorseg.evaluation.metrics import evaluate_case
-from pedtumorseg.files import atomic_output
+from pedtumorseg.files import atomic_output, folder_problem
 from pedtumorseg.inputs.images import read_header, read_labels
 
 #: columns of the per-case CSV, in order
@@ -82,8 +82,9 @@ def label_files(folder: str | os.PathLike) -> dict[str, Path]:
     """Case id -> label file in ``folder``, or in its case sub-folders (BraTS layout ``<ID>/<ID>-seg.nii.gz``).
     ``InputError`` if a case id appears twice."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(folder, "not a folder")
+    problem = folder_problem(folder)
+    if problem:
+        raise InputError(folder, problem)
     found: dict[str, Path] = {}
     candidates = []
     for p in sorted(folder.iterdir()):

@@ -14,8 +14,10 @@ bf16/fp16 inference, which changes the labels.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import io
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -24,6 +26,8 @@ import numpy as np
 import torch
 
 from pedtumorseg.errors import PredictionError
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 AUTO_ORDER = ("openvino", "onnxruntime")
@@ -94,11 +98,44 @@ def export_onnx(bundle, fold, patch_size, path: Path) -> Path:
 
 
 def cached_onnx(bundle, fold, patch_size) -> Path:
-    """The cached ONNX file of a fold, exported first if missing."""
+    """The cached ONNX file of a fold, exported first if missing. A cached file is derived from the weights and
+    trusted no further than they are: every weight tensor it holds must be one of the fold's verified weights
+    (``weights_match``); one that is not (the cache was modified) is exported again, with one warning line."""
     path = onnx_path(bundle, fold, patch_size)
+    if path.is_file() and not weights_match(path, bundle.state_dict(fold)):
+        log.warning("warning: %s: the cached ONNX export of fold %s (%s) no longer holds the bundle's weights; "
+                    "exported again", bundle.path, fold, path)
+        path.unlink()
     if not path.is_file():
         export_onnx(bundle, fold, patch_size, path)
     return path
+
+
+#: initializers of at most this many values are constants of the export form (epsilons, shapes), not weights
+_CONSTANT_SIZE = 16
+
+
+def weights_match(path: Path, state_dict: dict) -> bool:
+    """Whether every initializer of the ONNX file at ``path`` larger than a constant holds exactly the values of
+    one tensor of ``state_dict`` (the export form may reshape a tensor, never change its values; training-only
+    tensors such as deep-supervision heads are not exported). Reads the file once; a file that is not a readable
+    ONNX model, or holds no weights at all, fails."""
+    import onnx
+    from onnx import numpy_helper
+
+    def digest(array) -> bytes:
+        a = np.ascontiguousarray(array)
+        return hashlib.blake2b(a.dtype.str.encode() + a.tobytes(), digest_size=16).digest()
+
+    try:
+        model = onnx.load(str(path))
+    except Exception:
+        return False
+    found = {digest(numpy_helper.to_array(init)) for init in model.graph.initializer
+             if int(np.prod(init.dims)) > _CONSTANT_SIZE}
+    weights = {digest(t.detach().cpu().numpy()) for t in state_dict.values()
+               if t.is_floating_point() and t.numel() > _CONSTANT_SIZE}
+    return bool(found) and found <= weights
 
 
 # --- runners ------------------------------------------------------------------------------------------------
@@ -125,8 +162,10 @@ class OpenVinoRunner:
         import openvino as ov
 
         core = ov.Core()
+        # no CACHE_DIR: a compiled blob in a cache could not be checked against the weights (compiling the
+        # verified ONNX costs ~1 s for the demo bundle)
         config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": int(threads),
-                  "PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(path.parent / "openvino")}
+                  "PERFORMANCE_HINT": "LATENCY"}
         self._compiled = core.compile_model(str(path), "CPU", config)
         self._request = self._compiled.create_infer_request()
 

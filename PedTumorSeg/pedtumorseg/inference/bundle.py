@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import stat
@@ -30,6 +31,7 @@ from pedtumorseg.errors import BundleError
 from pedtumorseg.inference.manifest import (FORMAT, FORMAT_VERSION, MANIFEST, fold_key, fold_value, safe_member_name,
                                            validate_manifest)
 
+log = logging.getLogger(__name__)
 DEMO_BUNDLE_NAME = "pedtumorseg-demo.zip"
 DEMO_BUNDLE_ENV = "PEDTUMORSEG_DEMO_BUNDLE"
 CACHE_ENV = "PEDTUMORSEG_CACHE"
@@ -53,8 +55,9 @@ class Bundle:
     """A verified bundle on disk (a folder; zips are extracted to the cache first)."""
 
     path: Path  # what the user gave (folder or .zip)
-    root: Path  # folder holding manifest.json and the weights
+    root: Path  # folder holding manifest.json and the weights (a zip's: its extraction in the cache)
     manifest: dict
+    manifest_bytes: bytes = field(default=b"", repr=False)  # the manifest as the zip (or folder) holds it
     _states: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -134,9 +137,9 @@ class Bundle:
 
     @property
     def sha256(self) -> str:
-        """Content key of the bundle: the sha256 of its manifest, which holds the sha256 of every file (the same
-        for a folder and its zip). Derived files (ONNX exports) are cached under it."""
-        return sha256_file(self.root / MANIFEST)
+        """Content key of the bundle: the sha256 of its manifest (the zip's own, for a zip), which holds the sha256
+        of every file (the same for a folder and its zip). Derived files (ONNX exports) are cached under it."""
+        return hashlib.sha256(self.manifest_bytes).hexdigest()
 
     def weights_file(self, fold) -> Path:
         key = fold_key(fold)
@@ -145,54 +148,61 @@ class Bundle:
         return self.root / self.manifest["weights"][key]
 
     def state_dict(self, fold) -> dict:
-        """The fold's weights as CPU tensors (read with safetensors; cached)."""
+        """The fold's weights as CPU tensors (cached). The bytes are read once and checked against the sha256 the
+        manifest lists (a zip's own manifest: the zip is the source of truth), then parsed from those very bytes
+        with safetensors, so what is verified is what is loaded. A zip's cached extraction that differs is
+        extracted again from the zip, with one warning line; any other mismatch is refused."""
         key = fold_key(fold)
         if key not in self._states:
-            from safetensors.torch import load_file
-            path = self.weights_file(fold)
+            from safetensors.torch import load as load_safetensors
+
+            name = self.manifest["weights"].get(key)
+            data = self._verified_bytes(self.weights_file(fold), name)
             try:
-                self._states[key] = load_file(str(path), device="cpu")
+                self._states[key] = load_safetensors(data)
             except Exception as e:  # safetensors raises its own (version-dependent) error types
-                raise BundleError(path, f"cannot read weights: {e}") from e
+                raise BundleError(self.path, f"{name}: cannot read weights: {e}") from e
         return self._states[key]
+
+    def _verified_bytes(self, path: Path, name: str) -> bytes:
+        expected = self.manifest["files"][name]
+        data = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+        if hashlib.sha256(data).hexdigest() == expected:
+            return data
+        if self.path == self.root:  # a folder bundle: nothing to repair it from
+            raise BundleError(self.path, f"checksum mismatch for {name} (expected sha256 {expected[:12]}...): the "
+                                         "file is corrupt or was modified")
+        log.warning("warning: %s: the cached extraction of %s differed from the zip (modified in %s); extracted "
+                    "again from the zip", self.path, name, self.root)
+        self.root = _extract_zip(self.path, self.manifest_bytes, fresh=True)
+        data = (self.root / name).read_bytes()
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise BundleError(self.path, f"checksum mismatch for {name} inside the zip: the bundle is corrupt")
+        return data
 
 
 def load_fold_weights(bundle, net, fold, network: str = "the network described in manifest.json",
                       path: str | os.PathLike | None = None) -> None:
     """Load ``bundle``'s weights of ``fold`` into ``net`` (strict: every key, every shape). Weights that do not
-    fit raise ``BundleError`` naming ``path`` (default: the fold's weights file), ``network`` and the first
-    mismatch. Shared by the engine and the training CLI's ``--init-weights``."""
+    fit raise ``BundleError`` naming ``path`` and the weights file, ``network`` and the first
+    mismatch (default: the bundle the user gave, never a file in the cache). Shared by the engine and the training
+    CLI's ``--init-weights``."""
     try:
         net.load_state_dict(bundle.state_dict(fold))
     except RuntimeError as e:  # torch lists every mismatching tensor; the first one says enough
         detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
-        raise BundleError(path if path is not None else bundle.weights_file(fold),
-                          f"weights do not fit {network} ({detail[:200]})") from None
+        member = bundle.manifest["weights"].get(fold_key(fold), f"fold {fold}")
+        raise BundleError(path if path is not None else bundle.path,
+                          f"{member}: weights do not fit {network} ({detail[:200]})") from None
 
 
 # --- loading ----------------------------------------------------------------------------------------------
 
-def _read_manifest(root: Path, origin: Path) -> dict:
-    mf = root / MANIFEST
-    if not mf.is_file():
-        raise BundleError(origin, f"no {MANIFEST} in the bundle")
+def _parse_manifest(data: bytes, origin: Path) -> dict:
     try:
-        return json.loads(mf.read_text(encoding="utf-8"))
+        return json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(origin, f"{MANIFEST} is not valid JSON: {e}") from e
-
-
-def _verify_files(root: Path, manifest: dict, origin: Path) -> None:
-    for name, digest in manifest["files"].items():
-        f = root / name
-        if not f.is_file():
-            raise BundleError(origin, f"file {name} listed in the manifest is missing")
-        if f.is_symlink():
-            raise BundleError(origin, f"file {name} is a symbolic link")
-        actual = sha256_file(f)
-        if actual != digest:
-            raise BundleError(origin, f"checksum mismatch for {name} (expected sha256 {digest[:12]}..., "
-                                      f"found {actual[:12]}...): the file is corrupt or was modified")
 
 
 def _check_zip_members(zf: zipfile.ZipFile, origin: Path) -> list[zipfile.ZipInfo]:
@@ -227,31 +237,30 @@ def cache_dir() -> Path:
     return Path(tempfile.gettempdir()) / "pedtumorseg-bundles"
 
 
-def _manifest_in_zip(zpath: Path) -> bytes | None:
-    """The bytes of the zip's own ``manifest.json`` (top level, or one folder down); None if there is none."""
+def _manifest_in_zip(zpath: Path) -> bytes:
+    """The bytes of the zip's own ``manifest.json`` (top level, or one folder down)."""
     try:
         with zipfile.ZipFile(zpath) as zf:
             names = [i.filename for i in zf.infolist() if not i.is_dir()]
             found = [n for n in names if n == MANIFEST] or [n for n in names if n.count("/") == 1
                                                               and n.endswith("/" + MANIFEST)]
-            return zf.read(found[0]) if len(found) == 1 else None
+            if len(found) != 1:
+                raise BundleError(zpath, f"no {MANIFEST} in the bundle")
+            return zf.read(found[0])
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise BundleError(zpath, f"not a readable zip file: {e}") from e
 
 
-def _extract_zip(zpath: Path, fresh: bool = False) -> Path:
-    """The cache folder holding ``zpath``'s contents, keyed by the zip's sha256.
-
-    A cached extraction is reused only if its ``manifest.json`` is byte for byte the zip's own (the weights
-    are then checked against that manifest by ``load_bundle``); otherwise, or with ``fresh``, it is extracted
-    again from the zip.
-    """
-    digest = sha256_file(zpath)
+def _extract_zip(zpath: Path, manifest_bytes: bytes, fresh: bool = False) -> Path:
+    """The cache folder holding ``zpath``'s contents, keyed by the sha256 of the zip's manifest (which lists the
+    sha256 of every file). A cached extraction is reused only if its ``manifest.json`` is byte for byte the zip's
+    own; its files are checked against it when they are read (``Bundle.state_dict``). Otherwise, or with
+    ``fresh``, it is extracted again from the zip."""
+    digest = hashlib.sha256(manifest_bytes).hexdigest()
     target = cache_dir() / digest
     if target.is_dir():
         cached = target / MANIFEST
-        if not fresh and cached.is_file() and not cached.is_symlink() and \
-                cached.read_bytes() == _manifest_in_zip(zpath):
+        if not fresh and cached.is_file() and not cached.is_symlink() and cached.read_bytes() == manifest_bytes:
             return target
         shutil.rmtree(target, ignore_errors=True)  # modified after extraction: extract afresh
     try:
@@ -263,24 +272,8 @@ def _extract_zip(zpath: Path, fresh: bool = False) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}-", dir=target.parent))
         try:
-            for info in members:
-                dest = tmp.joinpath(*PurePosixPath(info.filename.rstrip("/")).parts)
-                if info.is_dir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(dest, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-            # a bundle zipped as a folder: manifest one level down
-            if not (tmp / MANIFEST).is_file():
-                subs = [p for p in tmp.iterdir() if p.is_dir() and (p / MANIFEST).is_file()]
-                if len(subs) == 1:
-                    inner = subs[0]
-                    staged = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}-", dir=target.parent))
-                    staged.rmdir()
-                    inner.rename(staged)
-                    shutil.rmtree(tmp)
-                    tmp = staged
+            _write_members(zf, members, tmp)
+            tmp = _unwrap_single_folder(tmp, target.parent, digest)
             try:
                 tmp.rename(target)
             except OSError:
@@ -293,36 +286,60 @@ def _extract_zip(zpath: Path, fresh: bool = False) -> Path:
     return target
 
 
+def _write_members(zf: zipfile.ZipFile, members: list, folder: Path) -> None:
+    for info in members:
+        dest = folder.joinpath(*PurePosixPath(info.filename.rstrip("/")).parts)
+        if info.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(info) as src, open(dest, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def _unwrap_single_folder(tmp: Path, parent: Path, digest: str) -> Path:
+    """A bundle zipped as a folder: its manifest one level down; that folder becomes the extraction."""
+    if (tmp / MANIFEST).is_file():
+        return tmp
+    subs = [p for p in tmp.iterdir() if p.is_dir() and (p / MANIFEST).is_file()]
+    if len(subs) != 1:
+        return tmp
+    staged = Path(tempfile.mkdtemp(prefix=f".{digest[:16]}-", dir=parent))
+    staged.rmdir()
+    subs[0].rename(staged)
+    shutil.rmtree(tmp)
+    return staged
+
+
 def load_bundle(path: str | os.PathLike) -> Bundle:
-    """Validate and verify a bundle folder or ``.zip``; raise ``BundleError`` naming the problem."""
+    """Validate a bundle folder or ``.zip``; raise ``BundleError`` naming the problem and the bundle the user gave.
+
+    A zip's manifest is read from the zip itself, and its extraction in the cache is used only as far as that
+    manifest vouches for it: weights are checked against it when they are read (``Bundle.state_dict``)."""
     origin = Path(path)
     if not origin.exists():
         raise BundleError(origin, "model bundle not found")
     if origin.is_dir():
-        root = origin
+        mf = origin / MANIFEST
+        if not mf.is_file():
+            raise BundleError(origin, f"no {MANIFEST} in the bundle")
+        manifest_bytes, root = mf.read_bytes(), origin
     elif zipfile.is_zipfile(origin):
-        root = _extract_zip(origin)
+        manifest_bytes = _manifest_in_zip(origin)
+        validate_manifest(_parse_manifest(manifest_bytes, origin), origin)  # before anything is extracted
+        root = _extract_zip(origin, manifest_bytes)
     else:
         raise BundleError(origin, "not a bundle folder or .zip file")
-    try:
-        manifest = _verify_root(root, origin)
-    except BundleError:
-        if root == origin:
-            raise
-        # the cached extraction of the zip was modified: the zip the user named decides
-        root = _extract_zip(origin, fresh=True)
-        manifest = _verify_root(root, origin)
-    return Bundle(path=origin, root=root, manifest=manifest)
-
-
-def _verify_root(root: Path, origin: Path) -> dict:
-    manifest = _read_manifest(root, origin)
+    manifest = _parse_manifest(manifest_bytes, origin)
     validate_manifest(manifest, origin)
+    bundle = Bundle(path=origin, root=root, manifest=manifest, manifest_bytes=manifest_bytes)
     for key in [fold_key(f) for f in manifest["folds"]]:
-        if not (root / manifest["weights"][key]).is_file():
-            raise BundleError(origin, f"weights file {manifest['weights'][key]} of fold {key} is missing")
-    _verify_files(root, manifest, origin)
-    return manifest
+        name = manifest["weights"][key]
+        if not (root / name).is_file() and root == origin:
+            raise BundleError(origin, f"weights file {name} of fold {key} is missing")
+    for name in set(manifest["files"]) - set(manifest["weights"].values()):  # other listed files: small
+        bundle._verified_bytes(root / name, name)
+    return bundle
 
 
 # --- writing ----------------------------------------------------------------------------------------------

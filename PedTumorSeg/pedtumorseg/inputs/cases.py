@@ -12,7 +12,7 @@ from pathlib import Path
 from pedtumorseg.conventions import (BRATS_SUFFIXES, CHANNEL_LONG_NAMES, CHANNELS, IMAGE_EXTENSIONS, LEGACY_SUFFIXES,
                                      REFERENCE_CHANNEL, SEG_SUFFIX, strip_image_extension)
 from pedtumorseg.errors import InputError
-from pedtumorseg.files import path_problem
+from pedtumorseg.files import folder_problem, path_problem
 from pedtumorseg.inputs.dicom import find_study, holds_dicom, is_dicom_folder, require_raw_extra
 
 
@@ -21,6 +21,7 @@ class CaseFiles:
     case_id: str
     images: dict  # channel -> Path, in CHANNELS order
     seg: Path | None = None
+    ignored: tuple = ()  # files beside the case that look like its images but were not taken
 
 
 def _match(stem: str, suffix: str) -> str | None:
@@ -68,20 +69,43 @@ def _try_find_case(folder: Path) -> CaseFiles | None:
         images = {ch: roles[ch][0][1] for ch in CHANNELS}
         case_id = check_case_id(roles[REFERENCE_CHANNEL][0][0])
         seg = roles["seg"][0][1] if roles.get("seg") else None
-        return CaseFiles(case_id, images, seg)
+        return CaseFiles(case_id, images, seg, _look_alikes(folder, set(images.values()) | {seg}))
     return None
+
+
+_LOOK_ALIKE = re.compile(r"[-_](t1n|t1c|t2w|t2f|t1ce|t1|t2|flair|seg)(?![a-z0-9])", re.IGNORECASE)
+
+
+def _look_alikes(folder: Path, taken: set) -> tuple[Path, ...]:
+    """Image files of ``folder`` whose names carry a sequence suffix but that were not taken (``X-t1c (1).nii.gz``
+    beside ``X-t1c.nii.gz``): the user should hear which file was used."""
+    return tuple(p for p in sorted(folder.iterdir()) if p.is_file() and p not in taken
+                 and strip_image_extension(p.name) is not None and _LOOK_ALIKE.search(p.name))
 
 
 def find_case(folder: str | os.PathLike) -> CaseFiles:
     """The case in ``folder`` (BraTS 2023+ or legacy names); ``InputError`` if none or incomplete."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(folder, "not a folder")
+    problem = folder_problem(folder)
+    if problem:
+        raise InputError(folder, problem)
     case = _try_find_case(folder)
     if case is None:
+        inner = [p.name for p in sorted(folder.iterdir()) if p.is_dir() and _quiet_case(p) is not None]
+        if inner:
+            raise InputError(folder, f"holds {len(inner)} case folder(s) ({', '.join(inner[:3])}"
+                                     f"{', ...' if len(inner) > 3 else ''}), not one case: for a folder of cases "
+                                     "use --input-dir")
         raise InputError(folder, "no case found (expected files '<ID>-t1n', '-t1c', '-t2w', '-t2f' or legacy "
                                  "'<ID>_t1', '_t1ce', '_t2', '_flair' with extension .nii.gz/.nii/.nrrd/.mha)")
     return case
+
+
+def _quiet_case(folder: Path) -> CaseFiles | None:
+    try:
+        return _try_find_case(folder)
+    except InputError:
+        return None
 
 
 def find_cases(root: str | os.PathLike, problems: list[tuple[Path, InputError]] | None = None) -> list[CaseFiles]:
@@ -92,8 +116,9 @@ def find_cases(root: str | os.PathLike, problems: list[tuple[Path, InputError]] 
     it as that case's failure and go on with the others.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise InputError(root, "not a folder")
+    problem = folder_problem(root)
+    if problem:
+        raise InputError(root, problem)
     cases = []
     for folder in [root] + sorted(p for p in root.iterdir() if p.is_dir()):
         try:

@@ -28,7 +28,8 @@ from pedtumorseg.errors import InputError
 from pedtumorseg.geometry import Geometry
 from pedtumorseg.inputs.brain_extraction import SkullDecision, deepbet_mask, detect_skull
 from pedtumorseg.inputs.cases import CaseFiles
-from pedtumorseg.inputs.dicom import read_series, require_raw_extra
+from pedtumorseg.inputs.consistency import check_case
+from pedtumorseg.inputs.dicom import classify, read_series, require_raw_extra, series_info
 from pedtumorseg.inputs.images import Case, check_image, load_case, read_header, read_image
 from pedtumorseg.inputs.orientation import orientation_code, reorient_stack, reoriented_geometry
 from pedtumorseg.inputs.registration import register_rigid
@@ -47,6 +48,7 @@ class RawOptions:
     register: str = "auto"
     skull_strip: str = "auto"
     brain_mask: Path | None = None
+    strict: bool = False  # --strict: refuse a case whose images look misaligned or in the wrong slots
 
     def __post_init__(self):
         for name in ("register", "skull_strip"):
@@ -58,7 +60,7 @@ class RawOptions:
 
     def to_dict(self) -> dict:
         return {"register": self.register, "skull_strip": self.skull_strip,
-                "brain_mask": None if self.brain_mask is None else str(self.brain_mask)}
+                "brain_mask": None if self.brain_mask is None else str(self.brain_mask), "strict": self.strict}
 
 
 @dataclass
@@ -103,11 +105,42 @@ def prepare_case(files: CaseFiles, options: RawOptions | None, bundle, device: s
                  progress: ProgressCallback | None = None) -> PreparedCase:
     """Read a case and bring it into the network's space (see the module docstring)."""
     options = options or RawOptions()
-    info: dict = {"options": options.to_dict(), "network_orientation": bundle.orientation}
+    info: dict = {"options": options.to_dict(), "network_orientation": bundle.orientation,
+                  "files": {ch: str(Path(files.images[ch]).resolve()) for ch in CHANNELS}}
     case, decision = _preprocessed_case(files, options, info)
     if case is not None:
-        return PreparedCase(case, info, network_input_of(case, bundle.orientation), warnings=list(case.warnings))
-    return _prepare_raw(files, options, bundle, device, decision, info, progress or no_progress)
+        prepared = PreparedCase(case, info, network_input_of(case, bundle.orientation), warnings=list(case.warnings))
+    else:
+        prepared = _prepare_raw(files, options, bundle, device, decision, info, progress or no_progress)
+    _check_consistency(prepared, files, options)
+    return prepared
+
+
+def _check_consistency(prepared: PreparedCase, files: CaseFiles, options: RawOptions) -> None:
+    """``inputs.consistency`` on the case as the network will see it: numbers into the stats, refusals raised,
+    warnings added to the case's (refused too with ``--strict``)."""
+    paths = {ch: Path(files.images[ch]) for ch in CHANNELS}
+    guess = {ch: _series_sequence(p) for ch, p in paths.items() if p.is_dir()}
+    result = check_case(prepared.case.images, paths, guess)
+    if files.ignored:
+        result.warn.append(f"{Path(files.images['t1ce']).parent}: also holds {', '.join(p.name for p in files.ignored)}, "
+                           f"which look like images of this case but were not used (used: "
+                           f"{', '.join(Path(files.images[ch]).name for ch in CHANNELS)})")
+    prepared.info["consistency"] = result.to_dict()
+    problems = result.refuse + (result.warn if options.strict else [])
+    if problems:
+        raise InputError(None, problems[0] + (" (--strict)" if not result.refuse else ""))
+    prepared.case.warnings.extend(result.warn)
+    if prepared.warnings is not prepared.case.warnings:
+        prepared.warnings.extend(result.warn)
+
+
+def _series_sequence(folder: Path) -> str | None:
+    """The sequence a DICOM series' own description and parameters name (``dicom.classify``), None if unknown."""
+    try:
+        return classify(series_info(folder))
+    except InputError:
+        return None
 
 
 def _preprocessed_case(files: CaseFiles, options: RawOptions, info: dict) -> tuple[Case | None, SkullDecision | None]:

@@ -68,10 +68,10 @@ def verify_written_image(path: str | os.PathLike, array: np.ndarray, geometry: G
             size, spacing, origin, direction = (reader.GetSize(), reader.GetSpacing(), reader.GetOrigin(),
                                                 reader.GetDirection())
     except InputError as exc:
-        raise OSError(f"{name}: the written file is incomplete ({exc.problem}); is the disk full?") from None
+        raise OSError(f"{name}: the written file is incomplete ({exc.problem}); is the disk full or a file-size limit reached?") from None
     except (RuntimeError, ValueError):
-        raise OSError(f"{name}: the written file cannot be read back; is the disk full?") from None
+        raise OSError(f"{name}: the written file cannot be read back; is the disk full or a file-size limit reached?") from None
     written = Geometry(tuple(int(v) for v in size), tuple(float(v) for v in spacing),
                        tuple(float(v) for v in origin), tuple(float(v) for v in direction))
     if not (written.same_grid(geometry) and np.array_equal(back, np.asarray(array).ravel())):
-        raise OSError(f"{name}: the written file differs from what was written; is the disk full?")
+        raise OSError(f"{name}: the written file differs from what was written; is the disk full or a file-size limit reached?")

@@ -77,13 +77,15 @@ def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predic
     report = progress or no_progress
     wanted = Requested(write_raw, overlay, dicom_seg, raw_only)
     start = time.perf_counter()
-    not_written = _check_dicom_seg(files, warn or (lambda message: log.warning("warning: %s", message))) \
-        if dicom_seg else {}
+    warn = warn or (lambda message: log.warning("warning: %s", message))
+    not_written = _check_dicom_seg(files, warn) if dicom_seg else {}
     if outputs is None:
         outputs = prepare_outputs(files, out_dir)
     prepared = prepare_case(files, predictor.raw, predictor.bundle, device=str(predictor.engine.device),
                             progress=scaled(report, 0.0, 0.1))
     case = prepared.case
+    for message in prepared.info.get("consistency", {}).get("warnings", []):
+        warn(message)  # before the inference: the user may stop it
     report(0.1, f"{case.case_id}: loaded")
     net = prepared.network
     prediction = predictor.engine.predict(net.images, net.geometry.spacing_zyx, progress=scaled(report, 0.1, 0.92),
