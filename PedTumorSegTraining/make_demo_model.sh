@@ -69,7 +69,7 @@ ft ft5b ft5 401 2 5e-3
 #    the paper's z-score thresholds cannot be fitted on phantoms); its thresholds are fitted in step 6
 $TRAIN export --work-dir $W --dataset-id 102 --preset demo --tag ft5b --folds 0 --checkpoint final \
     --out $D/demo-unfitted.zip --name pedtumorseg-demo --version $VERSION --postprocessing $D/pp_mean.json \
-    --description "Demo model: PedTumorSegNet demo preset trained on synthetic phantoms only. Not for clinical or research use on real data."
+    --intended-use demonstration --description "Demo model: PedTumorSegNet demo preset trained on synthetic phantoms only. Not for clinical or research use on real data."
 
 # 5. predictions of the 20 validation cases of fold 0 (raw network output) for the fit
 $PY - $W $D <<'PYEOF'

@@ -53,9 +53,10 @@ def write_tiny_case(folder, case_id="CASE-1", size=(12, 10, 8), spacing=(1.0, 1.
     return folder
 
 
-def write_tiny_bundle(path, *, name="tiny-test", seed=0, folds=(0,), postprocessing=None) -> Path:
+def write_tiny_bundle(path, *, name="tiny-test", seed=0, folds=(0,), postprocessing=None, extra=None) -> Path:
     """A valid bundle (zip) of a 3-stage demo-preset network with random weights (seeded), same weights per fold,
-    for 2.5 mm phantoms with 32^3 patches; ``postprocessing`` a ``PostprocessParams`` (default: its defaults)."""
+    for 2.5 mm phantoms with 32^3 patches; ``postprocessing`` a ``PostprocessParams`` (default: its defaults);
+    ``extra``: further manifest keys."""
     import torch
 
     from pedtumorseg.inference.bundle import write_bundle
@@ -75,7 +76,7 @@ def write_tiny_bundle(path, *, name="tiny-test", seed=0, folds=(0,), postprocess
         "spacing_zyx": [2.5, 2.5, 2.5], "patch_size": [32, 32, 32],
         "normalization": {"scheme": "zscore", "use_mask_for_norm": [True] * 4},
         "network": {"class": NETWORK_CLASS, "kwargs": kwargs}, "mirror_axes": [0, 1, 2],
-        "postprocessing": (postprocessing or PostprocessParams()).to_dict(),
+        "postprocessing": (postprocessing or PostprocessParams()).to_dict(), **(extra or {}),
     }
     return write_bundle(path, manifest, {f: net.state_dict() for f in folds}, zip=True)
 

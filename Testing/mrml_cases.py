@@ -296,6 +296,10 @@ def test_parameter_decisions_on_the_scene(harness, tmp_path):
                                        "flair": nodes["t2f"]}
     assert labelmap not in logic.selectedInputs(p).values() and logic.inputProblems(p) == []
     bundle = logic.loadBundle("")
+    # the panel's model line marks the shipped demonstration model as such
+    first, second = logic.modelDescription(bundle).split("\n")
+    assert first == f"{bundle.name} {bundle.version} (1 fold(s))"
+    assert second.startswith("DEMONSTRATION ONLY:") and "not for patients" in second
     assert logic.needsDefaultsReset(p, bundle)
     logic.resetPostprocessingControls(p, bundle)
     assert not logic.needsDefaultsReset(p, bundle)

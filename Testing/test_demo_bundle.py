@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import SimpleITK as sitk
 
 from pedtumorseg import cli
 from pedtumorseg.inference.bundle import default_bundle_path, load_bundle
@@ -64,9 +66,21 @@ def test_demo_bundle_finds_all_four_subregions_on_the_self_test_phantom():
 
 def test_demo_command_uses_the_shipped_bundle(tmp_path, capsys):
     code = cli.main(["demo", "--out", str(tmp_path), "--size", "small", "--device", "cpu", "--no-tta"])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert code == 0
     assert "model: pedtumorseg-demo" in out
+    assert "is a demonstration model trained on synthetic phantoms only, not for patients" in captured.err
+    # the Dice printed against the phantom's own labels, recomputed here by hand from the files
+    line = next(s for s in out.splitlines() if s.startswith("Dice against the phantom's ground truth: "))
+    printed = dict(item.split() for item in line.split(": ", 1)[1].split(", "))
+    assert list(printed) == ["ET", "NET", "CC", "ED", "TC", "WT"]
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(next(tmp_path.glob("*-seg.nii.gz")))))
+    truth = sitk.GetArrayFromImage(sitk.ReadImage(str(next((tmp_path / "input").rglob("*-seg.nii.gz")))))
+    a, b = seg > 0, truth > 0
+    assert float(printed["WT"]) == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()), abs=0.006)
+    a, b = np.isin(seg, (1, 2, 3)), np.isin(truth, (1, 2, 3))
+    assert float(printed["TC"]) == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()), abs=0.006)
     for suffix in ("-seg.nii.gz", "-seg-raw.nii.gz", "-stats.json", "-overlay.png"):
         assert len(list(tmp_path.glob(f"*{suffix}"))) == 1, suffix
 

@@ -58,8 +58,11 @@ class ModuleLogic:
 
     @staticmethod
     def modelDescription(bundle) -> str:
-        """The model line of the panel, e.g. ``pedtumorseg-demo 0.5.0 (1 fold(s))``."""
-        return f"{bundle.name} {bundle.version} ({len(bundle.folds)} fold(s))"
+        """The model line of the panel, e.g. ``pedtumorseg-demo 0.5.0 (1 fold(s))``; a demonstration model says so
+        (``Bundle.demonstration_notice``) on a second line."""
+        line = f"{bundle.name} {bundle.version} ({len(bundle.folds)} fold(s))"
+        notice = bundle.demonstration_notice
+        return f"{line}\nDEMONSTRATION ONLY: {notice}." if notice else line
 
     def statusText(self) -> str:
         """The status line of the finished run the result came from, e.g. ``Done (openvino on cpu, 12.3 s).``"""

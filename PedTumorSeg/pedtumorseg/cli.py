@@ -247,13 +247,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"synthetic case: {case_dir}")
     print(f"model: {predictor.bundle.name} {predictor.bundle.version} on {predictor.engine.device}")
     result = predict_case(find_case(case_dir), out, predictor, write_raw=True, overlay=True,
-                          progress=_text_progress)
+                          progress=_text_progress, warn=_warn)
     volumes = result.stats["volumes_ml"]
     print("volumes (mL): " + ", ".join(f"{k} {v:.1f}" for k, v in volumes.items()))
+    print("Dice against the phantom's ground truth: " + _demo_dice(result.outputs["seg"], phantom.seg))
     print(f"ground truth of the phantom: {case_dir / (phantom.case_id + '-seg.nii.gz')}")
     for kind, path in result.outputs.items():
         print(f"{kind}: {path}")
     return 0
+
+
+def _demo_dice(seg_path: Path, truth) -> str:
+    """Voxel Dice of the written segmentation against the phantom's own labels, per region (ET ... WT)."""
+    import SimpleITK as sitk
+
+    from pedtumorseg.conventions import REGIONS
+    from pedtumorseg.evaluation.metrics import dice, region_mask
+
+    pred = sitk.GetArrayFromImage(sitk.ReadImage(str(seg_path)))
+    return ", ".join(f"{r} {dice(region_mask(pred, r), region_mask(truth, r)):.2f}" for r in REGIONS)
 
 
 # --- parser -------------------------------------------------------------------------------------------

@@ -12,10 +12,10 @@ import argparse
 import json
 import os
 import sys
-
-from pedtumorseg.errors import UsageError
 from pathlib import Path
 
+from pedtumorseg.errors import UsageError
+from pedtumorseg.inference.manifest import INTENDED_USES
 from pedtumorseg.model.presets import BASELINES
 
 ENV_DIRS = {"nnUNet_raw": "nnUNet_raw", "nnUNet_preprocessed": "nnUNet_preprocessed",
@@ -130,7 +130,8 @@ def cmd_export(a) -> int:
     (check_output_folder if a.folder else check_output_file)(a.out)  # before the checkpoints are read
     export(a.dataset_id, [_fold(f) for f in a.folds], a.out, preset=a.preset, checkpoint=a.checkpoint,
            name=a.name, version=a.version, description=a.description,
-           postprocessing=_load_postprocessing_json(a.postprocessing), zip=not a.folder, tag=a.tag)
+           postprocessing=_load_postprocessing_json(a.postprocessing), zip=not a.folder, tag=a.tag,
+           intended_use=a.intended_use)
     return 0
 
 
@@ -313,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--name", default="PedTumorSeg")
     e.add_argument("--version", default="0.0.0")
     e.add_argument("--description", default="")
+    e.add_argument("--intended-use", choices=INTENDED_USES, default="research",
+                   help="demonstration: marked as not for patients wherever its results are shown (default research)")
     e.add_argument("--postprocessing", help="JSON file with post-processing defaults (e.g. from fit-postprocessing)")
     e.set_defaults(func=cmd_export)
 

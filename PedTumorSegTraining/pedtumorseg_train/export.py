@@ -115,7 +115,7 @@ def build_manifest(plans: dict, dataset_json: dict, folds: list, mirror_axes, na
 def export(dataset_id: int, folds: list, out: str | os.PathLike, preset: str = "paper", checkpoint: str = "final",
            name: str = "PedTumorSeg", version: str = "0.0.0", description: str = "",
            postprocessing: dict | None = None, extra_training_info: dict | None = None, zip: bool = True,
-           tag: str | None = None, log=print) -> Path:
+           tag: str | None = None, intended_use: str = "research", log=print) -> Path:
     from batchgenerators.utilities.file_and_folder_operations import load_json
 
     from pedtumorseg.inference.bundle import load_bundle, write_bundle
@@ -150,6 +150,7 @@ def export(dataset_id: int, folds: list, out: str | os.PathLike, preset: str = "
                 "folds": fold_info, **(extra_training_info or {})}
     manifest = build_manifest(plans, dataset_json, folds, mirror_axes, name, version, description, training,
                               postprocessing)
+    manifest["intended_use"] = intended_use  # "demonstration": marked wherever its results are shown
     out = Path(out)
     write_bundle(out, manifest, states, zip=zip)
     bundle = load_bundle(out)  # verify: checksums, network builds, weights load

@@ -73,6 +73,18 @@ class Bundle:
         return str(self.manifest.get("description", ""))
 
     @property
+    def intended_use(self) -> str:
+        return str(self.manifest.get("intended_use", "research"))
+
+    @property
+    def demonstration_notice(self) -> str:
+        """The line shown wherever a demonstration model's result appears; empty for any other bundle."""
+        if self.intended_use != "demonstration":
+            return ""
+        return (f"{self.name} {self.version} is a demonstration model trained on synthetic phantoms only, not for "
+                f"patients: on real scans it outlines too little and adds false lesions")
+
+    @property
     def folds(self) -> list:
         return [fold_value(fold_key(f)) for f in self.manifest["folds"]]
 

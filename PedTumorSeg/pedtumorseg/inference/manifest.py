@@ -12,6 +12,10 @@ FORMAT = "pedtumorseg-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
+#: what a bundle is for (optional ``intended_use``; absent: ``research``). A ``demonstration`` bundle (the shipped
+#: one: trained on synthetic phantoms) is marked wherever its result is shown: console, stats, overlay, Slicer.
+INTENDED_USES: tuple[str, ...] = ("demonstration", "research")
+
 #: keys every manifest must have (``description``, ``colors``, ``postprocessing``, ``num_classes`` optional)
 REQUIRED_KEYS: tuple[str, ...] = (
     "format", "format_version", "name", "version", "labels", "channels", "spacing_zyx", "patch_size",
@@ -76,6 +80,8 @@ def validate_manifest(manifest, path=None, *, check_files: bool = True) -> None:
     _check_network(manifest, bad)
     fold_keys = _check_folds(manifest, bad)
     _check_postprocessing(manifest, bad)
+    if manifest.get("intended_use", "research") not in INTENDED_USES:
+        bad(f"intended_use must be one of {', '.join(INTENDED_USES)}, got {manifest['intended_use']!r}")
     if check_files:
         _check_files(manifest, fold_keys, bad)
 

@@ -84,7 +84,8 @@ def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predic
     prepared = prepare_case(files, predictor.raw, predictor.bundle, device=str(predictor.engine.device),
                             progress=scaled(report, 0.0, 0.1))
     case = prepared.case
-    for message in prepared.info.get("consistency", {}).get("warnings", []):
+    notice = predictor.bundle.demonstration_notice
+    for message in prepared.info.get("consistency", {}).get("warnings", []) + ([notice] if notice else []):
         warn(message)  # before the inference: the user may stop it
     report(0.1, f"{case.case_id}: loaded")
     net = prepared.network
@@ -100,7 +101,7 @@ def predict_case(files: CaseFiles, out_dir: str | os.PathLike, predictor: Predic
     report(0.95, f"{case.case_id}: post-processed")
     stats = stats_dict(case.case_id, final, case.geometry, model=predictor.model_info(),
                        postprocessing=None if raw_only else params.to_dict(),
-                       warnings=case.warnings + list(not_written.values()))
+                       warnings=case.warnings + list(not_written.values()) + ([notice] if notice else []))
     stats["input"] = prepared.info
     stats["inference"] = {"backend": predictor.engine.backend, "device": str(predictor.engine.device),
                           "network_seconds": prediction.info.get("seconds")}
@@ -142,7 +143,9 @@ def _write_outputs(prepared: PreparedCase, raw, final, files: CaseFiles, outputs
             keep("raw", write_labels(raw, case.geometry, outputs.raw))
         if wanted.overlay:
             from pedtumorseg.outputs.overlay import write_overlay_png
-            keep("overlay", write_overlay_png(case.images, final, case.geometry, outputs.overlay))
+            keep("overlay", write_overlay_png(case.images, final, case.geometry, outputs.overlay, case_id=case.case_id,
+                                              model=f"{predictor.bundle.name} {predictor.bundle.version}",
+                                              notice=predictor.bundle.demonstration_notice))
         if prepared.brain_mask is not None:
             keep("brain_mask", write_labels(prepared.brain_mask.astype("uint8"), case.geometry, outputs.brain_mask))
         if wanted.raw_only and (prepared.raw or prepared.brain_mask is not None):

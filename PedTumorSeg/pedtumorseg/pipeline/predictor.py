@@ -60,6 +60,7 @@ class Predictor:
         return {
             "name": self.bundle.name,
             "version": self.bundle.version,
+            "intended_use": self.bundle.intended_use,
             "folds": list(self.engine.folds),
             "tta": bool(self.engine.options.tta),
             "device": str(self.engine.device),
