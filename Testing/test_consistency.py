@@ -102,3 +102,18 @@ def test_the_command_line_warns_and_strict_refuses(real_case_dir, tmp_path, caps
     assert sum("swapped?" in w for w in stats["warnings"]) == 2
     assert stats["input"]["consistency"]["slots"]["t1ce_t1_enhancement_tail_ratio"] < 1
     assert stats["input"]["files"]["t1ce"].endswith("S-t1c.nii.gz")
+
+
+def test_overlap_is_judged_against_the_t1ce_and_tiny_images_are_not_judged():
+    """An image whose data covers a tenth of the T1CE's is refused; an image too small for the statistics (a few
+    thousand voxels, as in unit tests) is passed with its alignment not measured (None), not refused."""
+    rng = np.random.default_rng(0)
+    big = rng.normal(100, 20, (4, 40, 40, 40)).astype(np.float32)
+    paths = {c: f"{c}.nii.gz" for c in ("t1", "t1ce", "t2", "flair")}
+    big[2, :, :, 4:] = 0  # the T2 holds data in a tenth of the head only
+    result = check_case(big, paths)
+    assert any(m.startswith("t2.nii.gz: T2 and the T1CE hardly overlap") for m in result.refuse)
+    assert not any("hardly overlap" in m for m in result.refuse if m.startswith(("flair", "t1.")))
+    tiny = rng.normal(100, 20, (4, 16, 18, 20)).astype(np.float32)
+    small = check_case(tiny, paths)
+    assert small.refuse == [] and small.numbers["alignment_nmi"] == {"t1": None, "t2": None, "flair": None}

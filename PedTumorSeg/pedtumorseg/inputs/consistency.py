@@ -45,6 +45,10 @@ ENHANCEMENT_SWAPPED = 0.75
 T2_FLAIR_SWAPPED = -0.5
 T1_T2_SWAPPED = -0.5
 _BINS = 48
+#: below this share of the T1CE's image data held by both images, they do not show the same head
+MIN_OVERLAP = 0.25
+#: fewer voxels (after taking every second one) than this: too few for the statistics; not judged
+MIN_VOXELS = 1000
 
 
 @dataclass
@@ -87,11 +91,15 @@ def check_case(images: np.ndarray, paths: dict, series_guess: dict | None = None
     sub = images[:, ::2, ::2, ::2]
     t1, t1ce, t2, flair = (sub[CHANNELS.index(c)] for c in CHANNELS)
     result = Consistency({"alignment_nmi": {}})
+    reference = max(int(np.count_nonzero(t1ce)), 1)
     for ch, image in (("t1", t1), ("t2", t2), ("flair", flair)):
         both = (t1ce > 0) & (image > 0)
-        if both.sum() < 1000:
-            result.refuse.append(f"{paths[ch]}: {CHANNEL_LONG_NAMES[ch]} and the T1CE hardly overlap "
-                                 f"({int(both.sum())} voxels hold image data in both)")
+        if both.sum() < MIN_OVERLAP * reference:
+            result.refuse.append(f"{paths[ch]}: {CHANNEL_LONG_NAMES[ch]} and the T1CE hardly overlap (image data "
+                                 f"in both at {100 * both.sum() / reference:.0f} % of the T1CE's)")
+            continue
+        if both.sum() < MIN_VOXELS:  # too small an image to judge its alignment by its statistics
+            result.numbers["alignment_nmi"][ch] = None
             continue
         nmi = normalized_mutual_information(t1ce[both], image[both])
         result.numbers["alignment_nmi"][ch] = round(nmi, 4)
@@ -102,7 +110,7 @@ def check_case(images: np.ndarray, paths: dict, series_guess: dict | None = None
         elif nmi < NMI_WARN:
             result.warn.append(what + ": check that it is the same patient and that the alignment is right")
     brain = (t1 > 0) & (t1ce > 0) & (t2 > 0) & (flair > 0)
-    if brain.sum() >= 1000:
+    if brain.sum() >= MIN_VOXELS:
         _slot_relations(result, *(_z(x[brain]) for x in (t1, t1ce, t2, flair)), paths)
     for ch, guess in (series_guess or {}).items():
         if guess is not None and guess != ch:
