@@ -336,7 +336,7 @@ def import_nnunet(results: str | Path, out: str | Path, folds: list | None = Non
         "training": {"framework": "nnU-Net v2", "imported_from": str(model.resolve()), "trainer": trainer,
                      "plans": plans.get("plans_name"), "dataset": plans.get("dataset_name"),
                      "configuration": configuration, "checkpoint": CHECKPOINTS[checkpoint],
-                     "channel_mapping": dict(zip([str(i) for i in range(len(inputs))], inputs)),
+                     "channel_mapping": {str(i): c for i, c in enumerate(inputs)},
                      "label_mapping": label_report, "folds": info,
                      "imported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
     }
