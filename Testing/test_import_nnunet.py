@@ -224,6 +224,9 @@ def test_predict_cli_and_onnx_backend_load_the_imported_bundle(tmp_path, case):
     from pedtumorseg.outputs.paths import CaseOutputs
     raw = sitk.GetArrayFromImage(sitk.ReadImage(str(CaseOutputs.of(files.case_id, tmp_path / "pred").paths()["raw"])))
     assert raw.shape == (62, 96, 96) and set(np.unique(raw)) <= {0, 1, 2, 4}
+    from pedtumorseg_train.cli import update_bundle_postprocessing  # what fit-postprocessing writes with
+    refit = load_bundle(update_bundle_postprocessing(out, tmp_path / "refit.zip", {"min_volume_et": 7}))
+    assert refit.postprocessing.min_volume_et == 7 and refit.manifest["outputs"] == load_bundle(out).manifest["outputs"]
     if not backends.is_available("onnxruntime"):
         pytest.skip("onnxruntime not installed")
     images, spacing = case
