@@ -331,7 +331,9 @@ def import_nnunet(results: str | Path, out: str | Path, folds: list | None = Non
         "normalization": norm,
         "network": {"class": conf["class"], "kwargs": conf["kwargs"]},
         "mirror_axes": axes,
-        "orientation": orientation or DEFAULT_ORIENTATION,
+        # nnU-Net reads voxels as stored (BraTS: LPS, as SimpleITK reads them); NibabelIOWithReorient makes them RAS
+        "orientation": orientation or ("RAS" if plans.get("image_reader_writer") == "NibabelIOWithReorient"
+                                       else DEFAULT_ORIENTATION),
         "postprocessing": _postprocess_defaults() or {},
         "training": {"framework": "nnU-Net v2", "imported_from": str(model.resolve()), "trainer": trainer,
                      "plans": plans.get("plans_name"), "dataset": plans.get("dataset_name"),
