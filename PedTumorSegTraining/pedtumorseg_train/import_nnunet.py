@@ -133,6 +133,7 @@ def map_labels(dataset_json: dict, explicit: list[str] | None, path: Path) -> tu
     if not isinstance(labels, dict) or not labels:
         raise InputError(path, "dataset.json has no labels")
     given = _explicit_labels(explicit, path) if explicit else None
+    labels = {n: v for n, v in labels.items() if _key(n) != "ignore"}  # nnU-Net's ignore label: not an output
     if "regions_class_order" not in dataset_json:
         values = sorted((int(v), n) for n, v in labels.items())
         if [v for v, _ in values] != list(range(len(values))):
