@@ -266,3 +266,16 @@ def test_refusals_name_the_file_and_write_nothing(tmp_path, case, capsys):
     err = _fails(capsys, folder, out)
     assert str(folder / "dataset.json") in err and "'ADC'" in err and "--channels" in err
     import_(folder, out, "--channels", "t1", "t1ce", "t2", "flair")  # named explicitly: imported
+
+
+def test_nnunet_normalization_schemes_by_hand():
+    """Per channel: CT clip to [0, 10], minus 4, over 2: (-5, 3, 20) -> (-2, -0.5, 3); rescale (2, 4, 6) ->
+    (0, 0.5, 1); none unchanged; z-score (1, 2, 3) -> (-1.2247, 0, 1.2247) (population std sqrt(2/3))."""
+    from pedtumorseg.inference.preprocessing import normalize
+    data = np.array([[-5, 3, 20], [2, 4, 6], [7, 8, 9], [1, 2, 3]], np.float32).reshape(4, 1, 1, 3)
+    norm = {"scheme": "nnunet", "use_mask_for_norm": [False] * 4,
+            "schemes": ["CTNormalization", "RescaleTo01Normalization", "NoNormalization", "ZScoreNormalization"],
+            "intensity_properties": [{"mean": 4.0, "std": 2.0, "percentile_00_5": 0.0, "percentile_99_5": 10.0},
+                                     None, None, None]}
+    out = normalize(data.copy(), None, norm).reshape(4, 3)
+    np.testing.assert_allclose(out, [[-2, -0.5, 3], [0, 0.5, 1], [7, 8, 9], [-1.2247449, 0, 1.2247449]], atol=1e-6)
