@@ -308,3 +308,22 @@ def test_parameter_decisions_on_the_scene(harness, tmp_path):
     params = logic.currentParams(p)
     assert params.ratio_low == round(params.ratio_high - 0.01, 2) and params.normalization == \
         bundle.postprocessing.normalization
+
+
+def test_a_model_without_cc_gets_three_segments_and_exports_label_values(harness, tmp_path):
+    """A bundle listing labels 1, 2, 4 (an imported model without a cystic label): one segment per label it has,
+    and the exported label map keeps the values (ED stays 4, not the third segment's 3)."""
+    path, raw, _ = _synthetic(tmp_path)
+    raw[raw == 3] = 0
+    t1 = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    session = Session(raw, t1, t1, tuple(reversed(ANISOTROPIC_SPACING)),
+                      PostprocessParams(ratio_enabled=False, min_volume_et=0.0, min_volume_cc=0.0))
+    reference = harness.loadVolume(path)
+    logic = moduleLogic(harness, tmp_path / "tmp")
+    node = logic.setResult(session, reference, labels=(1, 2, 4))
+    segmentation = node.GetSegmentation()
+    assert [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())] == [
+        "label_1", "label_2", "label_4"]
+    logic.exportLabelmap(tmp_path / "out" / "case-seg.nii.gz")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out" / "case-seg.nii.gz"))),
+                                  raw)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pedtumorseg.ui import controls
 from pedtumorseg import progress
 from pedtumorseg.ui import assignment
-from pedtumorseg.conventions import CHANNELS
+from pedtumorseg.conventions import CHANNELS, FOREGROUND_LABELS
 
 from .prediction_logic import PredictionLogic
 from .segmentation_sync import SegmentationSync
@@ -158,7 +158,8 @@ class ModuleLogic:
     def finishPrediction(self, run, segmentationNode=None, params=None):
         """Load the raw labels of a finished run into a new session and fill the segmentation; returns the node."""
         session, referenceNode, done = self.prediction.finish(run, params)
-        node = self.setResult(session, referenceNode, segmentationNode)
+        io = getattr(self.loadBundle(run.modelPath), "io", None)  # which labels the model has: one segment each
+        node = self.setResult(session, referenceNode, segmentationNode, FOREGROUND_LABELS if io is None else io.labels)
         self.lastRun = done
         return node
 
@@ -174,10 +175,11 @@ class ModuleLogic:
         finally:
             run.cleanup()
 
-    def setResult(self, session, referenceNode, segmentationNode=None):
-        """Show ``session``'s labels as four segments on ``referenceNode``'s grid (a new node if None)."""
+    def setResult(self, session, referenceNode, segmentationNode=None, labels=FOREGROUND_LABELS):
+        """Show ``session``'s labels as one segment per label of the model (``labels``; the four by default) on
+        ``referenceNode``'s grid (a new node if None)."""
         self.forgetResult()
-        self.sync = SegmentationSync(self.scene, session, referenceNode, segmentationNode)
+        self.sync = SegmentationSync(self.scene, session, referenceNode, segmentationNode, labels)
         return self.sync.segmentationNode
 
     # -- result -------------------------------------------------------------------------------------------------

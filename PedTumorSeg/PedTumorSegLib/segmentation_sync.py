@@ -77,8 +77,9 @@ class SegmentationSync:
     (slice, row, column), as the prediction process's outputs are for the T1CE it was given.
     """
 
-    def __init__(self, scene, session, referenceNode, segmentationNode=None):
+    def __init__(self, scene, session, referenceNode, segmentationNode=None, labels=FOREGROUND_LABELS):
         self.scene = scene
+        self.labels = tuple(sorted(labels))  # the labels the model produces: one segment each
         self.session = session
         self.referenceNode = referenceNode
         dims = referenceNode.GetImageData().GetDimensions()
@@ -96,7 +97,7 @@ class SegmentationSync:
         self.writes = 0  # segment writes so far (what a slider move cost)
         self._written: dict[int, _Written] = {}
         self.segmentationNode = self._prepare(segmentationNode)
-        for label in FOREGROUND_LABELS:
+        for label in self.labels:
             self._write(label)
         self.segmentationNode.GetDisplayNode().SetVisibility(True)
 
@@ -110,7 +111,7 @@ class SegmentationSync:
         segmentationNode.SetSourceRepresentationToBinaryLabelmap()
         segmentation = segmentationNode.GetSegmentation()
         segmentation.RemoveAllSegments()
-        for label in FOREGROUND_LABELS:
+        for label in self.labels:
             self.segmentIds[label] = self._addSegment(segmentation, label)
         # beside the inputs in the subject hierarchy: same parent as the T1CE volume
         shNode = self.scene.GetSubjectHierarchyNode()
@@ -247,18 +248,18 @@ class SegmentationSync:
         ``confirmOverwrite(labels) -> bool``; without it, edited segments are kept (and protected from then on).
         Returns the labels rewritten.
         """
-        changed = self.session.update(**changes) - self.protected
+        changed = (self.session.update(**changes) & set(self.labels)) - self.protected
         if not changed:
             return set()
         # every segment is checked, not only the changed ones: segments that do not overlap share one labelmap
         # layer in Slicer, so a write stamps them all, and an edit made before it must not be stamped away
-        edited = self.editedLabels(set(FOREGROUND_LABELS) - self.protected)
+        edited = self.editedLabels(set(self.labels) - self.protected)
         if edited & changed and not (confirmOverwrite is not None and confirmOverwrite(edited & changed)):
             self.protected |= edited & changed
             changed -= edited
         for label in sorted(changed):
             self._write(label)
-        for label in set(FOREGROUND_LABELS) - changed - edited - self.protected:
+        for label in set(self.labels) - changed - edited - self.protected:
             self._remember(label, self._written[label].voxels)  # unchanged content; the layer's new stamp
         return changed
 
@@ -267,7 +268,7 @@ class SegmentationSync:
         if not self.protected:
             return self.session.labels
         labels = np.zeros(self.shape, np.uint8)
-        for label in FOREGROUND_LABELS:
+        for label in self.labels:
             array = self.segmentArray(label)
             if array is not None:
                 labels[array > 0] = label
@@ -282,7 +283,7 @@ class SegmentationSync:
         """BraTS label map (uint8: 1 ET, 2 NET, 3 CC, 4 ED) of the segments on the reference grid; no node is left in
         the scene and no partial file on failure."""
         segmentIds = vtk.vtkStringArray()
-        for label in FOREGROUND_LABELS:  # export order = label value (1-based position)
+        for label in self.labels:  # export order: value k for the k-th segment, mapped back to the label below
             segmentIds.InsertNextValue(self.segmentIds[label])
         with RemoveAddedNodes(self.scene):
             labelmapNode = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", EXPORT_PREFIX + "labelmap")
@@ -295,9 +296,13 @@ class SegmentationSync:
             cast.SetOutputScalarTypeToUnsignedChar()
             cast.Update()
             values = numpy_support.vtk_to_numpy(labelmapNode.GetImageData().GetPointData().GetScalars())
-            if values.min() < 0 or values.max() > len(FOREGROUND_LABELS):
+            if values.min() < 0 or values.max() > len(self.labels):
                 raise RuntimeError(f"unexpected label values {np.unique(values).tolist()} in the export")
             labelmapNode.SetAndObserveImageData(cast.GetOutput())
+            if self.labels != FOREGROUND_LABELS:  # a model with fewer labels: positions back to label values
+                out = numpy_support.vtk_to_numpy(labelmapNode.GetImageData().GetPointData().GetScalars())
+                out[...] = np.asarray((0, *self.labels), out.dtype)[out]
+                labelmapNode.GetImageData().Modified()
             self._writeWithStorageNode(slicer.vtkMRMLVolumeArchetypeStorageNode(), labelmapNode, path)
         return str(path)
 

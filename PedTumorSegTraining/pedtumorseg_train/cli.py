@@ -1,4 +1,4 @@
-"""``pedtumorseg-train``: convert | plan | train | export | fit-postprocessing | evaluate | compare.
+"""``pedtumorseg-train``: convert | plan | train | export | import-nnunet | fit-postprocessing | evaluate | compare.
 
 nnU-Net reads its folders and worker counts from environment variables; ``--work-dir W`` sets
 nnUNet_raw=W/nnUNet_raw, nnUNet_preprocessed=W/nnUNet_preprocessed, nnUNet_results=W/nnUNet_results (defaults:
@@ -132,6 +132,17 @@ def cmd_export(a) -> int:
            name=a.name, version=a.version, description=a.description,
            postprocessing=_load_postprocessing_json(a.postprocessing), zip=not a.folder, tag=a.tag,
            intended_use=a.intended_use)
+    return 0
+
+
+def cmd_import_nnunet(a) -> int:
+    from pedtumorseg.files import check_output_file, check_output_folder
+
+    from .import_nnunet import import_nnunet
+    (check_output_folder if a.folder else check_output_file)(a.out)
+    import_nnunet(a.results, a.out, folds=a.folds, checkpoint=a.checkpoint, configuration=a.configuration,
+                  channels=a.channels, labels=a.labels, name=a.name, version=a.version, orientation=a.orientation,
+                  zip=not a.folder)
     return 0
 
 
@@ -318,6 +329,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="demonstration: marked as not for patients wherever its results are shown (default research)")
     e.add_argument("--postprocessing", help="JSON file with post-processing defaults (e.g. from fit-postprocessing)")
     e.set_defaults(func=cmd_export)
+
+    im = common(sub.add_parser("import-nnunet", help="a trained nnU-Net v2 model folder -> model bundle"))
+    im.add_argument("results", help="trainer folder (<Trainer>__<Plans>__<configuration>) or the dataset folder")
+    im.add_argument("--out", required=True, help="bundle .zip (or folder with --folder)")
+    im.add_argument("--folder", action="store_true", help="write a folder instead of a zip")
+    im.add_argument("--folds", nargs="+", help="folds to import (default: every fold_* with the checkpoint)")
+    im.add_argument("--checkpoint", default="final", choices=["final", "best"])
+    im.add_argument("--configuration", help="e.g. 3d_fullres (default: from the trainer folder's name)")
+    im.add_argument("--channels", nargs="+", help="the model's channels in order, as t1 t1ce t2 flair (default: "
+                                                  "from dataset.json channel_names)")
+    im.add_argument("--labels", nargs="+", help="VALUE=NAME per nnU-Net label value (region-based: painted value), "
+                                                "NAME one of ET NET CC ED background (default: from dataset.json)")
+    im.add_argument("--name")
+    im.add_argument("--version", default="1.0.0")
+    im.add_argument("--orientation", help="voxel-axis orientation of the training images (default LPS: BraTS "
+                                          "NIfTI as SimpleITK reads them)")
+    im.set_defaults(func=cmd_import_nnunet)
 
     f = common(sub.add_parser("fit-postprocessing",
                               help="fit ratio thresholds + minimum component volumes; write them into a bundle"))

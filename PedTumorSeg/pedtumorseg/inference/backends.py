@@ -74,13 +74,12 @@ def onnx_path(bundle, fold, patch_size) -> Path:
 
 def export_onnx(bundle, fold, patch_size, path: Path) -> Path:
     """Export the export form of the fold's network (batch 1, ``patch_size``) to ``path`` atomically."""
-    from pedtumorseg.conventions import CHANNELS
     from pedtumorseg.model.export import export_form
 
     net = bundle.build_network()
     net.load_state_dict(bundle.state_dict(fold))
     net = export_form(net)
-    x = torch.zeros((1, len(CHANNELS), *[int(p) for p in patch_size]))
+    x = torch.zeros((1, bundle.io.num_inputs, *[int(p) for p in patch_size]))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".onnx", dir=path.parent)
     os.close(fd)

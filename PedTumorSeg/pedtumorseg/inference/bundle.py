@@ -26,7 +26,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from pedtumorseg.conventions import CHANNELS, NUM_CLASSES
+from pedtumorseg.conventions import CHANNELS
 from pedtumorseg.errors import BundleError
 from pedtumorseg.inference.manifest import (FORMAT, FORMAT_VERSION, MANIFEST, fold_key, fold_value, safe_member_name,
                                            validate_manifest)
@@ -109,12 +109,18 @@ class Bundle:
     @property
     def normalization(self) -> dict:
         norm = dict(self.manifest["normalization"])
-        norm.setdefault("use_mask_for_norm", [False] * len(CHANNELS))
+        norm.setdefault("use_mask_for_norm", [False] * self.io.num_inputs)
         return norm
 
     @property
     def use_mask_for_norm(self) -> tuple[bool, ...]:
         return tuple(bool(b) for b in self.normalization["use_mask_for_norm"])
+
+    @property
+    def io(self):
+        """What the network reads and writes (``model_io.ModelIO``: inputs, outputs, transpose, labels)."""
+        from pedtumorseg.inference.model_io import model_io
+        return model_io(self.manifest)
 
     @property
     def network_class(self) -> str:
@@ -139,7 +145,7 @@ class Bundle:
         """A fresh network of the bundle's class (allow-listed), without deep supervision, in eval mode."""
         from pedtumorseg.model.presets import MissingPackageError, build_network
         try:
-            net = build_network(self.network_class, self.network_kwargs, len(CHANNELS), NUM_CLASSES,
+            net = build_network(self.network_class, self.network_kwargs, self.io.num_inputs, self.io.num_outputs,
                                 deep_supervision=False)
         except MissingPackageError as e:
             raise BundleError(self.path, str(e)) from e

@@ -273,18 +273,38 @@ class Engine:
             raise Cancelled("cancelled")
         start = time.perf_counter()
         report(0.0, "preprocessing")
-        target = self.bundle.spacing_zyx
+        io = getattr(self.bundle, "io", None)
+        images, spacing_zyx, target = self._network_order(images, spacing_zyx, io)
         if self.spatial_dims == 2:  # nnU-Net's 2d configuration keeps each case's slice spacing
             target = (float(spacing_zyx[0]), *target[1:])
-        pre = preprocess(images, tuple(float(s) for s in spacing_zyx), target, self.bundle.use_mask_for_norm)
+        norm = self.bundle.normalization if io is not None else None
+        pre = preprocess(images, tuple(float(s) for s in spacing_zyx), target, self.bundle.use_mask_for_norm, norm)
         logits = self.predict_logits(pre.data, progress=lambda f, m: report(0.02 + 0.93 * f, m), cancel=cancel)
         report(0.96, "resampling to the input grid")
         full = self.options.probabilities if probabilities is None else probabilities
-        probs, labels = logits_to_input_grid(logits, pre, full_probabilities=full)
+        probs, labels = logits_to_input_grid(logits, pre, full_probabilities=full, io=io)
+        if io is not None and io.transposed:  # back to the image's axis order
+            back = io.transpose_backward
+            labels = np.ascontiguousarray(labels.transpose(back))
+            probs = None if probs is None else np.ascontiguousarray(probs.transpose(0, *[a + 1 for a in back]))
         report(1.0, "done")
         return Prediction(probs, labels, {"network_shape": tuple(pre.data.shape[1:]), "bbox": pre.bbox,
                                           "backend": self.backend, "device": str(self.device),
                                           "seconds": round(time.perf_counter() - start, 3)})
+
+    def _network_order(self, images, spacing_zyx, io):
+        """The network's input channels (``io.inputs``) of a CHANNELS-ordered stack, its axes and spacing permuted by
+        ``io.transpose_forward``, and the bundle's target spacing in that order (``io`` None: unchanged)."""
+        target = tuple(self.bundle.spacing_zyx)
+        if io is None:
+            return images, spacing_zyx, target
+        if io.inputs != tuple(range(len(CHANNELS))):
+            images = images[list(io.inputs)]
+        if io.transposed:
+            tf = io.transpose_forward
+            images = images.transpose(0, *[a + 1 for a in tf])
+            spacing_zyx, target = tuple(spacing_zyx[a] for a in tf), tuple(target[a] for a in tf)
+        return images, spacing_zyx, target
 
     def predict_logits(self, data: np.ndarray, progress=None, cancel=None) -> np.ndarray:
         """Fold-averaged, mirror-averaged, Gaussian-weighted sliding-window logits (C, z, y, x) float32 for a
@@ -320,7 +340,8 @@ class Engine:
         weight = torch.zeros(padded, dtype=torch.float32, device=dev)
         for tile in tiles:
             weight[tile] += gauss
-        logits_sum = torch.zeros((NUM_CLASSES, *padded), dtype=torch.float32, device=dev)
+        n_out = self.bundle.io.num_outputs if hasattr(self.bundle, "io") else NUM_CLASSES
+        logits_sum = torch.zeros((n_out, *padded), dtype=torch.float32, device=dev)
         fold_logits = torch.empty_like(logits_sum) if len(self.folds) > 1 else logits_sum
         for fi, fold in enumerate(self.folds):
             done = fi * len(batches)

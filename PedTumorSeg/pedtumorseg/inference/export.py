@@ -58,23 +58,31 @@ def probabilities_to_grid(probabilities: np.ndarray, source: Geometry, target: G
     return out
 
 
-def logits_to_input_grid(logits: np.ndarray, pre: Preprocessed, full_probabilities: bool = True
+def logits_to_input_grid(logits: np.ndarray, pre: Preprocessed, full_probabilities: bool = True, io=None
                          ) -> tuple[np.ndarray | None, np.ndarray]:
     """(C, z', y', x') logits on the network grid -> probabilities (C, *input_shape) float32 (None unless
-    ``full_probabilities``) and labels uint8 (argmax of the probabilities, as nnU-Net). Outside the crop mask
+    ``full_probabilities``) and labels uint8 (argmax of the probabilities, as nnU-Net; with ``io``, a
+    ``model_io.ModelIO``: the model's activation and label mapping, ``ModelIO.to_classes``). Outside the crop mask
     (``pre.mask``; outside the box as well) the labels are 0 and the probabilities background = 1."""
     import torch
 
     logits = resample(logits, pre.cropped_shape, pre.target_spacing, pre.input_spacing, order=1)
     t = torch.from_numpy(np.ascontiguousarray(logits, dtype=np.float32))
     del logits
-    probs_c = torch.softmax(t, 0).numpy()
+    if io is None:
+        probs_c = torch.softmax(t, 0).numpy()
+        labels_c = None
+    else:
+        probs_c, labels_c = io.to_classes(t)
     del t
     if pre.mask is not None:  # no image data there: background (see the module docstring)
         outside = ~pre.mask
         probs_c[:, outside] = 0.0
         probs_c[0, outside] = 1.0
-    labels_c = probs_c.argmax(0).astype(np.uint8)
+        if labels_c is not None:
+            labels_c[outside] = 0
+    if labels_c is None:
+        labels_c = probs_c.argmax(0).astype(np.uint8)
     labels = np.zeros(pre.input_shape, dtype=np.uint8)
     labels[pre.bbox] = labels_c
     if not full_probabilities:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from pedtumorseg.conventions import CHANNELS, LABEL_NAMES, NUM_CLASSES
+from pedtumorseg.conventions import CHANNELS, NUM_CLASSES
 from pedtumorseg.errors import BundleError
 
 FORMAT = "pedtumorseg-bundle"
@@ -90,10 +90,8 @@ def _check_data_layout(manifest: dict, bad) -> None:
     """Channels, labels, spacing, patch, orientation, mirror axes and normalization."""
     if list(manifest["channels"]) != list(CHANNELS):
         bad(f"channel order {manifest['channels']!r} differs from the required {list(CHANNELS)!r}")
-    expected_labels = {str(v): n for v, n in LABEL_NAMES.items()}
-    labels = manifest["labels"]
-    if not isinstance(labels, dict) or {str(k): v for k, v in labels.items()} != expected_labels:
-        bad(f"labels {labels!r} differ from the required {expected_labels!r}")
+    from pedtumorseg.inference.model_io import check_model_io
+    n_inputs = check_model_io(manifest, bad)
     if "num_classes" in manifest and manifest["num_classes"] != NUM_CLASSES:
         bad(f"num_classes {manifest['num_classes']!r} differs from {NUM_CLASSES}")
     sp = manifest["spacing_zyx"]
@@ -111,11 +109,14 @@ def _check_data_layout(manifest: dict, bad) -> None:
     if not (_is_int_list(axes) and all(0 <= a <= 2 for a in axes) and len(set(axes)) == len(axes)):
         bad(f"mirror_axes must be distinct integers in 0..2, got {axes!r}")
     norm = manifest["normalization"]
-    if not isinstance(norm, dict) or norm.get("scheme") != "zscore":
-        bad(f"unsupported normalization {norm!r} (only scheme 'zscore')")
-    umn = norm.get("use_mask_for_norm", [False] * len(CHANNELS))
-    if not (isinstance(umn, list) and len(umn) == len(CHANNELS) and all(isinstance(b, bool) for b in umn)):
-        bad(f"normalization.use_mask_for_norm must be {len(CHANNELS)} booleans, got {umn!r}")
+    if not isinstance(norm, dict) or norm.get("scheme") not in ("zscore", "nnunet"):
+        bad(f"unsupported normalization {norm!r} (schemes 'zscore', 'nnunet')")
+    umn = norm.get("use_mask_for_norm", [False] * n_inputs)
+    if not (isinstance(umn, list) and len(umn) == n_inputs and all(isinstance(b, bool) for b in umn)):
+        bad(f"normalization.use_mask_for_norm must be {n_inputs} booleans, got {umn!r}")
+    if norm["scheme"] == "nnunet":
+        from pedtumorseg.inference.model_io import check_nnunet_normalization
+        check_nnunet_normalization(norm, n_inputs, bad)
 
 
 def _check_network(manifest: dict, bad) -> None:

@@ -57,6 +57,32 @@ def zscore(data: np.ndarray, mask: np.ndarray | None, use_mask: tuple[bool, ...]
     return data
 
 
+def normalize(data: np.ndarray, mask: np.ndarray | None, normalization: dict) -> np.ndarray:
+    """Per-channel normalization in place on a float32 (C, z, y, x) array by a bundle's ``normalization``:
+    ``zscore`` (``zscore`` above) or ``nnunet`` (one nnU-Net v2 scheme per channel, as its
+    ``default_normalization_schemes``: ``ZScoreNormalization`` as ``zscore``; ``CTNormalization`` clipped to the
+    dataset's foreground percentiles 0.5 / 99.5, minus its foreground mean, over max(std, 1e-8);
+    ``RescaleTo01Normalization`` (x - min) / max(max - min, 1e-8); ``NoNormalization`` unchanged)."""
+    use_mask = normalization.get("use_mask_for_norm", [False] * data.shape[0])
+    if normalization.get("scheme", "zscore") == "zscore":
+        return zscore(data, mask, use_mask)
+    for c, (scheme, props) in enumerate(zip(normalization["schemes"], normalization.get(
+            "intensity_properties", [None] * data.shape[0]))):
+        ch = data[c]
+        if scheme == "ZScoreNormalization":
+            zscore(data[c:c + 1], mask, use_mask[c:c + 1])
+        elif scheme == "CTNormalization":
+            np.clip(ch, props["percentile_00_5"], props["percentile_99_5"], out=ch)
+            ch -= props["mean"]
+            ch /= max(props["std"], 1e-8)
+        elif scheme == "RescaleTo01Normalization":
+            ch -= ch.min()
+            ch /= max(ch.max(), 1e-8)
+        elif scheme != "NoNormalization":
+            raise ValueError(f"unknown normalization scheme {scheme!r}")
+    return data
+
+
 def compute_new_shape(shape, spacing, new_spacing) -> tuple[int, ...]:
     return tuple(int(round(s / t * n)) for n, s, t in zip(shape, spacing, new_spacing))
 
@@ -128,7 +154,9 @@ class Preprocessed:
     mask: np.ndarray | None = None  # the crop mask inside ``bbox`` (cropped_shape, bool); None: the whole box
 
 
-def preprocess(images: np.ndarray, spacing_zyx, target_spacing, use_mask_for_norm) -> Preprocessed:
+def preprocess(images: np.ndarray, spacing_zyx, target_spacing, use_mask_for_norm, normalization: dict | None = None
+               ) -> Preprocessed:
+    """Crop, normalize (``normalization``, a bundle's, else z-score with ``use_mask_for_norm``), resample."""
     data = np.array(images, dtype=np.float32)  # copy
     if data.ndim != 4:
         raise ValueError(f"images must be (C, z, y, x), got shape {data.shape}")
@@ -138,7 +166,10 @@ def preprocess(images: np.ndarray, spacing_zyx, target_spacing, use_mask_for_nor
     mask = mask[box]
     cropped_shape = tuple(data.shape[1:])
     new_shape = compute_new_shape(cropped_shape, spacing_zyx, target_spacing)
-    zscore(data, mask, use_mask_for_norm)
+    if normalization is None:
+        zscore(data, mask, use_mask_for_norm)
+    else:
+        normalize(data, mask, normalization)
     data = resample(data, new_shape, spacing_zyx, target_spacing, order=3)
     return Preprocessed(np.ascontiguousarray(data, dtype=np.float32), tuple(images.shape[1:]), box, cropped_shape,
                         tuple(float(s) for s in spacing_zyx), tuple(float(s) for s in target_spacing),
