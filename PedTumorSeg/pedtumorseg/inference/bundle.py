@@ -69,20 +69,15 @@ class Bundle:
         return str(self.manifest["version"])
 
     @property
-    def description(self) -> str:
-        return str(self.manifest.get("description", ""))
-
-    @property
     def intended_use(self) -> str:
         return str(self.manifest.get("intended_use", "research"))
 
     @property
     def demonstration_notice(self) -> str:
         """The line shown wherever a demonstration model's result appears; empty for any other bundle."""
-        if self.intended_use != "demonstration":
-            return ""
         return (f"{self.name} {self.version} is a demonstration model trained on synthetic phantoms only, not for "
-                f"patients: on real scans it outlines too little and adds false lesions")
+                f"patients: on real scans it outlines too little and adds false lesions"
+                if self.intended_use == "demonstration" else "")
 
     @property
     def folds(self) -> list:
