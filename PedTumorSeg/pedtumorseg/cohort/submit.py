@@ -53,6 +53,7 @@ def submit_cohort(manifest_path, output_dir, run: RunSettings, resources: Resour
                   dry_run: bool = False) -> Submission:
     """Submit every case of the manifest whose outputs are not finished and that no live task holds."""
     slurm.check_resources(resources)
+    output_dir = Path(output_dir).resolve()
     manifest = check_cohort(manifest_path, output_dir)
     folder = CohortFolder(Path(output_dir))
     record = folder.read_record()
@@ -71,8 +72,9 @@ def submit_cohort(manifest_path, output_dir, run: RunSettings, resources: Resour
 def resubmit_failed(output_dir, resources: dict | None = None, *, dry_run: bool = False) -> Submission:
     """Submit again the cases a task ended without finishing (failed, interrupted, not started), with the
     settings of the latest submission and ``resources`` (changed fields only) over its resources."""
+    output_dir = Path(output_dir).resolve()
     record = read_record(output_dir)
-    folder = CohortFolder(Path(output_dir))
+    folder = CohortFolder(output_dir)
     last = record["submissions"][-1]
     _, _, run, previous = read_settings(last["settings"])
     res = replace(previous, **(resources or {}))

@@ -99,25 +99,25 @@ def _run_case(case_id: str, row: Row | None, problem: str, output_dir: Path, fol
             folder.write_status(case_id, DONE, note="outputs finished earlier")
         log(f"{case_id}: finished earlier, skipped", flush=True)
         return DONE
-    start = time.perf_counter()
-    folder.write_status(case_id, RUNNING, started=now_text())
+    start, started = time.perf_counter(), now_text()
+    folder.write_status(case_id, RUNNING, started=started)
     try:
         entry = (case_id, InputError(None, problem)) if row is None else (case_id, _files_or_error(row))
         predictor = model.base if row is None else (lambda: model.for_row(row))
         summary = run_cases([entry], output_dir, predictor, write_raw=model.run.write_raw,
                             overlay=model.run.overlay)
     except (KeyboardInterrupt, Cancelled):
-        folder.write_status(case_id, INTERRUPTED, seconds=elapsed_since(start),
+        folder.write_status(case_id, INTERRUPTED, started=started, seconds=elapsed_since(start),
                             message="interrupted (SIGTERM: preemption, time limit or scancel); no output kept")
         log(f"{case_id}: interrupted", flush=True)
         raise
     if summary.failed:
         message = summary.failed[0][1]
-        folder.write_status(case_id, FAILED, seconds=elapsed_since(start), message=message)
+        folder.write_status(case_id, FAILED, started=started, seconds=elapsed_since(start), message=message)
         log(f"{case_id}: FAILED: {message}", file=sys.stderr, flush=True)
         return FAILED
     notes = [reason for _, reason in summary.incomplete]
-    folder.write_status(case_id, DONE, seconds=elapsed_since(start), warnings=notes)
+    folder.write_status(case_id, DONE, started=started, seconds=elapsed_since(start), warnings=notes)
     log(f"{case_id}: done in {elapsed_since(start):.1f} s", flush=True)
     return DONE
 
