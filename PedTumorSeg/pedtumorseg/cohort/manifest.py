@@ -42,6 +42,7 @@ class Row:
     skull_strip: str = "auto"
     brain_mask: Path | None = None
     overrides: tuple[str, ...] = ()
+    valid: bool = True  # False: the row has problems (kept for the checks across rows)
 
     def case_files(self) -> CaseFiles:
         """The case's files (a study's series chosen now: ``InputError`` when they cannot be)."""
@@ -120,7 +121,7 @@ def _resolve(text: str, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def _parse_row(line: int, record: dict, base: Path, problems: list[Problem]) -> Row | None:
+def _parse_row(line: int, record: dict, base: Path, problems: list[Problem]) -> Row:
     """Long on purpose: every check of one row, each problem recorded (none stops the others)."""
     value = {k: (record.get(k) or "").strip() for k in COLUMNS}
     case_id = value["case_id"]
@@ -143,11 +144,11 @@ def _parse_row(line: int, record: dict, base: Path, problems: list[Problem]) -> 
             bad(f"study: {study}: folder not found" if not study.exists() else f"study: {study}: not a folder")
         elif not os.access(study, os.R_OK | os.X_OK):
             bad(f"study: {study}: folder not readable")
-    elif len(given) < len(IMAGE_COLUMNS):
-        missing = [ch for ch in IMAGE_COLUMNS if ch not in given]
-        bad(f"missing {', '.join(missing)}: give all four images ({', '.join(IMAGE_COLUMNS)}) or a study folder")
     else:
-        images = {ch: _resolve(value[ch], base) for ch in IMAGE_COLUMNS}
+        if len(given) < len(IMAGE_COLUMNS):
+            missing = [ch for ch in IMAGE_COLUMNS if ch not in given]
+            bad(f"missing {', '.join(missing)}: give all four images ({', '.join(IMAGE_COLUMNS)}) or a study folder")
+        images = {ch: _resolve(value[ch], base) for ch in given}
         for ch, p in images.items():
             if (problem := _readable(p, ch)) is not None:
                 bad(problem)
@@ -168,7 +169,7 @@ def _parse_row(line: int, record: dict, base: Path, problems: list[Problem]) -> 
     except ValueError as exc:
         bad(f"set: {exc}")
     if len(problems) > before:
-        return None
+        return Row(line, case_id, images, valid=False)
     return Row(line, case_id, images, study, value["register"] or "auto", value["skull_strip"] or "auto",
                brain_mask, overrides)
 
@@ -197,21 +198,21 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
     if problems:
         return Manifest(path, [], problems)
     base = path.resolve().parent
-    rows = [row for line, record in records if (row := _parse_row(line, record, base, problems)) is not None]
+    parsed = [_parse_row(line, record, base, problems) for line, record in records]
     if not records:
         problems.append(Problem(None, None, "the manifest lists no case"))
-    _cross_checks(records, rows, base, problems)
-    return Manifest(path, rows, problems)
+    _cross_checks(parsed, problems)
+    problems.sort(key=lambda p: -1 if p.line is None else p.line)
+    return Manifest(path, [row for row in parsed if row.valid], problems)
 
 
-def _cross_checks(records, rows: list[Row], base: Path, problems: list[Problem]) -> None:
+def _cross_checks(rows: list[Row], problems: list[Problem]) -> None:
     """Ids used twice (case-insensitively: output names collide on macOS/Windows) and an image in two cases."""
     ids: dict[str, int] = {}
-    for line, record in records:
-        case_id = (record.get("case_id") or "").strip()
-        if case_id and (first := ids.setdefault(case_id.casefold(), line)) != line:
-            problems.append(Problem(line, case_id, f"case id {case_id} is used twice (also line {first}): their "
-                                                   "outputs would overwrite each other"))
+    for row in rows:
+        if row.case_id and (first := ids.setdefault(row.case_id.casefold(), row.line)) != row.line:
+            problems.append(Problem(row.line, row.case_id, f"case id {row.case_id} is used twice (also line "
+                                                           f"{first}): their outputs would overwrite each other"))
     owners: dict[Path, Row] = {}
     for row in rows:
         for ch, p in row.images.items():
