@@ -100,8 +100,8 @@ def _run_case(case_id: str, row: Row | None, problem: str, output_dir: Path, fol
         log(f"{case_id}: finished earlier, skipped", flush=True)
         return DONE
     start, started = time.perf_counter(), now_text()
-    folder.write_status(case_id, RUNNING, started=started)
-    try:
+    try:  # the SIGTERM may come while the running status is being written (its fsync)
+        folder.write_status(case_id, RUNNING, started=started)
         entry = (case_id, InputError(None, problem)) if row is None else (case_id, _files_or_error(row))
         predictor = model.base if row is None else (lambda: model.for_row(row))
         summary = run_cases([entry], output_dir, predictor, write_raw=model.run.write_raw,
