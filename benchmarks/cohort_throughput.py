@@ -82,8 +82,8 @@ def main() -> None:
             a, b = (read_labels(CaseOutputs.of(case.name, tmp / d).seg) for d in ("per-case", "worker"))
             assert np.array_equal(a, b), f"{case.name}: the two ways disagree"
     result = {"cases": args.n, "size": args.size, "bundle": Path(bundle).name, "device": args.device,
-              "backend": args.backend, "threads": args.threads, "machine": f"{platform.processor() or platform.machine()}, "
-                                                  f"{os.cpu_count()} CPUs",
+              "backend": args.backend, "threads": args.threads,
+              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
               "per_case_seconds": round(per_case_s, 1), "worker_seconds": round(worker_s, 1),
               "per_case_cases_per_hour": round(3600 * args.n / per_case_s, 1),
               "worker_cases_per_hour": round(3600 * args.n / worker_s, 1),

@@ -221,7 +221,8 @@ def write_report(output_dir: str | os.PathLike, csv_path, html_path, gt_dir=None
     evaluation_html = ""
     if gt_dir is not None:
         csv_path = Path(csv_path)
-        evaluation_html, more = evaluation_body(output_dir, gt_dir, csv_path.with_name(f"{csv_path.stem}-evaluation.csv"))
+        evaluation_csv = csv_path.with_name(f"{csv_path.stem}-evaluation.csv")
+        evaluation_html, more = evaluation_body(output_dir, gt_dir, evaluation_csv)
         lines += more
     write_csv(rows, csv_path)
     with atomic_output(html_path) as tmp:
