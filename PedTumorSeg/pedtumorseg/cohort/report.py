@@ -142,7 +142,7 @@ def _proportion_figure(rows: list[CaseRow]):
     ax.set_yticklabels([r.state.case_id for r in shown], fontsize=7)
     ax.set_xlim(0, 1)
     ax.set_xlabel("fraction of the whole tumor (cases by WT volume)")
-    ax.legend(loc="lower right", fontsize=8, ncol=4)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=8, ncol=4, frameon=False)  # above the bars
     fig.tight_layout()
     return fig
 
