@@ -183,6 +183,20 @@ def test_task_runs_its_slice_and_sigterm_ends_a_case_cleanly(tmp_path, cases, ti
     assert CaseOutputs.of(ids[2], out).seg.stat().st_mtime_ns == done.st_mtime_ns
 
 
+def test_a_file_gone_after_submission_fails_its_case_only(tmp_path, cases, tiny_bundle):
+    from pedtumorseg.cohort.worker import run_task
+
+    data = tmp_path / "cases"
+    shutil.copytree(cases, data)
+    settings = _submission(tmp_path, data, tiny_bundle)
+    ids = sorted(p.name for p in data.iterdir())
+    (data / ids[0] / f"{ids[0]}-t2w.nii.gz").unlink()
+    assert run_task(settings, 0, log=lambda *a, **k: None) == 1  # its slice is still ids[0], ids[1]
+    states = cohort_states(tmp_path / "out", live={})
+    assert [s.state for s in states] == ["failed", "done", "not-started"]
+    assert f"{ids[0]}-t2w.nii.gz: file not found" in states[0].detail
+
+
 # --- status --------------------------------------------------------------------------------------------------
 
 def test_status_decision_table(tmp_path):

@@ -80,8 +80,9 @@ class Problem:
 @dataclass
 class Manifest:
     path: Path
-    rows: list[Row]
+    rows: list[Row]  # the rows without problems
     problems: list[Problem]
+    case_ids: list[str] = field(default_factory=list)  # every row's case id, in file order (problem rows too)
 
     def problems_of(self, case_id: str) -> list[Problem]:
         return [p for p in self.problems if p.case_id == case_id]
@@ -203,7 +204,7 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         problems.append(Problem(None, None, "the manifest lists no case"))
     _cross_checks(parsed, problems)
     problems.sort(key=lambda p: -1 if p.line is None else p.line)
-    return Manifest(path, [row for row in parsed if row.valid], problems)
+    return Manifest(path, [row for row in parsed if row.valid], problems, [row.case_id for row in parsed])
 
 
 def _cross_checks(rows: list[Row], problems: list[Problem]) -> None:

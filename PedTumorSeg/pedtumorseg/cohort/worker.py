@@ -71,8 +71,7 @@ def run_task(settings_path: str | os.PathLike, task_id: int | None = None, log=p
     output_dir, manifest_path, run, resources = read_settings(settings_path)
     task = task_id_of(task_id)
     manifest = read_manifest(manifest_path)
-    ids = [row.case_id for row in manifest.rows] + [p.case_id for p in manifest.problems if p.case_id]
-    order = sorted(set(ids), key=ids.index)
+    order = manifest.case_ids  # the submission's order: task k holds cases [k * per_task, (k + 1) * per_task)
     if any(p.case_id is None for p in manifest.problems):
         raise InputError(manifest_path, "; ".join(str(p) for p in manifest.problems if p.case_id is None))
     start = task * resources.cases_per_task
