@@ -155,6 +155,7 @@ def _task(settings, task, cpus="1") -> subprocess.Popen:
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow
 def test_task_runs_its_slice_and_sigterm_ends_a_case_cleanly(tmp_path, cases, tiny_bundle):
     settings = _submission(tmp_path, cases, tiny_bundle)
     out = tmp_path / "out"

@@ -22,6 +22,7 @@ from pedtumorseg.phantoms.clean import write_phantoms
 from slurm_cluster import ClusterUnavailable, start_cluster
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # about 3 minutes: two job arrays and a resubmission on a real SLURM
 
 
 @pytest.fixture(scope="module")
