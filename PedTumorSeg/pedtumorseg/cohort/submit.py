@@ -108,7 +108,12 @@ def _submit(folder: CohortFolder, record: dict, rows: list[Row], run: RunSetting
     script_path = folder.submission_path(number, ".sbatch")
     with atomic_output(script_path) as tmp:
         tmp.write_text(script, encoding="utf-8")
-    job_id = slurm.submit(script_path)
+    try:
+        job_id = slurm.submit(script_path)
+    except BaseException:  # not submitted: no trace of it (the next submission takes its number)
+        for path in (cases_csv, settings_path, script_path):
+            path.unlink(missing_ok=True)
+        raise
     record["submissions"].append({"number": number, "job_id": job_id, "submitted": now_text(),
                                   "cases": [row.case_id for row in rows], "cases_per_task": res.cases_per_task,
                                   "tasks": slurm.task_count(len(rows), res.cases_per_task),
