@@ -367,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_evaluate(sub)
     _add_demo(sub)
+    from pedtumorseg.cohort.cli import add_parser as add_cohort_parser
+    add_cohort_parser(sub)
     return parser
 
 

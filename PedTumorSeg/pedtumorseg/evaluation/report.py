@@ -301,7 +301,7 @@ def _summary_section(sets, labels: Mapping[str, str], gt_label: str) -> str:
     return f'<table class="meta">{body}</table>'
 
 
-_CSS = """
+STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:1.5em auto;
 max-width:1400px;padding:0 1em;color:#222;line-height:1.4}
 h1{font-size:1.6em}h2{border-bottom:2px solid #ccc;padding-bottom:.2em;margin-top:2em}
@@ -317,6 +317,15 @@ def render(sets: Sequence[tuple[str, object]], *, labels: Mapping[str, str], gt_
            size_cutoff_ml: float | None = None) -> str:
     """The report's HTML for ``sets`` = [("A", EvaluationResult), optionally ("B", EvaluationResult)], both
     evaluated with ``report_data=True``; ``labels`` names the prediction folders, ``gt_label`` the ground truth."""
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>PedTumorSeg evaluation report'
+            f"</title><style>{STYLE}</style></head><body><h1>PedTumorSeg evaluation report</h1>"
+            f"{render_body(sets, labels=labels, gt_label=gt_label, size_cutoff_ml=size_cutoff_ml)}</body></html>\n")
+
+
+def render_body(sets: Sequence[tuple[str, object]], *, labels: Mapping[str, str], gt_label: str,
+                size_cutoff_ml: float | None = None) -> str:
+    """The report's contents (its table of contents and sections, without the page around them; styled by
+    :data:`STYLE`), for a page that embeds the evaluation (the cohort report)."""
     for name, result in sets:
         if not result.volumes:
             raise ValueError(f"prediction {name}: evaluate_folder(..., report_data=True) is needed for a report")
@@ -333,9 +342,7 @@ def render(sets: Sequence[tuple[str, object]], *, labels: Mapping[str, str], gt_
     nav = "".join(f'<li><a href="#{sid}">{html.escape(title)}</a></li>' for sid, title in SECTIONS)
     sections = "".join(f'<section id="{sid}"><h2>{html.escape(title)}</h2>{bodies[sid]}</section>'
                        for sid, title in SECTIONS)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>PedTumorSeg evaluation report'
-            f"</title><style>{_CSS}</style></head><body><h1>PedTumorSeg evaluation report</h1>"
-            f"<nav><ol>{nav}</ol></nav>{sections}</body></html>\n")
+    return f"<nav><ol>{nav}</ol></nav>{sections}"
 
 
 def write_report(path: str | os.PathLike, a, b=None, *, labels: Mapping[str, str] | None = None,

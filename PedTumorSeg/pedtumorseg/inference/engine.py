@@ -151,10 +151,14 @@ def _autocast_dtype(device: torch.device, precision: str):
 
 
 def _cpu_threads() -> int:
+    """The CPUs this process may use: its affinity mask, capped by a SLURM allocation (``SLURM_CPUS_PER_TASK``:
+    a cluster without CPU binding leaves the whole node in the mask, shared with the node's other jobs)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        available = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
-        return max(1, os.cpu_count() or 1)
+        available = max(1, os.cpu_count() or 1)
+    allocated = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(available, int(allocated)) if allocated.isdigit() and int(allocated) > 0 else available
 
 
 # --- the engine -----------------------------------------------------------------------------------------

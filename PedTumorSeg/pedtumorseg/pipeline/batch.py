@@ -77,22 +77,33 @@ def run_batch(input_dir: str | os.PathLike, output_dir: str | os.PathLike,
     # incomplete case folders are failures of their own case, sharded like the others
     entries = sorted([(f.case_id, f) for f in discovered.cases] + [(folder.name, exc) for folder, exc in
                                                                     discovered.problems], key=lambda e: e[0])
-    cases = shard(entries, num_parts, part_id)
-    summary, todo = _triage(cases, output_dir)
+    return run_cases(shard(entries, num_parts, part_id), output_dir, predictor, params=params, write_raw=write_raw,
+                     overlay=overlay, dicom_seg=dicom_seg, progress=progress)
+
+
+def run_cases(cases: Sequence[tuple[str, CaseFiles | Exception]], output_dir: str | os.PathLike,
+              predictor: Predictor | Callable[[], Predictor], *, params: PostprocessParams | None = None,
+              write_raw: bool = False, overlay: bool = False, dicom_seg: bool = False,
+              progress: BatchProgress | None = None) -> BatchSummary:
+    """The batch path over given cases: ``(case_id, CaseFiles)`` to segment, or ``(case_id, error)`` for a case
+    that cannot be used (reported as failed). Finished cases are skipped, leftovers of killed runs removed, the
+    model loaded (``predictor`` a loader) only when a case needs it; ``run_batch``'s contract otherwise. A job
+    over a list of cases (a cohort manifest's slice) calls this after its own up-front checks."""
+    summary, todo = _triage(list(cases), output_dir)
     if todo and not isinstance(predictor, Predictor):  # a loader: the model loads only after the checks above
         predictor = predictor()
-    index = 0
+    index, total = 0, len(summary.failed) + len(summary.skipped) + len(todo)
     for status, case_ids in (("failed", [c for c, _ in summary.failed]), ("skipped", summary.skipped)):
         for case_id in case_ids:
             index += 1
             if progress:
-                progress(index, len(cases), case_id, status)
+                progress(index, total, case_id, status)
     for files in todo:
         index += 1
         status = _run_one(files, output_dir, predictor, summary, params=params, write_raw=write_raw,
                           overlay=overlay, dicom_seg=dicom_seg)
         if progress:
-            progress(index, len(cases), files.case_id, status)
+            progress(index, total, files.case_id, status)
     return summary
 
 
