@@ -96,9 +96,9 @@ def _templates() -> tuple[sitk.Image, sitk.Image, sitk.Image]:
             _nifti_to_sitk(datasets.load_mni152_brain_mask()))
 
 
-def _anatomy(geometry: Geometry, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Tissue fractions (gm, wm, csf) and a boolean brain mask on ``geometry``, mildly deformed."""
-    gm_t, wm_t, mask_t = _templates()
+def template_transform(rng: np.random.Generator | None) -> sitk.AffineTransform:
+    """The map from a point of the BraTS grid (LPS mm) to the MNI152 template point it shows: the centroid
+    translation plus, with ``rng``, a mild random rotation (up to 6 degrees), scale and shift."""
     if rng is None:  # the template brain as it is
         angles, scale, shift = np.zeros(3), np.ones(3), np.zeros(3)
     else:
@@ -115,6 +115,17 @@ def _anatomy(geometry: Geometry, rng: np.random.Generator | None) -> tuple[np.nd
     tf.SetMatrix(tuple(matrix.ravel()))
     tf.SetCenter(tuple(_BRATS_BRAIN_CENTROID))
     tf.SetTranslation(tuple(_MNI_BRAIN_CENTROID - _BRATS_BRAIN_CENTROID + shift))
+    return tf
+
+
+def _anatomy(geometry: Geometry, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tissue fractions (gm, wm, csf) and a boolean brain mask on ``geometry``, mildly deformed."""
+    return anatomy_with(geometry, template_transform(rng))
+
+
+def anatomy_with(geometry: Geometry, tf: sitk.Transform) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tissue fractions (gm, wm, csf) and a boolean brain mask on ``geometry`` through ``tf`` (grid -> MNI)."""
+    gm_t, wm_t, mask_t = _templates()
     ref = geometry.to_image(np.zeros(geometry.shape_zyx, np.uint8))
     out = []
     for t in (gm_t, wm_t, mask_t):
