@@ -26,23 +26,26 @@ from pedtumorseg.phantoms.tumor_growth import smooth_field
 
 #: NAWM-relative centre per class and sequence (t1, t1ce, t2, flair)
 RATIOS = {
-    "gm": (0.74, 0.80, 1.30, 1.12),
-    "csf": (0.30, 0.34, 3.20, 0.28),
+    "gm": (0.74, 0.80, 1.20, 1.08),
+    "csf": (0.30, 0.34, 2.60, 0.28),
     A_ET: (0.70, 1.30, 1.85, 1.75),
-    A_NET: (0.74, 0.80, 2.10, 1.90),
-    A_NECROSIS: (0.58, 0.62, 2.70, 1.70),
+    A_NET: (0.74, 0.80, 2.40, 1.90),
+    A_NECROSIS: (0.58, 0.62, 2.90, 1.70),
     A_CC: (0.42, 0.46, 3.00, 0.95),
     A_ED: (0.86, 0.88, 1.60, 1.60),
     A_WMH: (0.90, 0.92, 1.50, 1.55),
     A_VESSEL: (0.85, 1.90, 0.70, 0.90),
 }
 #: log-normal spread of a class's per-case mean (real per-case medians of ET in T1CE: 0.90-1.55, log sd ~0.2)
-SPREAD = {"gm": 0.05, "csf": 0.12, A_ET: 0.15, A_NET: 0.12, A_NECROSIS: 0.12, A_CC: 0.12, A_ED: 0.10,
+SPREAD = {"gm": 0.05, "csf": 0.2, A_ET: 0.15, A_NET: 0.12, A_NECROSIS: 0.12, A_CC: 0.12, A_ED: 0.10,
           A_WMH: 0.10, A_VESSEL: 0.25}
 #: within-class texture (coefficient of variation) range per class kind
 TISSUE_CV, LESION_CV = (0.02, 0.06), (0.08, 0.2)
 #: scanner scale: NAWM value drawn log-uniformly in this range (the real cases: 110 to 13 177)
 NAWM_RANGE = (80.0, 15000.0)
+#: Rician noise sigma (NAWM-relative) per sequence: the real NAWM spreads are 0.06-0.09 in T1/T1CE, 0.11-0.17 in
+#: T2/FLAIR (``REALISM.md``), texture included
+NOISE = ((0.01, 0.05), (0.01, 0.06), (0.03, 0.10), (0.03, 0.09))
 P_THICK_SLICES, THICKNESS_MM = 0.75, (1.5, 6.0)
 P_CLIP, P_SKULL_LEFT, P_BRAIN_CUT = 0.1, 0.25, 0.15
 #: scalp / skull / dura left by skull stripping (NAWM-relative): fat-bright T1, enhancing dura
@@ -139,16 +142,16 @@ def render(gm, wm, csf, classes, mask, spacing_zyx, rng: np.random.Generator) ->
            "vessel": rng.uniform(0.2, 1.0)}
     brain = _brain_cut(mask, spacing_zyx, rng) if rng.random() < P_BRAIN_CUT else mask
     skull = _skull_left(brain, spacing_zyx, rng) if rng.random() < P_SKULL_LEFT else np.zeros(shape, bool)
-    edge = ndimage.gaussian_filter(brain.astype(np.float32), rng.uniform(0.3, 1.2) / np.asarray(spacing_zyx))
+    edge = ndimage.gaussian_filter(brain.astype(np.float32), rng.uniform(0.5, 2.0) / np.asarray(spacing_zyx))
     support = brain | skull
     images = {}
     for k, ch in enumerate(CHANNELS):
         img = _channel(k, gm, wm, csf, classes, means, tex, rng)
         if skull.any():
             img[skull] = SKULL[k] * np.exp(rng.normal(0, 0.2)) * tex["lesion"][skull]
-        img = np.where(brain, img * np.clip(edge * 1.3, 0.0, 1.0), img)
+        img = np.where(brain, img * np.clip((edge - 0.15) / 0.6, 0.05, 1.0), img)
         img = _resolution(img * _bias(rng, shape), spacing_zyx, rng)
-        sigma = rng.uniform(0.01, 0.06)
+        sigma = rng.uniform(*NOISE[k])
         noise = rng.standard_normal((2,) + shape, dtype=np.float32) * sigma
         img = np.sqrt((img + noise[0]) ** 2 + noise[1] ** 2)
         img *= np.exp(rng.uniform(*np.log(NAWM_RANGE)))
