@@ -27,10 +27,10 @@ from pedtumorseg.phantoms.tumor_growth import smooth_field
 #: NAWM-relative centre per class and sequence (t1, t1ce, t2, flair)
 RATIOS = {
     "gm": (0.74, 0.80, 1.20, 1.08),
-    "csf": (0.30, 0.34, 2.60, 0.28),
-    A_ET: (0.70, 1.30, 1.85, 1.75),
-    A_NET: (0.74, 0.80, 2.40, 1.90),
-    A_NECROSIS: (0.58, 0.62, 2.90, 1.70),
+    "csf": (0.30, 0.34, 2.30, 0.28),
+    A_ET: (0.80, 1.30, 1.72, 1.65),
+    A_NET: (0.74, 0.80, 2.40, 1.70),
+    A_NECROSIS: (0.58, 0.62, 2.90, 1.55),
     A_CC: (0.42, 0.46, 3.00, 0.95),
     A_ED: (0.86, 0.88, 1.60, 1.60),
     A_WMH: (0.90, 0.92, 1.50, 1.55),
@@ -142,7 +142,7 @@ def render(gm, wm, csf, classes, mask, spacing_zyx, rng: np.random.Generator) ->
            "vessel": rng.uniform(0.2, 1.0)}
     brain = _brain_cut(mask, spacing_zyx, rng) if rng.random() < P_BRAIN_CUT else mask
     skull = _skull_left(brain, spacing_zyx, rng) if rng.random() < P_SKULL_LEFT else np.zeros(shape, bool)
-    edge = ndimage.gaussian_filter(brain.astype(np.float32), rng.uniform(0.5, 2.0) / np.asarray(spacing_zyx))
+    edge = ndimage.gaussian_filter(brain.astype(np.float32), rng.uniform(1.0, 3.0) / np.asarray(spacing_zyx))
     support = brain | skull
     images = {}
     for k, ch in enumerate(CHANNELS):

@@ -144,3 +144,48 @@ def quantile_table(cases: list[CaseIntensities]) -> dict:
     """region -> channel -> the ``QUANTILES`` of the pooled samples (None when empty)."""
     return {r: {ch: (np.percentile(s, QUANTILES).round(3).tolist() if len(s := pooled(cases, r, ch)) else None)
                 for ch in CHANNELS} for r in REGIONS}
+
+
+def read_labeled_case(folder, geometry=None, brats2018: bool = True) -> tuple[dict, np.ndarray | None, tuple]:
+    """(channel -> array, labels in this project's convention or None, spacing_zyx) of a BraTS-named case folder.
+
+    With ``geometry`` (e.g. ``clean.geometry_for("small")``) the case is resampled onto it first: images smoothed
+    by a Gaussian of a third of the target spacing (against aliasing) and linearly interpolated, kept where the
+    resampled skull-stripping mask is above 0.5; labels by nearest neighbour. So real and synthetic cases are
+    measured at one resolution."""
+    import SimpleITK as sitk
+
+    from pedtumorseg.inputs.cases import find_case
+
+    files = find_case(folder)
+
+    def read(path, labels: bool):
+        image = sitk.ReadImage(str(path), sitk.sitkUInt8 if labels else sitk.sitkFloat32)
+        if geometry is None:
+            return sitk.GetArrayFromImage(image), tuple(image.GetSpacing()[::-1])
+        ref = geometry.reference_image(image.GetPixelID())
+        if labels:
+            out = sitk.Resample(image, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+            return sitk.GetArrayFromImage(out), geometry.spacing_zyx
+        inside = sitk.Resample(sitk.Cast(image > 0, sitk.sitkFloat32), ref, sitk.Transform(), sitk.sitkLinear, 0)
+        image = sitk.SmoothingRecursiveGaussian(image, [s / 3 for s in geometry.spacing])
+        out = sitk.GetArrayFromImage(sitk.Resample(image, ref, sitk.Transform(), sitk.sitkLinear, 0))
+        return np.where(sitk.GetArrayFromImage(inside) > 0.5, np.maximum(out, 1e-3), 0.0), geometry.spacing_zyx
+
+    images = {ch: read(path, False)[0] for ch, path in files.images.items()}
+    seg = None
+    if files.seg is not None:
+        seg = read(files.seg, True)[0]
+        seg = map_brats2018(seg) if brats2018 else seg.astype(np.uint8)
+    spacing = read(files.images[CHANNELS[0]], False)[1]
+    return images, seg, spacing
+
+
+def case_spread(cases: list[CaseIntensities], region: str) -> dict:
+    """channel -> standard deviation of log(per-case median) of ``region``: how much a class's mean varies between
+    scans (what ``appearance.SPREAD`` draws)."""
+    out = {}
+    for ch in CHANNELS:
+        medians = [np.median(c.samples[region][ch]) for c in cases if len(c.samples[region][ch])]
+        out[ch] = float(np.std(np.log(medians), ddof=1)) if len(medians) > 1 else None
+    return out
