@@ -167,6 +167,33 @@ def report(m: dict, args) -> str:
     return "\n".join(out)
 
 
+def montage(phantoms: list, path: str) -> None:
+    """One row per phantom (the axial slice with the most tumor): T1, T1CE, T2, FLAIR and the labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    from pedtumorseg.conventions import LABEL_COLORS
+
+    colors = ListedColormap([(0, 0, 0)] + [LABEL_COLORS[k] for k in (1, 2, 3, 4)])
+    fig, axes = plt.subplots(len(phantoms), 5, figsize=(7.5, 1.6 * len(phantoms)))
+    for row, p in zip(np.atleast_2d(axes), phantoms):
+        wt = p.seg > 0
+        z = int(np.argmax(wt.sum((1, 2)))) if wt.any() else p.seg.shape[0] // 2
+        for ax, ch in zip(row, CHANNELS):
+            img = p.images[ch][z].astype(float)
+            ax.imshow(img[::-1], cmap="gray", vmin=0, vmax=np.percentile(img[img > 0], 99.5) if (img > 0).any() else 1)
+        row[4].imshow(p.seg[z][::-1], cmap=colors, vmin=0, vmax=4, interpolation="nearest")
+        row[0].set_ylabel(" + ".join(p.kinds) or "tumor-free", fontsize=7)
+        for ax, title in zip(row, [SEQUENCE[c] for c in CHANNELS] + ["labels"]):
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=60)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", required=True, help="folder of labeled real case folders (BraTS 2018 labels)")
@@ -175,8 +202,12 @@ def main(argv=None) -> int:
     parser.add_argument("--size", choices=("small", "brats"), default="small")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="markdown file to write (default: print)")
+    parser.add_argument("--montage", help="PNG of the first six realistic phantoms (for the eyes)")
     args = parser.parse_args(argv)
-    text = report(measure(args), args)
+    measured = measure(args)
+    text = report(measured, args)
+    if args.montage:
+        montage(measured["phantoms"][:6], args.montage)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
     print(text)

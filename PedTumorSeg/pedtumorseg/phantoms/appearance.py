@@ -28,7 +28,7 @@ from pedtumorseg.phantoms.tumor_growth import smooth_field
 RATIOS = {
     "gm": (0.74, 0.80, 1.20, 1.08),
     "csf": (0.30, 0.34, 2.30, 0.28),
-    A_ET: (0.80, 1.30, 1.72, 1.65),
+    A_ET: (0.80, 1.30, 1.55, 1.62),
     A_NET: (0.74, 0.80, 2.40, 1.70),
     A_NECROSIS: (0.58, 0.62, 2.90, 1.55),
     A_CC: (0.42, 0.46, 3.00, 0.95),
@@ -36,7 +36,8 @@ RATIOS = {
     A_WMH: (0.90, 0.92, 1.50, 1.55),
     A_VESSEL: (0.85, 1.90, 0.70, 0.90),
 }
-#: log-normal spread of a class's per-case mean (real per-case medians of ET in T1CE: 0.90-1.55, log sd ~0.2)
+#: log-normal spread of a class's per-case mean: the real between-scan sd of log medians (``REALISM.md``: ET 0.20,
+#: NCR 0.16, ED 0.10-0.22, GM 0.05-0.11; NET and necrosis lower, as kinds already differ)
 SPREAD = {"gm": 0.05, "csf": 0.2, A_ET: 0.15, A_NET: 0.12, A_NECROSIS: 0.12, A_CC: 0.12, A_ED: 0.10,
           A_WMH: 0.10, A_VESSEL: 0.25}
 #: within-class texture (coefficient of variation) range per class kind
@@ -46,7 +47,9 @@ NAWM_RANGE = (80.0, 15000.0)
 #: Rician noise sigma (NAWM-relative) per sequence: the real NAWM spreads are 0.06-0.09 in T1/T1CE, 0.11-0.17 in
 #: T2/FLAIR (``REALISM.md``), texture included
 NOISE = ((0.01, 0.05), (0.01, 0.06), (0.03, 0.10), (0.03, 0.09))
-P_THICK_SLICES, THICKNESS_MM = 0.75, (1.5, 6.0)
+#: chance of thick slices per sequence (real T1/T2/FLAIR at 1 mm: z/x anisotropy 0.61-0.65, T1CE 0.98: T1CE is
+#: mostly a 3D acquisition) and their thickness
+P_THICK_SLICES, THICKNESS_MM = (0.7, 0.35, 0.9, 0.9), (1.5, 6.0)
 P_CLIP, P_SKULL_LEFT, P_BRAIN_CUT = 0.1, 0.25, 0.15
 #: scalp / skull / dura left by skull stripping (NAWM-relative): fat-bright T1, enhancing dura
 SKULL = (1.3, 1.6, 1.1, 1.1)
@@ -77,13 +80,13 @@ def _bias(rng: np.random.Generator, shape) -> np.ndarray:
     return np.exp(field).astype(np.float32)
 
 
-def _resolution(img: np.ndarray, spacing_zyx, rng: np.random.Generator) -> np.ndarray:
-    """In-plane blur, and with ``P_THICK_SLICES`` slices of 1.5-6 mm along one axis (z 70 %), resampled back."""
+def _resolution(img: np.ndarray, spacing_zyx, rng: np.random.Generator, p_thick: float) -> np.ndarray:
+    """In-plane blur, and with ``p_thick`` slices of 1.5-6 mm along one axis (z 80 %), resampled back."""
     sp = np.asarray(spacing_zyx, float)
     img = ndimage.gaussian_filter(img, rng.uniform(0.2, 0.7) / sp)
-    if rng.random() >= P_THICK_SLICES:
+    if rng.random() >= p_thick:
         return img
-    axis = int(rng.choice(3, p=[0.7, 0.15, 0.15]))
+    axis = int(rng.choice(3, p=[0.8, 0.1, 0.1]))
     thickness = rng.uniform(*THICKNESS_MM)
     if thickness <= sp[axis] * 1.05:
         return img
@@ -150,7 +153,7 @@ def render(gm, wm, csf, classes, mask, spacing_zyx, rng: np.random.Generator) ->
         if skull.any():
             img[skull] = SKULL[k] * np.exp(rng.normal(0, 0.2)) * tex["lesion"][skull]
         img = np.where(brain, img * np.clip((edge - 0.15) / 0.6, 0.05, 1.0), img)
-        img = _resolution(img * _bias(rng, shape), spacing_zyx, rng)
+        img = _resolution(img * _bias(rng, shape), spacing_zyx, rng, P_THICK_SLICES[k])
         sigma = rng.uniform(*NOISE[k])
         noise = rng.standard_normal((2,) + shape, dtype=np.float32) * sigma
         img = np.sqrt((img + noise[0]) ** 2 + noise[1] ** 2)
