@@ -167,6 +167,11 @@ def test_measurement_formulas_by_hand():
     b = R.CaseIntensities({r: {ch: np.array([1.5, 1.5]) for ch in CHANNELS} for r in R.REGIONS}, {}, {})
     table = R.distance_table([a], [b])
     assert table["ET"]["t1"] == pytest.approx(0.5) and R.mean_distance(table) == pytest.approx(0.5)
+    # z-score space: (1 - 2) / 0.5 = -2 against (1.5 - 1) / 0.25 = 2: a distance of 4
+    a.zscore = {ch: (2.0, 0.5) for ch in CHANNELS}
+    b.zscore = {ch: (1.0, 0.25) for ch in CHANNELS}
+    assert R.pooled([a], "ET", "t1", "zscore").tolist() == [-2.0, -2.0]
+    assert R.distance_table([a], [b], "zscore")["NCR"]["flair"] == pytest.approx(4.0)
 
 
 def test_nawm_normalization_of_a_phantom(phantoms):

@@ -100,6 +100,8 @@ def report(m: dict, args) -> str:
     """Long on purpose: one markdown page, section by section, in the order a reader checks the claims."""
     d_clean = R.distance_table(m["real"], m["clean"])
     d_real = R.distance_table(m["real"], m["realistic"])
+    z_clean = R.distance_table(m["real"], m["clean"], "zscore")
+    z_real = R.distance_table(m["real"], m["realistic"], "zscore")
     tumor = ("ET", "NCR", "ED")
     head = "| | region | " + " | ".join(SEQUENCE[c] for c in CHANNELS) + " |"
     line = "|---|---|" + "---|" * len(CHANNELS)
@@ -130,6 +132,17 @@ def report(m: dict, args) -> str:
         f"Mean over tumor regions (ET, NCR, ED) and sequences: clean {R.mean_distance(d_clean, tumor):.3f}, "
         f"realistic **{R.mean_distance(d_real, tumor):.3f}**; over all regions: clean "
         f"{R.mean_distance(d_clean):.3f}, realistic **{R.mean_distance(d_real):.3f}**.",
+        "",
+        "The same in the network's input space (each case z-scored over its brain, tumor included, as nnU-Net's "
+        "z-score normalization does; units of the brain's standard deviation):",
+        "",
+        "| region | " + " | ".join(SEQUENCE[c] for c in CHANNELS) + " |",
+        "|---|" + "---|" * len(CHANNELS),
+        *_distance_rows(z_clean, z_real),
+        "",
+        f"Mean over tumor regions: clean {R.mean_distance(z_clean, tumor):.3f}, realistic "
+        f"**{R.mean_distance(z_real, tumor):.3f}**; over all regions: clean {R.mean_distance(z_clean):.3f}, "
+        f"realistic **{R.mean_distance(z_real):.3f}**.",
         "",
         "## Per-region medians [quartiles], NAWM = 1",
         "",
@@ -162,6 +175,23 @@ def report(m: dict, args) -> str:
         f"- realistic phantoms drawn: {', '.join(f'{k} {v}' for k, v in sorted(kinds.items()))}",
         f"- seconds per case ({args.size}): clean {m['seconds'][0]:.1f}, realistic {m['seconds'][1]:.1f} "
         "(generation only, this machine)",
+        *([f"- montage of the first six realistic phantoms: `{args.montage}`"] if args.montage else []),
+        "",
+        "## How the generator uses these numbers, and what they do not show",
+        "",
+        "- `appearance.RATIOS` centres each class on the real medians above (ET, NCR split into solid NET and "
+        "necrosis around the NCR median, ED, GM); `appearance.SPREAD` draws per-case means with about the real "
+        "between-scan spread; the texture and `appearance.NOISE` give the real NAWM spread (`wm_cv`); "
+        "`P_THICK_SLICES` follows the anisotropy at 1 mm (T2/FLAIR/T1 mostly thick-sliced, T1CE mostly 3D); "
+        "`_bias` gives octant spreads like the real ones; `NAWM_RANGE` spans the real scanners' scales.",
+        "- The real `csf` class is mostly the dark rim that skull stripping leaves at the brain's edge (its T2 "
+        "median is below 1, while ventricular CSF is T2-bright): the phantoms darken their edge too but keep "
+        "ventricles T2-bright, so that row is not matched on purpose.",
+        "- The real cases have no cyst label: CC's ratios (T1/T1CE dark, T2 CSF-like, FLAIR incompletely "
+        "suppressed) come from fluid physics and only enter here inside NCR.",
+        "- Four adult gliomas (three high-grade) are a small sample, of adult tumors: pediatric kinds (DIPG, "
+        "pilocytic, medulloblastoma-like) share their contrast mechanisms but their ratios are not measured "
+        "here; at 2.5 mm the T2/FLAIR slice anisotropy of the phantoms stays closer to isotropic than real.",
         "",
     ]
     return "\n".join(out)

@@ -36,6 +36,7 @@ class CaseIntensities:
     samples: dict  # region -> channel -> 1-D float array (may be empty)
     nawm: dict  # channel -> NAWM median (the scanner's scale)
     quality: dict  # channel -> {"wm_cv", "anisotropy", "bias"}
+    zscore: dict | None = None  # channel -> (mean, sd) of the normalized brain, tumor included (nnU-Net's z-score)
 
 
 def map_brats2018(seg: np.ndarray) -> np.ndarray:
@@ -81,18 +82,19 @@ def measure_case(images: dict, seg: np.ndarray, spacing_zyx, seed: int = 0) -> C
     masks, nawm = _regions(seg, brain, images["t1"], spacing_zyx)
     rng = np.random.default_rng(seed)
     samples = {r: {} for r in REGIONS}
-    scale, quality = {}, {}
+    scale, quality, zscore = {}, {}, {}
     for ch in CHANNELS:
         img = images[ch].astype(np.float32)
         scale[ch] = float(np.median(img[nawm]))
         norm = img / scale[ch]
+        zscore[ch] = (float(norm[brain].mean()), float(norm[brain].std()))
         for region, mask in masks.items():
             values = norm[mask]
             if len(values) > SAMPLES_PER_REGION:
                 values = rng.choice(values, SAMPLES_PER_REGION, replace=False)
             samples[region][ch] = values
         quality[ch] = _quality(norm, nawm, brain)
-    return CaseIntensities(samples, scale, quality)
+    return CaseIntensities(samples, scale, quality, zscore)
 
 
 def _quality(norm: np.ndarray, nawm: np.ndarray, brain: np.ndarray) -> dict:
@@ -116,20 +118,28 @@ def _quality(norm: np.ndarray, nawm: np.ndarray, brain: np.ndarray) -> dict:
     return {"wm_cv": float((q75 - q25) / 1.349), "anisotropy": float(dz / dx), "bias": bias}
 
 
-def pooled(cases: list[CaseIntensities], region: str, channel: str) -> np.ndarray:
-    """The samples of ``region``/``channel`` of every case, concatenated."""
-    parts = [c.samples[region][channel] for c in cases if len(c.samples[region][channel])]
+def pooled(cases: list[CaseIntensities], region: str, channel: str, space: str = "nawm") -> np.ndarray:
+    """The samples of ``region``/``channel`` of every case, concatenated; ``space`` "nawm" (NAWM = 1) or
+    "zscore" (each case z-scored over its brain as the network's input is: nnU-Net's z-score with the mask)."""
+    parts = []
+    for c in cases:
+        values = c.samples[region][channel]
+        if len(values):
+            if space == "zscore":
+                mean, sd = c.zscore[channel]
+                values = (values - mean) / sd
+            parts.append(values)
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
-def distance_table(real: list[CaseIntensities], phantoms: list[CaseIntensities]) -> dict:
-    """region -> channel -> Wasserstein-1 distance between the pooled real and phantom samples (None when either
-    side has none)."""
+def distance_table(real: list[CaseIntensities], phantoms: list[CaseIntensities], space: str = "nawm") -> dict:
+    """region -> channel -> Wasserstein-1 distance between the pooled real and phantom samples in ``space``
+    (None when either side has none)."""
     out = {}
     for region in REGIONS:
         out[region] = {}
         for ch in CHANNELS:
-            a, b = pooled(real, region, ch), pooled(phantoms, region, ch)
+            a, b = pooled(real, region, ch, space), pooled(phantoms, region, ch, space)
             out[region][ch] = float(wasserstein_distance(a, b)) if len(a) and len(b) else None
     return out
 
