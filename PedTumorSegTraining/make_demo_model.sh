@@ -11,15 +11,19 @@ PTS=${PTS:-.venv/bin/pedtumorseg}
 D=${D:-work_dirs/demo2}          # git-ignored
 W=$D/nnunet
 VERSION=${VERSION:-0.5.0}
+# phantom style of the training and held-out cases: "clean" built bundle 0.5.0; "realistic" (tumors grown along
+# anatomy, appearance randomized around contrasts measured on real scans, PedTumorSeg/pedtumorseg/phantoms/REALISM.md)
+# is the generator for a model meant to hold up on real scans (issue 25)
+STYLE=${STYLE:-clean}
 export PEDTUMORSEG_CACHE=$D/cache
 
 # 1. phantoms: 100 training cases (seeds 10000..10099), 10 held-out cases (seeds 20000..20009) and 50 fresh
 #    held-out cases (seeds 30000..30049, first scored for bundle 0.5.0), 2.5 mm "small"
 $PY -c "
-from pedtumorseg.phantom import write_phantoms
-write_phantoms('$D/phantoms_train', 100, size='small', seed=10000)
-write_phantoms('$D/phantoms_heldout', 10, size='small', seed=20000)
-write_phantoms('$D/heldout_fresh50', 50, size='small', seed=30000)
+from pedtumorseg.phantoms.realistic import write_styled_phantoms
+write_styled_phantoms('$D/phantoms_train', 100, size='small', seed=10000, style='$STYLE')
+write_styled_phantoms('$D/phantoms_heldout', 10, size='small', seed=20000, style='$STYLE')
+write_styled_phantoms('$D/heldout_fresh50', 50, size='small', seed=30000, style='$STYLE')
 "
 
 # 2. nnU-Net raw dataset, plans (demo preset, 32^3 patches for the CPU) and preprocessing

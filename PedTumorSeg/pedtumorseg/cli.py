@@ -29,17 +29,17 @@ def _warn(message: str) -> None:
 
 def cmd_phantoms(args: argparse.Namespace) -> int:
     from pedtumorseg.files import check_output_folder
-    from pedtumorseg.phantoms.clean import write_phantoms
+    from pedtumorseg.phantoms.realistic import write_styled_phantoms
 
     if args.n < 1:
         raise UsageError(None, f"--n must be at least 1, got {args.n}")
     check_output_folder(args.out)
     if args.mode == "raw":
         from pedtumorseg.phantoms.raw import make_raw_phantom, write_raw_phantom
-        folders = [write_raw_phantom(make_raw_phantom(args.seed + k, args.size), args.out, fmt=args.format)
-                   for k in range(args.n)]
+        folders = [write_raw_phantom(make_raw_phantom(args.seed + k, args.size, args.style), args.out,
+                                     fmt=args.format) for k in range(args.n)]
     else:
-        folders = write_phantoms(args.out, args.n, size=args.size, seed=args.seed)
+        folders = write_styled_phantoms(args.out, args.n, size=args.size, seed=args.seed, style=args.style)
     for folder in folders:
         print(folder)
     return 0
@@ -281,6 +281,9 @@ def _add_phantoms(sub) -> None:
                    help="clean: BraTS-preprocessed; raw: a clinical examination (skull, own pose and grid per "
                         "sequence)")
     p.add_argument("--format", choices=("nifti", "dicom"), default="nifti", help="raw mode: NIfTI files or DICOM series")
+    p.add_argument("--style", choices=("clean", "realistic"), default="clean",
+                   help="clean: today's ellipsoid tumors (default); realistic: tumors grown along anatomy, mass "
+                        "effect, several kinds, appearance randomized around contrasts measured on real scans")
     p.set_defaults(func=cmd_phantoms)
 
 

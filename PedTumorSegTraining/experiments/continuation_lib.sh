@@ -18,7 +18,7 @@ echo '{"normalization": "mean"}' > $X/pp_mean.json  # the ratio normalization th
 
 $PY -c "
 from pathlib import Path
-from pedtumorseg.phantom import write_phantoms
+from pedtumorseg.phantoms.clean import write_phantoms
 if not Path('$X/heldout50').is_dir():
     write_phantoms('$X/heldout50', 50, size='small', seed=20000)
 "

@@ -96,9 +96,9 @@ def _templates() -> tuple[sitk.Image, sitk.Image, sitk.Image]:
             _nifti_to_sitk(datasets.load_mni152_brain_mask()))
 
 
-def _anatomy(geometry: Geometry, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Tissue fractions (gm, wm, csf) and a boolean brain mask on ``geometry``, mildly deformed."""
-    gm_t, wm_t, mask_t = _templates()
+def template_transform(rng: np.random.Generator | None) -> sitk.AffineTransform:
+    """The map from a point of the BraTS grid (LPS mm) to the MNI152 template point it shows: the centroid
+    translation plus, with ``rng``, a mild random rotation (up to 6 degrees), scale and shift."""
     if rng is None:  # the template brain as it is
         angles, scale, shift = np.zeros(3), np.ones(3), np.zeros(3)
     else:
@@ -115,6 +115,17 @@ def _anatomy(geometry: Geometry, rng: np.random.Generator | None) -> tuple[np.nd
     tf.SetMatrix(tuple(matrix.ravel()))
     tf.SetCenter(tuple(_BRATS_BRAIN_CENTROID))
     tf.SetTranslation(tuple(_MNI_BRAIN_CENTROID - _BRATS_BRAIN_CENTROID + shift))
+    return tf
+
+
+def _anatomy(geometry: Geometry, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tissue fractions (gm, wm, csf) and a boolean brain mask on ``geometry``, mildly deformed."""
+    return anatomy_with(geometry, template_transform(rng))
+
+
+def anatomy_with(geometry: Geometry, tf: sitk.Transform) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tissue fractions (gm, wm, csf) and a boolean brain mask on ``geometry`` through ``tf`` (grid -> MNI)."""
+    gm_t, wm_t, mask_t = _templates()
     ref = geometry.to_image(np.zeros(geometry.shape_zyx, np.uint8))
     out = []
     for t in (gm_t, wm_t, mask_t):
@@ -149,7 +160,7 @@ def _tumor_labels(geometry: Geometry, mask: np.ndarray, parenchyma: np.ndarray,
     deep = parenchyma[::2, ::2, ::2] > 0.5
     for lesion in range(n_lesions):
         _add_lesion(seg, mask, depth_mm, deep, sp, lesion, (has_et, has_cc, has_ed), rng)
-    _drop_unscoreable_subregions(seg, float(np.prod(sp)))
+    drop_unscoreable_subregions(seg, float(np.prod(sp)))
     return seg
 
 
@@ -223,7 +234,7 @@ def _enhancing(tc, level, d, grid, axes, radius: float, sp, bshape, rng: np.rand
     return et
 
 
-def _drop_unscoreable_subregions(seg: np.ndarray, voxel_mm3: float) -> None:
+def drop_unscoreable_subregions(seg: np.ndarray, voxel_mm3: float) -> None:
     """In place: ET, NET and CC lesions (as the BraTS scorer delimits them) smaller than ``MIN_SUBREGION_MM3`` or
     of <= ``MIN_PRED_LESION_VOXELS`` voxels take the label that surrounds them (most of their one-voxel shell).
 
@@ -269,12 +280,12 @@ def make_labels(seed: int, size: str = "small") -> np.ndarray:
     undeformed template brain (no per-case anatomy deformation, no intensities). For statistics over many
     seeds; the layout is close to, not identical with, the phantom's."""
     geometry = geometry_for(size)
-    _, tumor_rng, _ = _streams(seed)
+    _, tumor_rng, _ = streams(seed)
     gm, wm, _, mask = _undeformed_anatomy(size)
     return _tumor_labels(geometry, mask, gm + wm, tumor_rng)
 
 
-def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
+def streams(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
     """Independent generators for anatomy, tumor and intensities, so each part's draws stand alone."""
     rng = np.random.default_rng(seed)
     return tuple(np.random.default_rng(s) for s in rng.integers(0, 2**63, 3))
@@ -283,7 +294,7 @@ def _streams(seed: int) -> tuple[np.random.Generator, np.random.Generator, np.ra
 def make_phantom(seed: int, size: str = "small") -> Phantom:
     """A deterministic synthetic case for ``seed`` (numpy Generator) on the ``small`` or ``brats`` grid."""
     geometry = geometry_for(size)
-    anat_rng, tumor_rng, intensity_rng = _streams(seed)
+    anat_rng, tumor_rng, intensity_rng = streams(seed)
     gm, wm, csf, mask = _anatomy(geometry, anat_rng)
     seg = _tumor_labels(geometry, mask, gm + wm, tumor_rng)
     case_id = f"BraTS-PED-S{seed:05d}-000"

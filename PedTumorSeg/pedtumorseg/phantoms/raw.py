@@ -1,8 +1,8 @@
 """The phantom generator's ``raw`` mode: a synthetic clinical examination instead of a BraTS-preprocessed case.
 
-From the clean phantom of the same seed (``phantom.make_phantom``), a *world* head is built: the brain, then shells
-by distance from the brain surface (2.5 mm CSF, skull out to 9 mm, scalp out to about 15 mm, its thickness varying
-smoothly). Each sequence is then scanned separately: a random rigid head pose per sequence (up to 8 degrees about
+From the phantom of the same seed (``clean.make_phantom``, or with ``style="realistic"``
+``realistic.make_realistic_phantom``), a *world* head is built: the brain, then shells by distance from the brain
+surface (2.5 mm CSF, skull out to 9 mm, scalp out to about 15 mm, its thickness varying smoothly). Each sequence is then scanned separately: a random rigid head pose per sequence (up to 8 degrees about
 each axis, 8 mm along each), its own clinical grid (``RAW_GRIDS``: a 3D T1CE, a sagittal T1, an axial T2 stored
 right-to-left/anterior-to-posterior and an anisotropic coronal FLAIR) and Rician noise everywhere, the air
 included. Ground truth (labels and the brain mask) lies on the T1CE grid.
@@ -25,7 +25,8 @@ from scipy import ndimage
 from pedtumorseg.conventions import BRATS_SUFFIXES, CHANNELS, REFERENCE_CHANNEL, SEG_SUFFIX
 from pedtumorseg.geometry import Geometry
 from pedtumorseg.files import atomic_output
-from pedtumorseg.phantoms.clean import Phantom, make_phantom
+from pedtumorseg.phantoms.clean import Phantom
+from pedtumorseg.phantoms.realistic import make_styled_phantom
 
 #: shell outer radius (mm from the brain surface) and intensity (t1, t1ce, t2, flair)
 _SHELLS = ((2.5, (250, 280, 1850, 160)),  # CSF
@@ -113,9 +114,10 @@ def _pose(rng: np.random.Generator, center: np.ndarray) -> sitk.Euler3DTransform
     return t
 
 
-def make_raw_phantom(seed: int, size: str = "small") -> RawPhantom:
-    """The raw examination for ``seed`` (see the module docstring); deterministic."""
-    clean = make_phantom(seed, size)
+def make_raw_phantom(seed: int, size: str = "small", style: str = "clean") -> RawPhantom:
+    """The raw examination for ``seed`` (see the module docstring), made from the phantom of ``style``
+    (``realistic.make_styled_phantom``); deterministic."""
+    clean = make_styled_phantom(seed, size, style)
     rng = np.random.default_rng([seed, 1])
     world_images, seg, brain, world_g = _world(clean, rng)
     idx = np.argwhere(brain).mean(0)[::-1]
