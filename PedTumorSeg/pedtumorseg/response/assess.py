@@ -1,0 +1,152 @@
+"""One patient's response assessment: volumes, lesions matched over the timepoints, the 2D measurements, target
+lesions and their sum of products (SPD), and the category of each follow-up by 2D and by volume.
+
+Measurability: both diameters at least ``max(criterion.min_diameter_mm, criterion.slice_thickness_factor x slice
+thickness)`` (the slice thickness taken as the scan's slice spacing) and, where the criterion asks for it, the
+lesion seen on ``min_slices`` axial slices. Target lesions are the baseline's measurable lesions of the measured
+kind with the largest products, up to the criterion's number; a target that disappears counts 0, one that
+shrinks below measurability keeps its measured product. The volume read-out is the measured kind's total volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pedtumorseg.arrays import volumes
+from pedtumorseg.response.criteria import Clinical, Criterion, categorize, confirmations
+from pedtumorseg.response.lesions import MEASURED_REGIONS, components, match_lesions, region_mask
+from pedtumorseg.response.measure import measure_lesion
+from pedtumorseg.response.register import Alignment, align, identity_alignment, labels_on_baseline
+from pedtumorseg.response.timepoints import Timepoint
+
+SUGGESTION = ("The categories are a suggestion for the reader, computed from the segmentation alone and the "
+              "clinical facts given; the criteria also weigh non-measurable disease, clinical status, "
+              "corticosteroids and the time since radiotherapy, and a reader confirms every measurement.")
+
+
+@dataclass
+class LesionObservation:
+    kind: str
+    track_id: int
+    timepoint: int
+    status: str
+    volume_ml: float
+    measurement: dict | None
+    longest_mm: float
+    perpendicular_mm: float
+    measurable: bool
+    target: bool = False
+
+    @property
+    def product_mm2(self) -> float:
+        return self.longest_mm * self.perpendicular_mm
+
+
+def measurable_limit_mm(criterion: Criterion, spacing_zyx) -> float:
+    return max(criterion.min_diameter_mm, criterion.slice_thickness_factor * float(spacing_zyx[0]))
+
+
+def _observe(kind: str, timepoints: list[Timepoint], alignments: list[Alignment], criterion: Criterion,
+             slice_rule: str) -> list[LesionObservation]:
+    """Every lesion of ``kind`` at every timepoint, matched into tracks (absent ones as rows with status only)."""
+    region = MEASURED_REGIONS[kind]
+    maps = [components(region_mask(tp.labels, region)) for tp in timepoints]
+    on_base = [maps[0]] + [labels_on_baseline(m, tp.t1ce, timepoints[0].t1ce, a)
+                           for m, tp, a in zip(maps[1:], timepoints[1:], alignments[1:])]
+    tracks = match_lesions(on_base, [int(m.max()) for m in maps])
+    rows = []
+    for track in tracks:
+        for t, tp in enumerate(timepoints):
+            c = track.component[t]
+            if not c:
+                rows.append(LesionObservation(kind, track.track_id, t, track.status(t), 0.0, None, 0.0, 0.0, False))
+                continue
+            mask = maps[t] == c
+            m = measure_lesion(mask, tp.spacing_zyx, slice_rule)
+            limit = measurable_limit_mm(criterion, tp.spacing_zyx)
+            ld, pd = m.chosen.longest_mm, m.chosen.perpendicular_mm
+            measurable = min(ld, pd) >= limit - 1e-9 and m.slices_with_lesion >= criterion.min_slices
+            vol = float(mask.sum()) * tp.geometry.voxel_volume_mm3 / 1000.0
+            rows.append(LesionObservation(kind, track.track_id, t, track.status(t), vol, m.to_dict(), ld, pd,
+                                          measurable))
+    return rows
+
+
+def _targets(rows: list[LesionObservation], max_targets: int) -> set[int]:
+    base = sorted((r for r in rows if r.timepoint == 0 and r.measurable), key=lambda r: (-r.product_mm2, r.track_id))
+    return {r.track_id for r in base[:max_targets]}
+
+
+def _series(rows, timepoints, targets, measured_region):
+    """Per timepoint: SPD of the targets, the measured kind's volume, disease gone, a new measurable lesion."""
+    out = []
+    for t, tp in enumerate(timepoints):
+        at = [r for r in rows if r.timepoint == t]
+        spd = sum(r.product_mm2 for r in at if r.track_id in targets)
+        vol = volumes(tp.labels, tp.spacing_zyx)["volumes_ml"][measured_region]
+        gone = not any(r.volume_ml > 0 for r in at)
+        new = any(r.status == "new" and r.measurable for r in at)
+        out.append((spd, vol, gone, new))
+    return out
+
+
+def _categories(series, criterion: Criterion, kind: str, clinical: list[Clinical]) -> list[dict]:
+    cats = []
+    for t, (spd, vol, gone, new) in enumerate(series):
+        if t == 0:
+            cats.append({"2d": None, "volume": None})
+            continue
+        spds, vols = [s[0] for s in series[:t]], [s[1] for s in series[:t]]
+        c2 = categorize(criterion.thresholds("2d", kind), series[0][0], min(spds), spd, disease_gone=gone,
+                        new_lesion=new, clinical=clinical[t])
+        cv = categorize(criterion.thresholds("volume", kind), series[0][1], min(vols), vol, disease_gone=gone,
+                        new_lesion=new, clinical=clinical[t])
+        cats.append({"2d": c2, "volume": cv})
+    return cats
+
+
+def assess(timepoints: list[Timepoint], criterion: Criterion, measured: str | None = None,
+           slice_rule: str = "largest_diameter", clinical: dict[str, Clinical] | None = None,
+           register: bool = True, progress=None) -> dict:
+    """The whole assessment as a JSON-ready dict (see the module docstring and README's "Response assessment").
+
+    Long on purpose: it is the one place where the steps meet, each a call, in the order the docstring lists.
+    """
+    report = progress or (lambda message: None)
+    kind = measured or criterion.measured
+    clinical_list = [(clinical or {}).get(tp.name, Clinical()) for tp in timepoints]
+    alignments = [identity_alignment()]
+    for tp in timepoints[1:]:
+        report(f"registering {tp.name} to {timepoints[0].name}")
+        alignments.append(align(timepoints[0].t1ce, tp.t1ce, tp.t1ce_path, register=register))
+    report("lesions and measurements")
+    rows = {k: _observe(k, timepoints, alignments, criterion, slice_rule) for k in MEASURED_REGIONS}
+    targets = _targets(rows[kind], criterion.max_targets)
+    for r in rows[kind]:
+        r.target = r.track_id in targets
+    series = _series(rows[kind], timepoints, targets, MEASURED_REGIONS[kind])
+    cats = _categories(series, criterion, kind, clinical_list)
+    confirmed = confirmations([c["2d"].category if c["2d"] else None for c in cats], criterion.confirm)
+    out_tps = []
+    for t, tp in enumerate(timepoints):
+        c2, cv = cats[t]["2d"], cats[t]["volume"]
+        out_tps.append({
+            "name": tp.name, "seg": str(tp.seg_path), "t1ce": str(tp.t1ce_path), "segmented_here": tp.segmented_here,
+            "spacing_zyx_mm": list(tp.spacing_zyx), "measurable_limit_mm": measurable_limit_mm(criterion, tp.spacing_zyx),
+            "volumes_ml": {k: round(v, 4) for k, v in volumes(tp.labels, tp.spacing_zyx)["volumes_ml"].items()},
+            "alignment_to_baseline": alignments[t].to_dict(), "clinical": clinical_list[t].to_dict(),
+            "spd_mm2": round(series[t][0], 3), "measured_volume_ml": round(series[t][1], 4),
+            "category_2d": c2.to_dict() if c2 else None, "category_volume": cv.to_dict() if cv else None,
+            "categories_agree": None if c2 is None else c2.category == cv.category,
+            "confirmed_by_next_scan": confirmed[t]})
+    lesions = [{"kind": r.kind, "track": r.track_id, "timepoint": timepoints[r.timepoint].name, "status": r.status,
+                "volume_ml": round(r.volume_ml, 4), "longest_mm": round(r.longest_mm, 3),
+                "perpendicular_mm": round(r.perpendicular_mm, 3), "product_mm2": round(r.product_mm2, 3),
+                "measurable": r.measurable, "target": r.target, "measurement": r.measurement}
+               for k in MEASURED_REGIONS for r in rows[k]]
+    return {"format": "pedtumorseg-response", "format_version": 1, "criterion": criterion.to_dict(),
+            "measured": kind, "measured_region": MEASURED_REGIONS[kind], "slice_rule": slice_rule,
+            "axial": "the slices of each scan's own grid (its third ITK axis)", "note": SUGGESTION,
+            "timepoints": out_tps, "lesions": lesions}

@@ -1,0 +1,89 @@
+"""Lesions as connected components of a region, and their matching across the timepoints of one patient.
+
+A region's lesions are its 26-connected components (``cc3d``) on the scan's own grid. To match them across scans,
+each follow-up's components are also drawn on the baseline grid through the rigid registration (nearest
+neighbour); a follow-up lesion continues the track whose last appearance it overlaps most (in baseline voxels),
+and one track takes at most one lesion per timepoint (greedy on the overlap, largest first). A follow-up lesion
+that overlaps no track starts a new track (flagged ``new``); a track without a lesion at a timepoint is
+``absent`` there (``disappeared`` when it had one before).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cc3d
+import numpy as np
+
+from pedtumorseg.conventions import REGIONS
+
+#: the region of each measured lesion kind: the enhancing part, and the T2/FLAIR lesion (every label)
+MEASURED_REGIONS = {"ET": "ET", "T2FLAIR": "WT"}
+
+
+def region_mask(labels: np.ndarray, region: str) -> np.ndarray:
+    """Voxels of ``labels`` in ``region`` (ET, NET, CC, ED, TC or WT)."""
+    return np.isin(labels, REGIONS[region])
+
+
+def components(mask: np.ndarray) -> np.ndarray:
+    """26-connected components of ``mask``, numbered 1..n by decreasing size (ties: first voxel in C order)."""
+    cc = cc3d.connected_components(np.ascontiguousarray(mask, dtype=np.uint8), connectivity=26)
+    n = int(cc.max())
+    if n == 0:
+        return cc.astype(np.int32)
+    sizes = np.bincount(cc.ravel())[1:]
+    order = np.argsort(-sizes, kind="stable")  # cc3d numbers components in scan order: stable keeps that for ties
+    relabel = np.zeros(n + 1, np.int32)
+    relabel[order + 1] = np.arange(1, n + 1)
+    return relabel[cc]
+
+
+@dataclass
+class Track:
+    """One lesion followed over time: its component number at each timepoint (0 = absent)."""
+
+    track_id: int
+    first_seen: int
+    component: list[int] = field(default_factory=list)
+
+    def status(self, t: int) -> str:
+        if self.component[t]:
+            return "new" if t == self.first_seen and t > 0 else "present"
+        return "disappeared" if any(self.component[:t]) else "absent"
+
+
+def match_lesions(on_baseline: list[np.ndarray], counts: list[int]) -> list[Track]:
+    """Tracks over the timepoints from each timepoint's component map on the baseline grid (timepoint 0 first).
+
+    ``on_baseline[t]``: int array, the component numbers of timepoint ``t`` (numbered on its own grid, 1 ..
+    ``counts[t]``) drawn on the baseline grid. A component missing there (outside the baseline's field of view, or
+    thinner than the baseline's voxels) overlaps nothing and so starts a new track.
+    """
+    tracks: list[Track] = []
+    footprint: dict[int, np.ndarray] = {}  # track id -> its last appearance on the baseline grid
+    for t, comp in enumerate(on_baseline):
+        present = list(range(1, int(counts[t]) + 1))
+        for track in tracks:
+            track.component.append(0)
+        pairs = []
+        for c in present:
+            mask = comp == c
+            for track in tracks:
+                overlap = int(np.count_nonzero(footprint[track.track_id] & mask))
+                if overlap:
+                    pairs.append((overlap, c, track))
+        taken_c, taken_t = set(), set()
+        for overlap, c, track in sorted(pairs, key=lambda p: (-p[0], p[1], p[2].track_id)):
+            if c in taken_c or track.track_id in taken_t:
+                continue
+            track.component[t] = c
+            taken_c.add(c)
+            taken_t.add(track.track_id)
+        for c in present:
+            if c not in taken_c:
+                tracks.append(Track(len(tracks) + 1, t, [0] * t + [c]))
+        for track in tracks:
+            if track.component[t]:
+                footprint[track.track_id] = comp == track.component[t]
+    return tracks
