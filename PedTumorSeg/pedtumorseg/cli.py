@@ -1,4 +1,4 @@
-"""`pedtumorseg`: the command-line face of the core (phantoms, predict, evaluate, demo).
+"""`pedtumorseg`: the command-line face of the core (phantoms, predict, evaluate, demo; response in its package).
 
 Every user error ends in one line on stderr that names the file and the problem, and a non-zero exit status:
 1 for bad input or a failed case, 2 for a bad command line, 130 when cancelled (``errors.run_command``).
@@ -355,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_evaluate(sub)
     _add_demo(sub)
+    from pedtumorseg.response.cli import add_parser as add_response; add_response(sub)  # noqa: E702
     return parser
 
 

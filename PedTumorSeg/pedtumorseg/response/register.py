@@ -28,18 +28,18 @@ MIN_OVERLAP = 0.5
 class Alignment:
     transform: sitk.Transform  # baseline point -> follow-up point
     registration: RigidResult | None
-    nmi: float
+    nmi: float | None  # None at the baseline itself
     overlap: float
 
     def to_dict(self) -> dict:
         return {"registered": self.registration is not None,
                 "registration": self.registration.to_dict() if self.registration else None,
-                "nmi_after": round(self.nmi, 4), "nmi_refused_below": NMI_REFUSE,
+                "nmi_after": None if self.nmi is None else round(self.nmi, 4), "nmi_refused_below": NMI_REFUSE,
                 "baseline_head_covered": round(self.overlap, 4)}
 
 
 def identity_alignment() -> Alignment:
-    return Alignment(sitk.Euler3DTransform(), None, float("nan"), 1.0)
+    return Alignment(sitk.Euler3DTransform(), None, None, 1.0)
 
 
 def resample_to(image: sitk.Image, reference: sitk.Image, transform: sitk.Transform, labels: bool) -> sitk.Image:
