@@ -99,6 +99,11 @@ def _caliper_figure(tp, result: dict, t: int):
     mask = region_mask(tp.labels[chosen["slice"]], MEASURED_REGIONS[result["measured"]])
     ys, xs = (np.arange(n) * s + s / 2 for n, s in zip(mask.shape, (sy, sx)))
     ax.contour(xs, ys, mask.astype(float), levels=[0.5], colors=["yellow"], linewidths=0.8)
+    (ly0, lx0), (ly1, lx1) = chosen["longest_ends_yx_mm"]
+    half = max(chosen["longest_mm"], 30.0)  # the lesion and its surroundings, at least 60 mm wide
+    cy, cx = (ly0 + ly1) / 2, (lx0 + lx1) / 2
+    ax.set_xlim(cx - half, cx + half)
+    ax.set_ylim(cy + half, cy - half)
     for ends, color in ((chosen["longest_ends_yx_mm"], "red"), (chosen["perpendicular_ends_yx_mm"], "cyan")):
         (y0, x0), (y1, x1) = ends
         ax.plot([x0, x1], [y0, y1], "-o", color=color, markersize=3, linewidth=1.5)
