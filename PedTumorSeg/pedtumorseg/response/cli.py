@@ -32,8 +32,8 @@ def cmd_response(args: argparse.Namespace) -> int:
                                                  segment_timepoint)
 
     specs = [parse_timepoint(t) for t in args.timepoint or []]
+    clinical = _clinical(args, [s.name for s in specs])  # command-line mistakes first, then the files
     check_specs(specs)
-    clinical = _clinical(args, [s.name for s in specs])
     out = check_output_folder(args.out)
     if not args.no_html:
         from pedtumorseg.evaluation.report import require_matplotlib
