@@ -80,3 +80,33 @@ def test_usage_errors_exit_2(folders, tmp_path, capsys, extra, message):
     rc = main(["response", "--criterion", "rano2", "--out", str(tmp_path / "o"), "--timepoint", _tp(folders[0])]
               + extra)
     assert rc == 2 and message in capsys.readouterr().err
+
+
+def test_phantoms_series_mode_writes_three_timepoints(tmp_path, capsys):
+    assert main(["phantoms", "--out", str(tmp_path), "--mode", "series"]) == 0
+    folders = capsys.readouterr().out.split()
+    assert [f.split("-")[-1] for f in folders] == ["tp0", "tp1", "tp2"]
+    for f in folders:
+        name = f.rsplit("/", 1)[-1]
+        assert (tmp_path / name / f"{name}-t1c.nii.gz").exists() and (tmp_path / name / f"{name}-seg.nii.gz").exists()
+
+
+def test_dicom_timepoints_of_different_patients_are_refused(folders, tmp_path, capsys):
+    pytest.importorskip("pydicom")
+    import numpy as np
+    import SimpleITK as sitk
+
+    from pedtumorseg.phantoms.raw import write_dicom_series
+
+    specs = []
+    for folder, patient in zip(folders, ("CHILD-A", "CHILD-B")):
+        image = sitk.Cast(sitk.ReadImage(str(folder / f"{folder.name}-t1c.nii.gz")), sitk.sitkInt16)
+        series = write_dicom_series(image, tmp_path / f"{folder.name}-dicom",
+                                    {"0008|0060": "MR", "0010|0020": patient, "0020|000d": "2.25.1",
+                                     "0020|000e": f"2.25.{len(specs) + 2}"}, np.random.default_rng(len(specs)))
+        specs += ["--timepoint", f"{folder.name.split('-')[-1]}={folder / (folder.name + '-seg.nii.gz')},{series}"]
+    out = tmp_path / "out"
+    rc = main(["response", "--criterion", "rano2", "--out", str(out), "--quiet", *specs])
+    err = capsys.readouterr().err
+    assert rc == 1 and "CHILD-B" in err and "not one patient" in err and f"{folders[1].name}-dicom" in err
+    assert not out.exists() or not any(out.iterdir())

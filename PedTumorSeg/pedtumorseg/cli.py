@@ -34,7 +34,10 @@ def cmd_phantoms(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UsageError(None, f"--n must be at least 1, got {args.n}")
     check_output_folder(args.out)
-    if args.mode == "raw":
+    if args.mode == "series":  # timepoints of one patient for `pedtumorseg response` (phantoms.series)
+        from pedtumorseg.phantoms.series import make_series, write_series
+        folders = write_series(make_series(seed=args.seed), args.out)
+    elif args.mode == "raw":
         from pedtumorseg.phantoms.raw import make_raw_phantom, write_raw_phantom
         folders = [write_raw_phantom(make_raw_phantom(args.seed + k, args.size), args.out, fmt=args.format)
                    for k in range(args.n)]
@@ -265,9 +268,11 @@ def _add_phantoms(sub) -> None:
     p.add_argument("--size", choices=("brats", "small"), default="brats",
                    help="brats: 240x240x155 at 1 mm; small: the same field of view at 2.5 mm")
     p.add_argument("--seed", type=int, default=0, help="case k uses seed SEED+k (default 0)")
-    p.add_argument("--mode", choices=("clean", "raw"), default="clean",
+    p.add_argument("--mode", choices=("clean", "raw", "series"), default="clean",
                    help="clean: BraTS-preprocessed; raw: a clinical examination (skull, own pose and grid per "
-                        "sequence)")
+                        "sequence); series: three timepoints of one patient (T1CE + labels; the tumour shrinks "
+                        "to 0.6 then grows to 1.3 times its radii, the head moves, a lesion appears) for "
+                        "`pedtumorseg response`")
     p.add_argument("--format", choices=("nifti", "dicom"), default="nifti", help="raw mode: NIfTI files or DICOM series")
     p.set_defaults(func=cmd_phantoms)
 
