@@ -92,3 +92,20 @@ def test_a_different_head_is_refused(series):
     image.SetOrigin(tuple(-0.5 * (n - 1) * s for n, s in zip(image.GetSize(), image.GetSpacing())))
     with pytest.raises(InputError, match="other-t1c.*different patient"):
         align(series[0].t1ce, image, "other-t1c.nii.gz")
+
+
+def test_caliper_endpoints_in_physical_space():
+    import SimpleITK as sitk
+
+    from pedtumorseg.response.assess import axial_warning, physical_ends
+
+    image = sitk.Image(10, 10, 4, sitk.sitkFloat32)
+    image.SetSpacing((0.5, 2.0, 3.0))
+    image.SetOrigin((10.0, 20.0, 30.0))
+    # (y, x) = (0, 0) mm is the corner of voxel (0, 0): half a voxel before its centre, the origin
+    (p, q) = physical_ends(((0.0, 0.0), (4.0, 1.0)), 2, image)
+    assert p == pytest.approx([10.0 - 0.25, 20.0 - 1.0, 36.0])
+    assert q == pytest.approx([10.0 - 0.25 + 1.0, 20.0 - 1.0 + 4.0, 36.0])
+    assert axial_warning(image) is None
+    image.SetDirection((1, 0, 0, 0, 0, 1, 0, 1, 0))  # slices along y: coronal
+    assert "not axial" in axial_warning(image)

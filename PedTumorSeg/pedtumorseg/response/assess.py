@@ -44,6 +44,23 @@ class LesionObservation:
         return self.longest_mm * self.perpendicular_mm
 
 
+def physical_ends(ends_yx_mm, slice_index: int, image) -> list[list[float]]:
+    """Caliper endpoints given in mm from the corner of voxel (0, 0) of a slice, as physical (LPS, mm) points of
+    ``image`` (what a viewer, or a Slicer markups line, needs)."""
+    sx, sy = image.GetSpacing()[:2]
+    return [list(image.TransformContinuousIndexToPhysicalPoint((x / sx - 0.5, y / sy - 0.5, float(slice_index))))
+            for y, x in ends_yx_mm]
+
+
+def axial_warning(image) -> str | None:
+    """A warning when the scan's slices are not roughly axial (the criteria measure on axial images)."""
+    normal = np.asarray(image.GetDirection(), float).reshape(3, 3)[:, 2]
+    if abs(normal[2]) < 0.8:
+        return (f"the slices are not axial (slice normal {np.round(normal, 2).tolist()} in LPS): the 2D measurement "
+                "is made on this scan's own slices")
+    return None
+
+
 def measurable_limit_mm(criterion: Criterion, spacing_zyx) -> float:
     return max(criterion.min_diameter_mm, criterion.slice_thickness_factor * float(spacing_zyx[0]))
 
@@ -69,7 +86,11 @@ def _observe(kind: str, timepoints: list[Timepoint], alignments: list[Alignment]
             ld, pd = m.chosen.longest_mm, m.chosen.perpendicular_mm
             measurable = min(ld, pd) >= limit - 1e-9 and m.slices_with_lesion >= criterion.min_slices
             vol = float(mask.sum()) * tp.geometry.voxel_volume_mm3 / 1000.0
-            rows.append(LesionObservation(kind, track.track_id, t, track.status(t), vol, m.to_dict(), ld, pd,
+            record = m.to_dict()
+            record["chosen"]["longest_ends_lps_mm"] = physical_ends(m.chosen.longest_ends, m.chosen.slice_index, tp.t1ce)
+            record["chosen"]["perpendicular_ends_lps_mm"] = physical_ends(m.chosen.perpendicular_ends,
+                                                                          m.chosen.slice_index, tp.t1ce)
+            rows.append(LesionObservation(kind, track.track_id, t, track.status(t), vol, record, ld, pd,
                                           measurable))
     return rows
 
@@ -140,7 +161,8 @@ def assess(timepoints: list[Timepoint], criterion: Criterion, measured: str | No
             "spd_mm2": round(series[t][0], 3), "measured_volume_ml": round(series[t][1], 4),
             "category_2d": c2.to_dict() if c2 else None, "category_volume": cv.to_dict() if cv else None,
             "categories_agree": None if c2 is None else c2.category == cv.category,
-            "confirmed_by_next_scan": confirmed[t]})
+            "confirmed_by_next_scan": confirmed[t],
+            "warnings": [w for w in (axial_warning(tp.t1ce),) if w]})
     lesions = [{"kind": r.kind, "track": r.track_id, "timepoint": timepoints[r.timepoint].name, "status": r.status,
                 "volume_ml": round(r.volume_ml, 4), "longest_mm": round(r.longest_mm, 3),
                 "perpendicular_mm": round(r.perpendicular_mm, 3), "product_mm2": round(r.product_mm2, 3),

@@ -24,6 +24,11 @@ def _clinical(args: argparse.Namespace, names: list[str]) -> dict[str, Clinical]
             for n in names}
 
 
+def _pct(category: dict) -> str:
+    v = category["change_vs_baseline_pct"]
+    return "" if v is None else f" ({v:+.1f} % vs baseline)"
+
+
 def cmd_response(args: argparse.Namespace) -> int:
     from pedtumorseg.files import check_output_folder
     from pedtumorseg.response.assess import assess
@@ -57,8 +62,9 @@ def cmd_response(args: argparse.Namespace) -> int:
     for tp in result["timepoints"][1:]:
         c2, cv = tp["category_2d"], tp["category_volume"]
         flag = "" if tp["categories_agree"] else "  (2D and volume disagree)"
-        print(f"{tp['name']}: 2D {c2['category']} ({c2['change_vs_baseline_pct']} % vs baseline), volume "
-              f"{cv['category']} ({cv['change_vs_baseline_pct']} %){flag}")
+        print(f"{tp['name']}: 2D {c2['category']}{_pct(c2)}, volume {cv['category']}{_pct(cv)}{flag}")
+        for warning in tp["warnings"]:
+            print(f"pedtumorseg: warning: {tp['name']}: {warning}", file=sys.stderr)
     print("suggestion for the reader, not a diagnosis")
     for kind, path in written.items():
         print(f"{kind}: {path}")
