@@ -78,3 +78,42 @@ def test_every_criterion_cites_its_source():
         d = crit.to_dict()
         assert "2020" in d["source"] or "2023" in d["source"]
         assert d["measured"] in ("ET", "T2FLAIR") and d["max_target_lesions"] >= 1
+
+
+def _result(products):
+    """A hand-made assessment: one target lesion with the given (LD, PD) per timepoint (None: gone)."""
+    tps, lesions = [], []
+    for t, dims in enumerate(products):
+        name = f"t{t}"
+        tps.append({"name": name, "measured_volume_ml": 0.0 if dims is None else dims[0] * dims[1] / 100.0,
+                    "measurable_limit_mm": 10.0, "clinical": Clinical().to_dict()})
+        ld, pd = dims or (0.0, 0.0)
+        lesions.append({"kind": "ET", "track": 1, "timepoint": name, "status": "present" if dims else "disappeared",
+                        "volume_ml": 0.0 if dims is None else 1.0, "longest_mm": ld, "perpendicular_mm": pd,
+                        "product_mm2": ld * pd, "measurable": dims is not None, "target": True,
+                        "measurement": {"slices_with_lesion": 3}})
+    return {"measured": "ET", "timepoints": tps, "lesions": lesions}
+
+
+def test_readout_from_lesion_rows_and_a_readers_correction():
+    from pedtumorseg.errors import UsageError
+    from pedtumorseg.response.readout import categorize_result, edit_diameters
+
+    crit = CRITERIA["rano2"]
+    result = categorize_result(_result([(40.0, 25.0), (30.0, 20.0), (30.0, 16.0), None]), crit)
+    tps = result["timepoints"]
+    assert [tp["spd_mm2"] for tp in tps] == [1000.0, 600.0, 480.0, 0.0]
+    assert [tp["category_2d"] and tp["category_2d"]["category"] for tp in tps] == [None, "SD", "PR", "CR"]
+    assert tps[2]["confirmed_by_next_scan"] is True  # PR followed by CR
+    # the reader moves the t1 calipers to 25 x 20 mm: 500 mm^2, exactly -50 %: PR
+    edit_diameters(result, crit, "t1", 1, 25.0, 20.0)
+    assert tps[1]["category_2d"]["category"] == "PR" and tps[1]["spd_mm2"] == 500.0
+    row = next(r for r in result["lesions"] if r["timepoint"] == "t1")
+    assert row["edited"] and row["computed"]["product_mm2"] == 600.0
+    # t2 measured at 9 mm perpendicular: below 10 mm, no longer measurable (the product still counts)
+    edit_diameters(result, crit, "t2", 1, 30.0, 9.0)
+    assert next(r for r in result["lesions"] if r["timepoint"] == "t2")["measurable"] is False
+    with pytest.raises(UsageError):
+        edit_diameters(result, crit, "t3", 1, 10.0, 10.0)  # the lesion is gone there
+    with pytest.raises(UsageError):
+        edit_diameters(result, crit, "t1", 1, 10.0, 20.0)  # perpendicular longer than the longest

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from pedtumorseg.arrays import volumes
-from pedtumorseg.response.criteria import Clinical, Criterion, categorize, confirmations
+from pedtumorseg.response.criteria import Clinical, Criterion
 from pedtumorseg.response.lesions import MEASURED_REGIONS, components, match_lesions, region_mask
 from pedtumorseg.response.measure import measure_lesion
+from pedtumorseg.response.readout import categorize_result
 from pedtumorseg.response.register import Alignment, align, identity_alignment, labels_on_baseline
 from pedtumorseg.response.timepoints import Timepoint
 
@@ -100,34 +101,6 @@ def _targets(rows: list[LesionObservation], max_targets: int) -> set[int]:
     return {r.track_id for r in base[:max_targets]}
 
 
-def _series(rows, timepoints, targets, measured_region):
-    """Per timepoint: SPD of the targets, the measured kind's volume, disease gone, a new measurable lesion."""
-    out = []
-    for t, tp in enumerate(timepoints):
-        at = [r for r in rows if r.timepoint == t]
-        spd = sum(r.product_mm2 for r in at if r.track_id in targets)
-        vol = volumes(tp.labels, tp.spacing_zyx)["volumes_ml"][measured_region]
-        gone = not any(r.volume_ml > 0 for r in at)
-        new = any(r.status == "new" and r.measurable for r in at)
-        out.append((spd, vol, gone, new))
-    return out
-
-
-def _categories(series, criterion: Criterion, kind: str, clinical: list[Clinical]) -> list[dict]:
-    cats = []
-    for t, (spd, vol, gone, new) in enumerate(series):
-        if t == 0:
-            cats.append({"2d": None, "volume": None})
-            continue
-        spds, vols = [s[0] for s in series[:t]], [s[1] for s in series[:t]]
-        c2 = categorize(criterion.thresholds("2d", kind), series[0][0], min(spds), spd, disease_gone=gone,
-                        new_lesion=new, clinical=clinical[t])
-        cv = categorize(criterion.thresholds("volume", kind), series[0][1], min(vols), vol, disease_gone=gone,
-                        new_lesion=new, clinical=clinical[t])
-        cats.append({"2d": c2, "volume": cv})
-    return cats
-
-
 def assess(timepoints: list[Timepoint], criterion: Criterion, measured: str | None = None,
            slice_rule: str = "largest_diameter", clinical: dict[str, Clinical] | None = None,
            register: bool = True, progress=None) -> dict:
@@ -147,28 +120,23 @@ def assess(timepoints: list[Timepoint], criterion: Criterion, measured: str | No
     targets = _targets(rows[kind], criterion.max_targets)
     for r in rows[kind]:
         r.target = r.track_id in targets
-    series = _series(rows[kind], timepoints, targets, MEASURED_REGIONS[kind])
-    cats = _categories(series, criterion, kind, clinical_list)
-    confirmed = confirmations([c["2d"].category if c["2d"] else None for c in cats], criterion.confirm)
     out_tps = []
     for t, tp in enumerate(timepoints):
-        c2, cv = cats[t]["2d"], cats[t]["volume"]
+        vols = volumes(tp.labels, tp.spacing_zyx)["volumes_ml"]
         out_tps.append({
             "name": tp.name, "seg": str(tp.seg_path), "t1ce": str(tp.t1ce_path), "segmented_here": tp.segmented_here,
             "spacing_zyx_mm": list(tp.spacing_zyx), "measurable_limit_mm": measurable_limit_mm(criterion, tp.spacing_zyx),
-            "volumes_ml": {k: round(v, 4) for k, v in volumes(tp.labels, tp.spacing_zyx)["volumes_ml"].items()},
+            "volumes_ml": {k: round(v, 4) for k, v in vols.items()},
             "alignment_to_baseline": alignments[t].to_dict(), "clinical": clinical_list[t].to_dict(),
-            "spd_mm2": round(series[t][0], 3), "measured_volume_ml": round(series[t][1], 4),
-            "category_2d": c2.to_dict() if c2 else None, "category_volume": cv.to_dict() if cv else None,
-            "categories_agree": None if c2 is None else c2.category == cv.category,
-            "confirmed_by_next_scan": confirmed[t],
+            "measured_volume_ml": round(vols[MEASURED_REGIONS[kind]], 4),
             "warnings": [w for w in (axial_warning(tp.t1ce),) if w]})
     lesions = [{"kind": r.kind, "track": r.track_id, "timepoint": timepoints[r.timepoint].name, "status": r.status,
                 "volume_ml": round(r.volume_ml, 4), "longest_mm": round(r.longest_mm, 3),
                 "perpendicular_mm": round(r.perpendicular_mm, 3), "product_mm2": round(r.product_mm2, 3),
                 "measurable": r.measurable, "target": r.target, "measurement": r.measurement}
                for k in MEASURED_REGIONS for r in rows[k]]
-    return {"format": "pedtumorseg-response", "format_version": 1, "criterion": criterion.to_dict(),
-            "measured": kind, "measured_region": MEASURED_REGIONS[kind], "slice_rule": slice_rule,
-            "axial": "the slices of each scan's own grid (its third ITK axis)", "note": SUGGESTION,
-            "timepoints": out_tps, "lesions": lesions}
+    result = {"format": "pedtumorseg-response", "format_version": 1, "criterion": criterion.to_dict(),
+              "measured": kind, "measured_region": MEASURED_REGIONS[kind], "slice_rule": slice_rule,
+              "axial": "the slices of each scan's own grid (its third ITK axis)", "note": SUGGESTION,
+              "timepoints": out_tps, "lesions": lesions}
+    return categorize_result(result, criterion)
