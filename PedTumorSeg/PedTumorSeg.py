@@ -30,8 +30,7 @@ from PedTumorSegLib.logic import EXPORTS, ModuleLogic  # noqa: E402
 from PedTumorSegLib.requirements import ensure_requirements  # noqa: E402
 
 _SPECS = {s.name: s for s in controls.slider_specs()}
-#: packages reloaded with the module by "Reload" (developer mode)
-RELOADED_PACKAGES = ("pedtumorseg", "PedTumorSegLib")
+RELOADED_PACKAGES = ("pedtumorseg", "PedTumorSegLib", "PedTumorSegResponseWidget")  # "Reload" reloads these too
 
 
 def _slider(name: str):
@@ -111,6 +110,7 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
         self.initializeParameterNode()
         self._updateResultsTable()
+        self.response = __import__("PedTumorSegResponseWidget").ResponseSection(self.layout)  # its own file: 300 lines
 
     def cleanup(self) -> None:
         self.removeObservers()

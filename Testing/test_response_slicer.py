@@ -26,3 +26,21 @@ def test_response_section_on_slicer_core(tmp_path):
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert proc.returncode == 0, "\n".join(lines[-60:]) + "\n" + proc.stderr[-3000:]
     assert " passed" in lines[-1] and "skipped" not in lines[-1], lines[-1]
+
+
+def test_response_widget_imports_exist_and_it_stays_qt_wiring():
+    import ast
+    import importlib
+
+    path = HERE.parent / "PedTumorSeg" / "PedTumorSegResponseWidget.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pedtumorseg"):
+            module = importlib.import_module(node.module)
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{node.module}.{alias.name}"
+    classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
+    assert classes == ["ResponseSection"]
+    assert len(path.read_text(encoding="utf-8").splitlines()) <= 300
+    logic = (HERE.parent / "PedTumorSeg" / "PedTumorSegLib" / "response_logic.py").read_text(encoding="utf-8")
+    assert "import qt" not in logic and "slicer.util" not in logic and "slicer.mrmlScene" not in logic

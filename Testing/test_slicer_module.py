@@ -478,7 +478,10 @@ def test_module_file_is_thin_and_reloads_the_packages():
     tree = ast.parse(text)
     widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "PedTumorSegWidget")
     assert any(isinstance(f, ast.FunctionDef) and f.name == "onReload" for f in widget.body)
-    assert 'RELOADED_PACKAGES = ("pedtumorseg", "PedTumorSegLib")' in text
+    reloaded = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                    and getattr(n.targets[0], "id", "") == "RELOADED_PACKAGES")
+    # the core, the MRML logic and every Qt file next to the module file (PedTumorSegResponseWidget.py)
+    assert set(reloaded) == {"pedtumorseg", "PedTumorSegLib"} | {p.stem for p in MODULE.glob("PedTumorSeg*Widget.py")}
 
 
 def _tiny_bundle(path: Path) -> Path:
