@@ -103,3 +103,11 @@ def test_longest_diameter_matches_pyradiomics_maximum_2d_diameter_slice():
     # pyradiomics measures between voxel-edge points of the mesh; ours between voxel corners: within one voxel
     assert abs(ours - theirs) <= math.hypot(0.9, 0.9)
     del radiomics
+
+
+def test_a_ring_is_measured_by_its_outer_margin():
+    yy, xx = np.mgrid[:60, :60]
+    r2 = (yy - 29.5) ** 2 + (xx - 29.5) ** 2
+    disc, ring = r2 <= 20 ** 2, (r2 <= 20 ** 2) & (r2 > 14 ** 2)
+    a, b = measure_lesion(disc[None], (1, 1, 1)).chosen, measure_lesion(ring[None], (1, 1, 1)).chosen
+    assert (a.longest_mm, a.perpendicular_mm) == pytest.approx((b.longest_mm, b.perpendicular_mm))

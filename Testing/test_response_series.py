@@ -109,3 +109,20 @@ def test_caliper_endpoints_in_physical_space():
     assert axial_warning(image) is None
     image.SetDirection((1, 0, 0, 0, 0, 1, 0, 1, 0))  # slices along y: coronal
     assert "not axial" in axial_warning(image)
+
+
+def test_a_split_lesion_is_not_new_and_a_merged_one_has_not_disappeared():
+    a = np.zeros((4, 40, 40), np.int32)
+    a[1:3, 2:12, 2:12] = 1  # one lesion
+    a[1:3, 25:30, 25:30] = 2  # another
+    b = np.zeros_like(a)
+    b[1:3, 2:6, 2:12] = 1  # the first split in two
+    b[1:3, 8:12, 2:12] = 2
+    c = np.zeros_like(a)
+    c[1:3, 2:30, 2:30] = 1  # both merged into one
+    tracks = match_lesions([a, b, c], [2, 2, 1])
+    assert len(tracks) == 2
+    first, second = tracks
+    assert first.status(1) == "split" and sorted(first.components_at(1)) == [1, 2]
+    assert second.status(1) == "disappeared"
+    assert first.status(2) == "present" and second.status(2) == "merged" and second.merged_into[2] == 1

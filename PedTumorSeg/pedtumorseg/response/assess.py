@@ -39,10 +39,12 @@ class LesionObservation:
     perpendicular_mm: float
     measurable: bool
     target: bool = False
+    fragments_mm2: tuple[float, ...] = ()  # a split lesion: the products of its further parts
 
     @property
     def product_mm2(self) -> float:
-        return self.longest_mm * self.perpendicular_mm
+        """The main part's LD x PD plus the products of the fragments it split into (the criteria sum them)."""
+        return self.longest_mm * self.perpendicular_mm + sum(self.fragments_mm2)
 
 
 def physical_ends(ends_yx_mm, slice_index: int, image) -> list[list[float]]:
@@ -77,23 +79,30 @@ def _observe(kind: str, timepoints: list[Timepoint], alignments: list[Alignment]
     rows = []
     for track in tracks:
         for t, tp in enumerate(timepoints):
-            c = track.component[t]
-            if not c:
+            numbers = track.components_at(t)
+            if not numbers:
                 rows.append(LesionObservation(kind, track.track_id, t, track.status(t), 0.0, None, 0.0, 0.0, False))
                 continue
-            mask = maps[t] == c
-            m = measure_lesion(mask, tp.spacing_zyx, slice_rule)
-            limit = measurable_limit_mm(criterion, tp.spacing_zyx)
-            ld, pd = m.chosen.longest_mm, m.chosen.perpendicular_mm
-            measurable = min(ld, pd) >= limit - 1e-9 and m.slices_with_lesion >= criterion.min_slices
-            vol = float(mask.sum()) * tp.geometry.voxel_volume_mm3 / 1000.0
-            record = m.to_dict()
-            record["chosen"]["longest_ends_lps_mm"] = physical_ends(m.chosen.longest_ends, m.chosen.slice_index, tp.t1ce)
-            record["chosen"]["perpendicular_ends_lps_mm"] = physical_ends(m.chosen.perpendicular_ends,
-                                                                          m.chosen.slice_index, tp.t1ce)
-            rows.append(LesionObservation(kind, track.track_id, t, track.status(t), vol, record, ld, pd,
-                                          measurable))
+            rows.append(_measure(kind, track, t, tp, [maps[t] == c for c in numbers], criterion, slice_rule))
     return rows
+
+
+def _measure(kind: str, track, t: int, tp: Timepoint, parts: list[np.ndarray], criterion: Criterion,
+             slice_rule: str) -> LesionObservation:
+    """One lesion at one timepoint: its main part measured (calipers in LPS too), its fragments' products."""
+    m = measure_lesion(parts[0], tp.spacing_zyx, slice_rule)
+    ld, pd = m.chosen.longest_mm, m.chosen.perpendicular_mm
+    measurable = (min(ld, pd) >= measurable_limit_mm(criterion, tp.spacing_zyx) - 1e-9
+                  and m.slices_with_lesion >= criterion.min_slices)
+    fragments = tuple(measure_lesion(p, tp.spacing_zyx, slice_rule).product_mm2 for p in parts[1:])
+    vol = float(sum(int(p.sum()) for p in parts)) * tp.geometry.voxel_volume_mm3 / 1000.0
+    record = m.to_dict()
+    for key, ends in (("longest_ends_lps_mm", m.chosen.longest_ends), ("perpendicular_ends_lps_mm",
+                                                                       m.chosen.perpendicular_ends)):
+        record["chosen"][key] = physical_ends(ends, m.chosen.slice_index, tp.t1ce)
+    record["fragments_product_mm2"] = [round(f, 3) for f in fragments]
+    return LesionObservation(kind, track.track_id, t, track.status(t), vol, record, ld, pd, measurable,
+                             fragments_mm2=fragments)
 
 
 def _targets(rows: list[LesionObservation], max_targets: int) -> set[int]:

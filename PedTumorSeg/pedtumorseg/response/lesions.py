@@ -41,24 +41,49 @@ def components(mask: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Track:
-    """One lesion followed over time: its component number at each timepoint (0 = absent)."""
+    """One lesion followed over time: its main component number at each timepoint (0 = absent), the further
+    components it split into (``parts[t]``) and the track it merged into (``merged_into[t]``)."""
 
     track_id: int
     first_seen: int
     component: list[int] = field(default_factory=list)
+    parts: dict[int, list[int]] = field(default_factory=dict)
+    merged_into: dict[int, int] = field(default_factory=dict)
+
+    def components_at(self, t: int) -> list[int]:
+        return ([self.component[t]] if self.component[t] else []) + self.parts.get(t, [])
 
     def status(self, t: int) -> str:
         if self.component[t]:
-            return "new" if t == self.first_seen and t > 0 else "present"
+            if t == self.first_seen and t > 0:
+                return "new"
+            return "split" if self.parts.get(t) else "present"
+        if t in self.merged_into:
+            return "merged"
         return "disappeared" if any(self.component[:t]) else "absent"
+
+
+def _overlaps(comp: np.ndarray, present: list[int], tracks: list[Track], footprint: dict) -> list[tuple]:
+    pairs = []
+    for c in present:
+        mask = comp == c
+        for track in tracks:
+            if track.track_id in footprint:
+                overlap = int(np.count_nonzero(footprint[track.track_id] & mask))
+                if overlap:
+                    pairs.append((overlap, c, track))
+    return sorted(pairs, key=lambda p: (-p[0], p[1], p[2].track_id))
 
 
 def match_lesions(on_baseline: list[np.ndarray], counts: list[int]) -> list[Track]:
     """Tracks over the timepoints from each timepoint's component map on the baseline grid (timepoint 0 first).
 
     ``on_baseline[t]``: int array, the component numbers of timepoint ``t`` (numbered on its own grid, 1 ..
-    ``counts[t]``) drawn on the baseline grid. A component missing there (outside the baseline's field of view, or
-    thinner than the baseline's voxels) overlaps nothing and so starts a new track.
+    ``counts[t]``) drawn on the baseline grid. Greedy on the overlap, largest first: each track takes one main
+    component. A further component that overlaps a track already served is a part the lesion split into (its
+    product is summed with the main one's, as the criteria sum fragments); a track whose footprint overlaps only a
+    component another track took has merged into it (the merged lesion is measured once, under that track). A
+    component that overlaps nothing (also one outside the baseline's field of view) starts a new track.
     """
     tracks: list[Track] = []
     footprint: dict[int, np.ndarray] = {}  # track id -> its last appearance on the baseline grid
@@ -66,24 +91,22 @@ def match_lesions(on_baseline: list[np.ndarray], counts: list[int]) -> list[Trac
         present = list(range(1, int(counts[t]) + 1))
         for track in tracks:
             track.component.append(0)
-        pairs = []
+        pairs = _overlaps(comp, present, tracks, footprint)
+        owner: dict[int, Track] = {}
+        for overlap, c, track in pairs:
+            if c not in owner and not track.component[t]:
+                track.component[t] = c
+                owner[c] = track
+        for overlap, c, track in pairs:
+            if c not in owner:  # the track has its main component already: a fragment of it
+                track.parts.setdefault(t, []).append(c)
+                owner[c] = track
+            elif not track.component[t] and t not in track.merged_into and owner[c] is not track:
+                track.merged_into[t] = owner[c].track_id
         for c in present:
-            mask = comp == c
-            for track in tracks:
-                overlap = int(np.count_nonzero(footprint[track.track_id] & mask))
-                if overlap:
-                    pairs.append((overlap, c, track))
-        taken_c, taken_t = set(), set()
-        for overlap, c, track in sorted(pairs, key=lambda p: (-p[0], p[1], p[2].track_id)):
-            if c in taken_c or track.track_id in taken_t:
-                continue
-            track.component[t] = c
-            taken_c.add(c)
-            taken_t.add(track.track_id)
-        for c in present:
-            if c not in taken_c:
+            if c not in owner:
                 tracks.append(Track(len(tracks) + 1, t, [0] * t + [c]))
         for track in tracks:
-            if track.component[t]:
-                footprint[track.track_id] = comp == track.component[t]
+            if track.components_at(t):
+                footprint[track.track_id] = np.isin(comp, track.components_at(t))
     return tracks

@@ -14,6 +14,9 @@ axis, ``z``):
   crossing point lies outside); the positions tried are exactly those where the line meets a corner of the
   outline, where the maximum of this piecewise linear length lies, so the result is exact.
   For a rectangle of ``a x b`` mm (a >= b) this gives ``b * sqrt(a^2 + b^2) / a``; for a square both diagonals.
+- **Enclosed holes** (a necrotic or cystic centre inside an enhancing rim) are filled on each slice before
+  measuring, so the calipers span the lesion's outer margin as a reader places them; a ring measures as the disc
+  it encloses.
 - **Slice rule.** The criteria measure "on the axial image of the lesion's largest extent". ``largest_diameter``
   (the default) takes the slice with the largest LD; ``largest_product`` the slice with the largest LD x PD. Both
   are reported; ties go to the lower slice index.
@@ -24,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 SLICE_RULES = ("largest_diameter", "largest_product")
@@ -173,7 +177,7 @@ def measure_lesion(mask3d: np.ndarray, spacing_zyx, rule: str = "largest_diamete
     """The 2D measurement of a lesion (a (z, y, x) mask) on its scan's axial slices (see the module docstring)."""
     if rule not in SLICE_RULES:
         raise ValueError(f"slice rule {rule!r}: expected one of {', '.join(SLICE_RULES)}")
-    mask3d = np.asarray(mask3d) != 0
+    mask3d = np.stack([ndimage.binary_fill_holes(sl) for sl in np.asarray(mask3d) != 0])
     spacing_yx = tuple(float(s) for s in spacing_zyx[1:])
     slices = [int(z) for z in np.flatnonzero(mask3d.any(axis=(1, 2)))]
     if not slices:

@@ -18,7 +18,7 @@ def _series(result: dict) -> list[tuple[float, float, bool, bool]]:
     out = []
     for tp in result["timepoints"]:
         at = [r for r in rows if r["timepoint"] == tp["name"]]
-        spd = sum(r["longest_mm"] * r["perpendicular_mm"] for r in at if r["target"])
+        spd = sum(r["product_mm2"] for r in at if r["target"])  # LD x PD, plus a split lesion's fragments
         gone = not any(r["volume_ml"] > 0 for r in at)
         new = any(r["status"] == "new" and r["measurable"] for r in at)
         out.append((spd, tp["measured_volume_ml"], gone, new))
@@ -64,8 +64,9 @@ def edit_diameters(result: dict, criterion: Criterion, timepoint: str, track: in
     tp = next(t for t in result["timepoints"] if t["name"] == timepoint)
     row.setdefault("computed", {k: row[k] for k in ("longest_mm", "perpendicular_mm", "product_mm2", "measurable")})
     slices = (row["measurement"] or {}).get("slices_with_lesion", criterion.min_slices)
+    fragments = sum((row["measurement"] or {}).get("fragments_product_mm2", []))
     row.update(longest_mm=round(float(longest_mm), 3), perpendicular_mm=round(float(perpendicular_mm), 3),
-               product_mm2=round(float(longest_mm) * float(perpendicular_mm), 3), edited=True,
+               product_mm2=round(float(longest_mm) * float(perpendicular_mm) + fragments, 3), edited=True,
                measurable=bool(min(longest_mm, perpendicular_mm) >= tp["measurable_limit_mm"] - 1e-9
                                and slices >= criterion.min_slices))
     return categorize_result(result, criterion)
