@@ -111,3 +111,26 @@ def test_a_ring_is_measured_by_its_outer_margin():
     disc, ring = r2 <= 20 ** 2, (r2 <= 20 ** 2) & (r2 > 14 ** 2)
     a, b = measure_lesion(disc[None], (1, 1, 1)).chosen, measure_lesion(ring[None], (1, 1, 1)).chosen
     assert (a.longest_mm, a.perpendicular_mm) == pytest.approx((b.longest_mm, b.perpendicular_mm))
+
+
+def test_longest_diameter_matches_pyradiomics_on_the_synthetic_patient():
+    pytest.importorskip("radiomics")
+    import logging
+
+    import SimpleITK as sitk
+    from radiomics import shape
+
+    from pedtumorseg.phantoms.series import make_series
+
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    for scan in make_series(new_lesion_at=None):
+        spacing_zyx = scan.t1ce.GetSpacing()[::-1]
+        for labels in ((1,), (1, 2, 3, 4)):
+            m = np.isin(scan.labels, labels)
+            image = sitk.GetImageFromArray(m.astype(np.float32) * 100 + 10)
+            image.CopyInformation(scan.t1ce)
+            mask = sitk.GetImageFromArray(m.astype(np.uint8))
+            mask.CopyInformation(scan.t1ce)
+            theirs = float(shape.RadiomicsShape(image, mask).getMaximum2DDiameterSliceFeatureValue())
+            ours = measure_lesion(m, spacing_zyx).chosen.longest_mm
+            assert abs(ours - theirs) <= math.hypot(*spacing_zyx[1:]), (scan.name, labels, ours, theirs)
