@@ -134,3 +134,16 @@ def test_longest_diameter_matches_pyradiomics_on_the_synthetic_patient():
             theirs = float(shape.RadiomicsShape(image, mask).getMaximum2DDiameterSliceFeatureValue())
             ours = measure_lesion(m, spacing_zyx).chosen.longest_mm
             assert abs(ours - theirs) <= math.hypot(*spacing_zyx[1:]), (scan.name, labels, ours, theirs)
+
+
+def test_results_are_in_the_coordinates_of_the_whole_grid():
+    small = np.zeros((3, 30, 30), bool)
+    small[1, 5:15, 5:25] = True
+    big = np.zeros((9, 80, 90), bool)
+    big[5, 45:55, 60:80] = True  # the same rectangle, moved by (4, 40, 55) voxels
+    a, b = measure_lesion(small, (2.0, 0.5, 1.5)).chosen, measure_lesion(big, (2.0, 0.5, 1.5)).chosen
+    assert (b.slice_index, b.longest_mm, b.perpendicular_mm) == (5, pytest.approx(a.longest_mm),
+                                                                 pytest.approx(a.perpendicular_mm))
+    shift = np.array([40 * 0.5, 55 * 1.5])
+    assert np.allclose(np.array(b.longest_ends), np.array(a.longest_ends) + shift)
+    assert np.allclose(np.array(b.perpendicular_ends), np.array(a.perpendicular_ends) + shift)

@@ -63,15 +63,15 @@ class Track:
         return "disappeared" if any(self.component[:t]) else "absent"
 
 
-def _overlaps(comp: np.ndarray, present: list[int], tracks: list[Track], footprint: dict) -> list[tuple]:
-    pairs = []
-    for c in present:
-        mask = comp == c
-        for track in tracks:
-            if track.track_id in footprint:
-                overlap = int(np.count_nonzero(footprint[track.track_id] & mask))
-                if overlap:
-                    pairs.append((overlap, c, track))
+def _overlaps(comp: np.ndarray, track_map: np.ndarray, tracks: list[Track]) -> list[tuple]:
+    """(overlap in voxels, component, track) of every overlapping pair, largest first (one pass over the grid)."""
+    both = (comp > 0) & (track_map > 0)
+    if not both.any():
+        return []
+    keys = comp[both].astype(np.int64) * (len(tracks) + 1) + track_map[both]
+    values, counts = np.unique(keys, return_counts=True)
+    pairs = [(int(n), int(v // (len(tracks) + 1)), tracks[int(v % (len(tracks) + 1)) - 1])
+             for v, n in zip(values, counts)]
     return sorted(pairs, key=lambda p: (-p[0], p[1], p[2].track_id))
 
 
@@ -83,15 +83,17 @@ def match_lesions(on_baseline: list[np.ndarray], counts: list[int]) -> list[Trac
     component. A further component that overlaps a track already served is a part the lesion split into (its
     product is summed with the main one's, as the criteria sum fragments); a track whose footprint overlaps only a
     component another track took has merged into it (the merged lesion is measured once, under that track). A
-    component that overlaps nothing (also one outside the baseline's field of view) starts a new track.
+    component that overlaps nothing (also one outside the baseline's field of view) starts a new track. The
+    footprints live in one map of the baseline grid (each track's last appearance; where two meet the later wins),
+    so matching is one pass over the grid per timepoint whatever the number of lesions.
     """
     tracks: list[Track] = []
-    footprint: dict[int, np.ndarray] = {}  # track id -> its last appearance on the baseline grid
+    track_map = np.zeros(on_baseline[0].shape, np.int32)  # each track's last appearance on the baseline grid
     for t, comp in enumerate(on_baseline):
         present = list(range(1, int(counts[t]) + 1))
         for track in tracks:
             track.component.append(0)
-        pairs = _overlaps(comp, present, tracks, footprint)
+        pairs = _overlaps(comp, track_map, tracks)
         owner: dict[int, Track] = {}
         for overlap, c, track in pairs:
             if c not in owner and not track.component[t]:
@@ -106,7 +108,8 @@ def match_lesions(on_baseline: list[np.ndarray], counts: list[int]) -> list[Trac
         for c in present:
             if c not in owner:
                 tracks.append(Track(len(tracks) + 1, t, [0] * t + [c]))
-        for track in tracks:
-            if track.components_at(t):
-                footprint[track.track_id] = np.isin(comp, track.components_at(t))
+        seen = [track for track in tracks if track.components_at(t)]
+        track_map[np.isin(track_map, [track.track_id for track in seen])] = 0
+        for track in seen:  # a later appearance replaces the earlier one (where footprints meet, the last wins)
+            track_map[np.isin(comp, track.components_at(t))] = track.track_id
     return tracks

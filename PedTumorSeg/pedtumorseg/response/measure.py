@@ -24,11 +24,13 @@ axis, ``z``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
+
+from pedtumorseg.arrays import bounding_box
 
 SLICE_RULES = ("largest_diameter", "largest_product")
 _EPS = 1e-9
@@ -177,7 +179,12 @@ def measure_lesion(mask3d: np.ndarray, spacing_zyx, rule: str = "largest_diamete
     """The 2D measurement of a lesion (a (z, y, x) mask) on its scan's axial slices (see the module docstring)."""
     if rule not in SLICE_RULES:
         raise ValueError(f"slice rule {rule!r}: expected one of {', '.join(SLICE_RULES)}")
-    mask3d = np.stack([ndimage.binary_fill_holes(sl) for sl in np.asarray(mask3d) != 0])
+    box = bounding_box(np.asarray(mask3d) != 0)
+    if box is None:
+        return Measurement(rule, None, None, None, 0)
+    # measured inside the lesion's box (a whole-grid mask costs a hole filling per slice); shifted back at the end
+    z0, y0, x0 = (int(b.start) for b in box)
+    mask3d = np.stack([ndimage.binary_fill_holes(sl) for sl in np.asarray(mask3d)[box] != 0])
     spacing_yx = tuple(float(s) for s in spacing_zyx[1:])
     slices = [int(z) for z in np.flatnonzero(mask3d.any(axis=(1, 2)))]
     if not slices:
@@ -202,5 +209,13 @@ def measure_lesion(mask3d: np.ndarray, spacing_zyx, rule: str = "largest_diamete
         if round(candidate.product_mm2, 6) > round(by_product.product_mm2, 6) or (
                 round(candidate.product_mm2, 6) == round(by_product.product_mm2, 6) and z < by_product.slice_index):
             by_product = candidate
+    shift = (y0 * spacing_yx[0], x0 * spacing_yx[1])
+
+    def back(d: Diameters) -> Diameters:
+        moved = lambda ends: tuple((p[0] + shift[0], p[1] + shift[1]) for p in ends)  # noqa: E731
+        return replace(d, slice_index=d.slice_index + z0, longest_ends=moved(d.longest_ends),
+                       perpendicular_ends=moved(d.perpendicular_ends))
+
+    by_ld, by_product = back(by_ld), back(by_product)
     chosen = by_ld if rule == "largest_diameter" else by_product
     return Measurement(rule, chosen, by_ld, by_product, len(slices))
