@@ -110,3 +110,29 @@ def test_dicom_timepoints_of_different_patients_are_refused(folders, tmp_path, c
     err = capsys.readouterr().err
     assert rc == 1 and "CHILD-B" in err and "not one patient" in err and f"{folders[1].name}-dicom" in err
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_case_timepoints_are_segmented_with_the_model(tmp_path, capsys):
+    """``NAME=CASE``: the case is segmented (a tiny random network, so only the plumbing is checked) into
+    ``OUT/NAME/`` and assessed with its T1CE; a copy of the same scan registers onto it exactly."""
+    import shutil
+
+    pytest.importorskip("nilearn")
+    from conftest import write_tiny_bundle
+
+    from pedtumorseg.phantoms.clean import write_phantoms
+
+    bundle = write_tiny_bundle(tmp_path / "tiny.zip")
+    case = write_phantoms(tmp_path / "cases", 1, size="small", seed=3)[0]
+    copy = shutil.copytree(case, tmp_path / "copy")
+    out = tmp_path / "out"
+    rc = main(["response", "--criterion", "rapno-hgg", "--out", str(out), "--quiet", "--no-html", "--model",
+               str(bundle), "--device", "cpu", "--no-tta", "--timepoint", f"a={case}", "--timepoint", f"b={copy}"])
+    capsys.readouterr()
+    assert rc == 0
+    result = json.loads((out / "response.json").read_text())
+    assert [tp["segmented_here"] for tp in result["timepoints"]] == [True, True]
+    assert (out / "a" / f"{case.name}-seg.nii.gz").exists() and (out / "b" / f"{case.name}-seg.nii.gz").exists()
+    a, b = result["timepoints"]
+    assert a["volumes_ml"] == b["volumes_ml"]  # the same scan, the same network: the same labels
+    assert b["alignment_to_baseline"]["nmi_after"] > 1.5
