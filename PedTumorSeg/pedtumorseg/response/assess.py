@@ -134,7 +134,8 @@ def assess(timepoints: list[Timepoint], criterion: Criterion, measured: str | No
         vols = volumes(tp.labels, tp.spacing_zyx)["volumes_ml"]
         out_tps.append({
             "name": tp.name, "seg": str(tp.seg_path), "t1ce": str(tp.t1ce_path), "segmented_here": tp.segmented_here,
-            "spacing_zyx_mm": list(tp.spacing_zyx), "measurable_limit_mm": measurable_limit_mm(criterion, tp.spacing_zyx),
+            "spacing_zyx_mm": list(tp.spacing_zyx),
+            "measurable_limit_mm": measurable_limit_mm(criterion, tp.spacing_zyx),
             "volumes_ml": {k: round(v, 4) for k, v in vols.items()},
             "alignment_to_baseline": alignments[t].to_dict(), "clinical": clinical_list[t].to_dict(),
             "measured_volume_ml": round(vols[MEASURED_REGIONS[kind]], 4),

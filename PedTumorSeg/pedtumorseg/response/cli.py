@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from pedtumorseg.errors import UsageError
 from pedtumorseg.response.criteria import CRITERIA, Clinical

@@ -108,7 +108,8 @@ class Category:
 
     def to_dict(self) -> dict:
         pct = lambda v: None if v is None else round(100.0 * v, 2)  # noqa: E731
-        return {"category": self.category, "reasons": self.reasons, "change_vs_baseline_pct": pct(self.change_vs_baseline),
+        return {"category": self.category, "reasons": self.reasons,
+                "change_vs_baseline_pct": pct(self.change_vs_baseline),
                 "change_vs_nadir_pct": pct(self.change_vs_nadir)}
 
 
