@@ -70,6 +70,7 @@ CRITERIA: dict[str, Criterion] = {c.key: c for c in (
     Criterion("rapno-lgg", "RAPNO pediatric low-grade glioma",
               "Fangusaro J et al., Lancet Oncol 2020;21(6):e305-e316", "T2FLAIR", 5, mr_2d=-0.25,
               notes=("usually one target lesion; up to five when multifocal",
+                     "measurable lesions are also to be seen in all three planes (>= 10 mm each); not checked here",
                      "cysts: the criteria give a detailed rule for cystic components; here the T2/FLAIR lesion "
                      "includes them (CC is reported separately)")),
     Criterion("rapno-dipg", "RAPNO diffuse intrinsic pontine glioma / DMG",
