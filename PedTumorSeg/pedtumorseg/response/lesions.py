@@ -1,6 +1,6 @@
 """Lesions as connected components of a region, and their matching across the timepoints of one patient.
 
-A region's lesions are its 26-connected components (``cc3d``) on the scan's own grid. To match them across scans,
+A region's lesions are its 26-connected components (``scipy.ndimage.label``) on the scan's own grid. To match them across scans,
 each follow-up's components are also drawn on the baseline grid through the rigid registration (nearest
 neighbour); a follow-up lesion continues the track whose last appearance it overlaps most (in baseline voxels),
 and one track takes at most one lesion per timepoint (greedy on the overlap, largest first). A follow-up lesion
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cc3d
 import numpy as np
+from scipy import ndimage
 
 from pedtumorseg.conventions import REGIONS
 
@@ -27,13 +27,16 @@ def region_mask(labels: np.ndarray, region: str) -> np.ndarray:
 
 
 def components(mask: np.ndarray) -> np.ndarray:
-    """26-connected components of ``mask``, numbered 1..n by decreasing size (ties: first voxel in C order)."""
-    cc = cc3d.connected_components(np.ascontiguousarray(mask, dtype=np.uint8), connectivity=26)
-    n = int(cc.max())
+    """26-connected components of ``mask``, numbered 1..n by decreasing size (ties: first voxel in C order).
+
+    ``scipy.ndimage.label`` (a core dependency, also in Slicer's Python) rather than cc3d, which the core does not
+    require."""
+    cc, n = ndimage.label(np.asarray(mask) != 0, structure=np.ones((3, 3, 3), bool))
+    cc = cc.astype(np.int32)
     if n == 0:
         return cc.astype(np.int32)
     sizes = np.bincount(cc.ravel())[1:]
-    order = np.argsort(-sizes, kind="stable")  # cc3d numbers components in scan order: stable keeps that for ties
+    order = np.argsort(-sizes, kind="stable")  # numbered in scan order: stable keeps that for ties
     relabel = np.zeros(n + 1, np.int32)
     relabel[order + 1] = np.arange(1, n + 1)
     return relabel[cc]
