@@ -1,8 +1,7 @@
 """PedTumorSeg: pediatric brain tumor segmentation (ET, NET, CC, ED) in 3D Slicer; Slicer >= 5.10 (Python 3.12).
 
-Metadata and Qt wiring only: the MRML logic is ``PedTumorSegLib``, the algorithm the Slicer-free ``pedtumorseg``.
-A slider move goes one way: widget -> parameter node (connectGui) -> ``ModuleLogic.applyControls`` (one clamp) ->
-session -> the changed segments."""
+Qt wiring only: the MRML logic is ``PedTumorSegLib``, the algorithm the Slicer-free ``pedtumorseg``. A slider
+move goes one way: widget -> parameter node (connectGui) -> ``ModuleLogic.applyControls`` (one clamp) -> segments."""
 
 import logging
 import os
@@ -28,10 +27,10 @@ from pedtumorseg.conventions import LABEL_LONG_NAMES  # noqa: E402
 from pedtumorseg.ui import controls  # noqa: E402
 from PedTumorSegLib.logic import EXPORTS, ModuleLogic  # noqa: E402
 from PedTumorSegLib.requirements import ensure_requirements  # noqa: E402
+from PedTumorSegWidgets.response import ResponseSection  # noqa: E402
 
 _SPECS = {s.name: s for s in controls.slider_specs()}
-#: packages reloaded with the module by "Reload" (developer mode)
-RELOADED_PACKAGES = ("pedtumorseg", "PedTumorSegLib")
+RELOADED_PACKAGES = ("pedtumorseg", "PedTumorSegLib", "PedTumorSegWidgets")  # "Reload" reloads these too
 
 
 def _slider(name: str):
@@ -111,6 +110,7 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelPathChanged)
         self.initializeParameterNode()
         self._updateResultsTable()
+        self.response = ResponseSection(self.layout)
 
     def cleanup(self) -> None:
         self.removeObservers()

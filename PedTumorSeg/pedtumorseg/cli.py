@@ -1,4 +1,4 @@
-"""`pedtumorseg`: the command-line face of the core (phantoms, predict, evaluate, demo).
+"""`pedtumorseg`: the command-line face of the core (phantoms, predict, evaluate, demo; response in its package).
 
 Every user error ends in one line on stderr that names the file and the problem, and a non-zero exit status:
 1 for bad input or a failed case, 2 for a bad command line, 130 when cancelled (``errors.run_command``).
@@ -34,7 +34,10 @@ def cmd_phantoms(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise UsageError(None, f"--n must be at least 1, got {args.n}")
     check_output_folder(args.out)
-    if args.mode == "raw":
+    if args.mode == "series":  # timepoints of one patient for `pedtumorseg response` (phantoms.series)
+        from pedtumorseg.phantoms.series import make_series, write_series
+        folders = write_series(make_series(seed=args.seed), args.out)
+    elif args.mode == "raw":
         from pedtumorseg.phantoms.raw import make_raw_phantom, write_raw_phantom
         folders = [write_raw_phantom(make_raw_phantom(args.seed + k, args.size, args.style), args.out,
                                      fmt=args.format) for k in range(args.n)]
@@ -277,9 +280,11 @@ def _add_phantoms(sub) -> None:
     p.add_argument("--size", choices=("brats", "small"), default="brats",
                    help="brats: 240x240x155 at 1 mm; small: the same field of view at 2.5 mm")
     p.add_argument("--seed", type=int, default=0, help="case k uses seed SEED+k (default 0)")
-    p.add_argument("--mode", choices=("clean", "raw"), default="clean",
+    p.add_argument("--mode", choices=("clean", "raw", "series"), default="clean",
                    help="clean: BraTS-preprocessed; raw: a clinical examination (skull, own pose and grid per "
-                        "sequence)")
+                        "sequence); series: three timepoints of one patient (T1CE + labels; the tumour shrinks "
+                        "to 0.6 then grows to 1.3 times its radii, the head moves, a lesion appears) for "
+                        "`pedtumorseg response`")
     p.add_argument("--format", choices=("nifti", "dicom"), default="nifti", help="raw mode: NIfTI files or DICOM series")
     p.add_argument("--style", choices=("clean", "realistic"), default="clean",
                    help="clean: today's ellipsoid tumors (default); realistic: tumors grown along anatomy, mass "
@@ -372,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     from pedtumorseg.cohort.cli import add_parser as add_cohort_parser
     add_cohort_parser(sub)
+    from pedtumorseg.response.cli import add_parser as add_response_parser
+    add_response_parser(sub)
     return parser
 
 
