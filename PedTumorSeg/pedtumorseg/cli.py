@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pedtumorseg import __version__, progress
 from pedtumorseg.errors import EXIT_CANCELLED, EXIT_FAILED, UsageError
+from pedtumorseg.web.cli import add_parser as add_serve_parser
 
 PROG = "pedtumorseg"
 
@@ -355,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_evaluate(sub)
     _add_demo(sub)
+    add_serve_parser(sub)
     return parser
 
 
