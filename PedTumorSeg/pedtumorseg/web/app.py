@@ -29,6 +29,7 @@ LOG = logging.getLogger("pedtumorseg.web")
 EFFECTS = {"None": "SegmentationEffectNoTool", "Paint": "SegmentationEffectPaint",
            "Erase": "SegmentationEffectErase", "Islands": "SegmentationEffectIslands"}
 POLL_S = 0.25
+TABLE_DEBOUNCE_S = 0.15
 
 
 class PedTumorSegWebApp(TrameApp):
@@ -46,6 +47,8 @@ class PedTumorSegWebApp(TrameApp):
         self.layout.set_layout("Quad View")
         self.workflow = CaseWorkflow(self.slicer.scene, self.slicer.volumes_logic, modelPath, device)
         self._task = None
+        self._watchingEdits = False
+        self._tablePending = None
         self._initState()
         self._build()
 
@@ -140,7 +143,11 @@ class PedTumorSegWebApp(TrameApp):
                 self._fail(message)
             return
         segmentation = self.workflow.params.outputSegmentation
-        self.slicer.segmentation_editor.set_active_segmentation(segmentation, self.workflow.params.t1ceVolume)
+        editor = self.slicer.segmentation_editor
+        editor.set_active_segmentation(segmentation, self.workflow.params.t1ceVolume)
+        if not self._watchingEdits:
+            editor.segmentation_modified.connect(self._segmentationModified)
+            self._watchingEdits = True
         self.workflow.logic.showSegmentation3D()
         self.slicer.display_manager.reset_views()
         self.state.pts_status = message
@@ -179,10 +186,16 @@ class PedTumorSegWebApp(TrameApp):
         if self.workflow.hasResult:
             self.slicer.segmentation_editor.set_active_segment_id(self.workflow.logic.sync.segmentIds[int(label)])
 
-    def refresh(self) -> None:
-        """After an edit (mouse release in a view): the table of the segments as shown."""
+    def _segmentationModified(self, *_) -> None:
+        """An edit (or a write of the module): the table follows, once per burst of modifications."""
+        if self._tablePending is None:
+            self._tablePending = asyncio.get_event_loop().call_later(TABLE_DEBOUNCE_S, self._flushTable)
+
+    def _flushTable(self) -> None:
+        self._tablePending = None
         if self.workflow.hasResult:
-            self._refreshTable()
+            with self.state:
+                self._refreshTable()
 
     def export(self) -> None:
         self.state.pts_error = ""
@@ -208,8 +221,7 @@ class PedTumorSegWebApp(TrameApp):
                     self._controlPanel()
                     self._resultPanel()
             with self.ui.content:
-                with html.Div(style="height: calc(100vh - 64px);", id="pts-views",
-                              mouseup=self.refresh):
+                with html.Div(style="height: calc(100vh - 64px);", id="pts-views"):
                     self.layout.initialize_layout_grid(self.ui)
 
     def _casePanel(self) -> None:
@@ -236,9 +248,10 @@ class PedTumorSegWebApp(TrameApp):
                 v3.VCheckbox(label=spec.label, v_model=(key,), density="compact", hide_details=True,
                              id=f"pts-{spec.name}")
                 continue
-            v3.VSlider(label=spec.label, v_model=(key,), min=spec.minimum, max=spec.maximum, step=spec.step,
-                       density="compact", hide_details=True, thumb_label=True, id=f"pts-{spec.name}")
-            html.Div(f"{{{{ {key} }}}} {spec.unit}", classes="text-caption text-right")
+            with html.Div(id=f"pts-{spec.name}"):
+                v3.VSlider(label=spec.label, v_model=(key,), min=spec.minimum, max=spec.maximum, step=spec.step,
+                           density="compact", hide_details=True)
+                html.Div(f"{{{{ {key} }}}} {spec.unit}", classes="text-caption text-right")
 
     def _resultPanel(self) -> None:
         with html.Table(id="pts-volumes", classes="text-caption my-2", style="width: 100%;",
