@@ -66,6 +66,8 @@ class PedTumorSegWebApp(TrameApp):
         s.pts_rows = []
         s.pts_has_result = False
         s.pts_effect = "None"
+        s.pts_effect_clicks = 0  # Islands applies on every click, also when it is already the effect
+        self.state.change("pts_effect_clicks")(self._effectClicked)
         s.pts_exported = []
         s.pts_status = "Choose a case and open it."
         bundle = self.workflow.logic.loadBundle(self.workflow.params.modelPath)
@@ -171,13 +173,15 @@ class PedTumorSegWebApp(TrameApp):
                 self._refreshTable()
         return handler
 
+    def _effectClicked(self, pts_effect, **_) -> None:
+        self.setEffect(pts_effect)
+
     def setEffect(self, label: str) -> None:
         import trame_slicer.segmentation as effects
 
         if label not in EFFECTS or not self.workflow.hasResult:
             return
         effect = self.slicer.segmentation_editor.set_active_effect_type(getattr(effects, EFFECTS[label]))
-        self.state.pts_effect = label
         if label == "Islands" and effect is not None:
             effect.apply(effects.SegmentationIslandsMode.KEEP_LARGEST_ISLAND)
             self._refreshTable()
@@ -266,7 +270,7 @@ class PedTumorSegWebApp(TrameApp):
         with html.Div(v_show="pts_has_result"):
             with html.Div(classes="d-flex flex-wrap my-1"):
                 for label in EFFECTS:
-                    v3.VBtn(label, click=(self.setEffect, f"['{label}']"), size="small", classes="mr-1 mb-1",
+                    v3.VBtn(label, click=f"pts_effect = '{label}'; pts_effect_clicks++", size="small", classes="mr-1 mb-1",
                             id=f"pts-effect-{label.lower()}",
                             variant=(f"pts_effect === '{label}' ? 'flat' : 'outlined'",))
             v3.VBtn("Export", click=self.export, id="pts-export", block=True, classes="my-2")
