@@ -26,13 +26,17 @@ def resolve_under(root: str | os.PathLike, relative: str) -> Path:
 
 
 def list_cases(root: str | os.PathLike) -> list[str]:
-    """Relative paths of the case folders under ``root`` (BraTS-named NIfTI folders and DICOM studies), sorted;
-    folders that do not hold a case are left out. Links that lead outside ``root`` are not followed."""
+    """Relative paths of the case folders in ``root`` (its sub-folders holding BraTS-named NIfTI files or a DICOM
+    study), sorted; folders without a case and links that lead outside ``root`` are left out."""
     from pedtumorseg.inputs.cases import discover_cases
 
     root = Path(root).resolve()
     out = set()
-    for case in discover_cases(root).cases:
+    try:
+        found = discover_cases(root).cases
+    except InputError:  # no case at all: an empty list in the browser
+        return []
+    for case in found:
         any_file = Path(next(iter(case.images.values())))
         folder = any_file.resolve().parent if any_file.is_file() else any_file.resolve().parent
         if folder == root or root in folder.parents:
