@@ -255,7 +255,8 @@ class PedTumorSegWebApp(TrameApp):
             with html.Div(id=f"pts-{spec.name}"):
                 v3.VSlider(label=spec.label, v_model=(key,), min=spec.minimum, max=spec.maximum, step=spec.step,
                            density="compact", hide_details=True)
-                html.Div(f"{{{{ {key} }}}} {spec.unit}", classes="text-caption text-right")
+                html.Div(f"{{{{ Number({key}).toFixed({spec.decimals}) }}}} {spec.unit}",
+                         classes="text-caption text-right")
 
     def _resultPanel(self) -> None:
         with html.Table(id="pts-volumes", classes="text-caption my-2", style="width: 100%;",
