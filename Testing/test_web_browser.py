@@ -1,6 +1,6 @@
 """``pedtumorseg serve`` in a real browser: Debian's chromium driven by Playwright, headless, against a server on
 127.0.0.1 with a tiny random-weight bundle on a small phantom. Open, Apply, the segments in the axial view in their
-colors, a slider moving the table and the overlay, export equal to
+colors, a slider moving the table and the overlay, an Islands edit kept when a slider moves, export equal to
 ``pedtumorseg predict``, refusals (path traversal, missing token, a second session).
 
 Skipped with the reason when Playwright, chromium, the web extra or offscreen rendering are missing. Screenshots go
@@ -167,8 +167,16 @@ def _walk_the_workflow(page, site):
     pixels = _wait_pixels(page, lambda p: _color_count(p, 1) > red_before)
     assert _color_count(pixels, 1) > red_before
     page.screenshot(path=str(site["shots"] / "web-after-slider.png"))
-    # not yet tested here: an edit with trame-slicer's effects from the browser (paint, islands) does not reach
-    # the segments in this version; from Python the same effects do (see DEVELOPING.md, "The web app")
+    # an edit with trame-slicer's Islands effect (keep the largest island of the active segment, ET): the table
+    # follows, and the next slider move keeps the edit (as the module does)
+    page.click("#pts-effect-islands")
+    edited = _wait_table_change(page, after, timeout_s=60)
+    assert 0 < edited["ET"] < after["ET"]
+    page.screenshot(path=str(site["shots"] / "web-after-edit.png"))
+    _slider_key(page, "min_volume_et", "End")  # would change ET only: the edited ET segment is kept as it is
+    page.wait_for_function("document.querySelector('#pts-min_volume_et').innerText.includes('2000')")
+    page.wait_for_timeout(3000)
+    assert _table(page) == edited
 
 
 def test_a_path_outside_the_data_folder_is_refused(site, browser):

@@ -150,7 +150,6 @@ class PedTumorSegWebApp(TrameApp):
         if not self._watchingEdits:
             editor.segmentation_modified.connect(self._segmentationModified)
             self._watchingEdits = True
-        self.workflow.logic.showSegmentation3D()
         self.slicer.display_manager.reset_views()
         self.state.pts_status = message
         self.state.pts_has_result = True
@@ -174,7 +173,11 @@ class PedTumorSegWebApp(TrameApp):
         return handler
 
     def _effectClicked(self, pts_effect, **_) -> None:
-        self.setEffect(pts_effect)
+        try:
+            self.setEffect(pts_effect)
+        except Exception as exc:  # shown, and logged without paths (the case is the user's)
+            LOG.exception("the %s effect failed", pts_effect)
+            self._fail(f"{pts_effect}: {type(exc).__name__}: {exc}")
 
     def setEffect(self, label: str) -> None:
         import trame_slicer.segmentation as effects
@@ -189,6 +192,13 @@ class PedTumorSegWebApp(TrameApp):
     def selectSegment(self, label: int) -> None:
         if self.workflow.hasResult:
             self.slicer.segmentation_editor.set_active_segment_id(self.workflow.logic.sync.segmentIds[int(label)])
+
+    def show3D(self) -> None:
+        """Closed surfaces in the 3D view, as the module's "Show 3D" button (they are then rebuilt on every slider
+        move, which costs most of a move's time on a CPU)."""
+        if self.workflow.hasResult:
+            self.workflow.logic.showSegmentation3D()
+            self.slicer.display_manager.reset_views()
 
     def _segmentationModified(self, *_) -> None:
         """An edit (or a write of the module): the table follows, once per burst of modifications."""
@@ -274,5 +284,6 @@ class PedTumorSegWebApp(TrameApp):
                     v3.VBtn(label, click=f"pts_effect = '{label}'; pts_effect_clicks++", size="small", classes="mr-1 mb-1",
                             id=f"pts-effect-{label.lower()}",
                             variant=(f"pts_effect === '{label}' ? 'flat' : 'outlined'",))
+            v3.VBtn("Show 3D", click=self.show3D, id="pts-show3d", block=True, classes="my-1")
             v3.VBtn("Export", click=self.export, id="pts-export", block=True, classes="my-2")
             html.Div("{{ pts_exported.join(', ') }}", classes="text-caption", id="pts-exported")
