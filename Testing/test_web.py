@@ -105,3 +105,44 @@ def test_web_parameters_hold_the_panel_controls_as_attributes():
     assert params.t1Volume == "node" and "t1Volume" not in params.controls
     with pytest.raises(AttributeError):
         params.min_volume_et
+
+
+def _case_files(folder):
+    return [{"name": p.name, "content": p.read_bytes()} for p in sorted(Path(folder).iterdir())]
+
+
+def test_an_upload_goes_into_a_new_folder_and_is_checked_as_a_case(tmp_path):
+    from pedtumorseg.web.uploads import save_upload
+
+    files = _case_files(write_tiny_case(tmp_path / "src", case_id="UP-1"))
+    first = save_upload(files, tmp_path / "uploads")
+    second = save_upload(files, tmp_path / "uploads")  # the same files again: a new folder, nothing overwritten
+    assert (first.name, second.name) == ("upload-1", "upload-2")
+    assert sorted(p.name for p in first.iterdir()) == sorted(f["name"] for f in files)
+    assert data.list_uploads(tmp_path / "uploads") == ["upload-1", "upload-2"]
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda fs: fs[:3], "missing"),
+    (lambda fs: [dict(fs[0], name="../" + fs[0]["name"])] + fs[1:], "not a NIfTI file name"),
+    (lambda fs: [dict(fs[0], name="notes.txt")] + fs[1:], "not a NIfTI file name"),
+    (lambda fs: [dict(fs[0], content=fs[0]["content"][:200])] + fs[1:], ""),
+    (lambda fs: fs + [fs[0]], "uploaded twice"),
+])
+def test_a_bad_upload_is_refused_and_leaves_nothing(tmp_path, change, problem):
+    from pedtumorseg.web.uploads import save_upload
+
+    files = change(_case_files(write_tiny_case(tmp_path / "src", case_id="UP-1")))
+    with pytest.raises(InputError) as refused:
+        save_upload(files, tmp_path / "uploads")
+    assert problem in str(refused.value)
+    assert str(tmp_path) not in str(refused.value)
+    assert not (tmp_path / "uploads").exists() or not any((tmp_path / "uploads").iterdir())
+
+
+def test_an_upload_over_the_limit_is_refused(tmp_path):
+    from pedtumorseg.web.uploads import save_upload
+
+    files = _case_files(write_tiny_case(tmp_path / "src", case_id="UP-1"))
+    with pytest.raises(InputError, match="over the limit"):
+        save_upload(files, tmp_path / "uploads", max_bytes=100)

@@ -21,7 +21,7 @@ from trame_slicer.rca_view import register_rca_factories
 from pedtumorseg.conventions import CHANNELS
 from pedtumorseg.errors import InputError
 from pedtumorseg.ui import controls
-from pedtumorseg.web import data
+from pedtumorseg.web import data, uploads
 from pedtumorseg.web.workflow import CaseWorkflow
 
 LOG = logging.getLogger("pedtumorseg.web")
@@ -30,6 +30,8 @@ EFFECTS = {"None": "SegmentationEffectNoTool", "Paint": "SegmentationEffectPaint
            "Erase": "SegmentationEffectErase", "Islands": "SegmentationEffectIslands"}
 POLL_S = 0.25
 TABLE_DEBOUNCE_S = 0.15
+#: case names of uploads in the case list (the rest are folders of --data)
+UPLOAD_PREFIX = "upload:"
 
 
 class PedTumorSegWebApp(TrameApp):
@@ -40,6 +42,7 @@ class PedTumorSegWebApp(TrameApp):
         super().__init__(server)
         self.dataRoot = Path(dataRoot).resolve()
         self.outRoot = Path(outRoot).resolve()
+        self.uploadRoot = self.outRoot / "uploads"
         self.slicer = SlicerApp()
         register_rca_factories(self.slicer.view_manager, self.server, rca_encoder="jpeg")
         self.layout = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
@@ -55,7 +58,9 @@ class PedTumorSegWebApp(TrameApp):
     # -- state ---------------------------------------------------------------------------------------------------
     def _initState(self) -> None:
         s = self.state
-        s.pts_cases = data.list_cases(self.dataRoot)
+        s.pts_cases = self._caseNames()
+        s.pts_upload = None
+        self.state.change("pts_upload")(self._uploaded)
         s.pts_case = s.pts_cases[0] if s.pts_cases else None
         s.pts_volumes = []
         s.pts_assignment = {c: None for c in CHANNELS}
@@ -88,10 +93,37 @@ class PedTumorSegWebApp(TrameApp):
         LOG.info("request refused: %s", message)
 
     # -- case ----------------------------------------------------------------------------------------------------
+    def _caseNames(self) -> list:
+        names = data.list_cases(self.dataRoot)
+        if self.uploadRoot.is_dir():
+            names += [UPLOAD_PREFIX + name for name in data.list_uploads(self.uploadRoot)]
+        return names
+
+    def _caseFolder(self, name) -> Path:
+        name = str(name or "")
+        if name.startswith(UPLOAD_PREFIX):
+            return data.resolve_under(self.uploadRoot, name[len(UPLOAD_PREFIX):])
+        return data.resolve_under(self.dataRoot, name)
+
+    def _uploaded(self, pts_upload, **_) -> None:
+        if not pts_upload:
+            return
+        files = pts_upload if isinstance(pts_upload, list) else [pts_upload]
+        self.state.pts_error = ""
+        try:
+            folder = uploads.save_upload(files, self.uploadRoot)
+        except InputError as exc:
+            self._fail(f"upload refused: {exc}")
+        else:
+            self.state.pts_cases = self._caseNames()
+            self.state.pts_case = UPLOAD_PREFIX + folder.name
+            self.state.pts_status = f"Uploaded as {folder.name}; open it."
+        self.state.pts_upload = None
+
     def openCase(self) -> None:
         self.state.pts_error = ""
         try:
-            folder = data.resolve_under(self.dataRoot, self.state.pts_case)
+            folder = self._caseFolder(self.state.pts_case)
             assignment = self.workflow.openCase(folder)
         except (InputError, ValueError) as exc:
             return self._fail(str(exc))
@@ -240,6 +272,8 @@ class PedTumorSegWebApp(TrameApp):
 
     def _casePanel(self) -> None:
         v3.VSelect(label="Case", items=("pts_cases",), v_model=("pts_case",), density="compact", id="pts-case")
+        v3.VFileInput(label="Upload a case (four NIfTI files)", v_model=("pts_upload",), multiple=True,
+                      density="compact", hide_details=True, accept=".nii,.gz", id="pts-upload", classes="mb-1")
         v3.VBtn("Open", click=self.openCase, id="pts-open", disabled=("pts_busy",), block=True, classes="mb-2")
         for channel in CHANNELS:
             v3.VSelect(label=channel.upper(), items=("pts_volumes",), v_model=(f"pts_in_{channel}",),

@@ -42,3 +42,19 @@ def list_cases(root: str | os.PathLike) -> list[str]:
         if folder == root or root in folder.parents:
             out.add(folder.relative_to(root).as_posix() or ".")
     return sorted(out)
+
+
+def list_uploads(root: str | os.PathLike) -> list[str]:
+    """The upload folders in ``root`` that hold a case, sorted (one case each; the same case may be uploaded twice,
+    which :func:`list_cases` would refuse as two cases of one id)."""
+    from pedtumorseg.inputs.cases import find_case
+
+    root = Path(root).resolve()
+    out = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()) if root.is_dir() else []:
+        try:
+            find_case(folder)
+        except InputError:
+            continue
+        out.append(folder.name)
+    return out
