@@ -210,3 +210,27 @@ def test_token_and_one_session_at_a_time(tmp_path, site, browser):
         second.close()
     finally:
         server.stop()
+
+
+def test_upload_a_case_and_refuse_a_bad_one(site, browser, tmp_path):
+    page = browser.new_page()
+    try:
+        page.goto(site["server"].url)
+        page.wait_for_selector("#pts-open", timeout=60_000)
+        images = sorted(p for p in site["case"].iterdir() if "-seg" not in p.name)
+        page.locator("input[type=file]").set_input_files([str(p) for p in images])
+        page.wait_for_function("document.querySelector('#pts-status').innerText.startsWith('Uploaded as')",
+                               timeout=60_000)
+        page.click("#pts-open")
+        page.wait_for_function("document.querySelector('#pts-status').innerText.includes('Apply')", timeout=60_000)
+        bad = tmp_path / images[0].name
+        bad.write_bytes(images[0].read_bytes()[:300])  # cut short
+        page.locator("input[type=file]").set_input_files([str(bad)] + [str(p) for p in images[1:]])
+        page.wait_for_function("document.querySelector('#pts-error').innerText.includes('upload refused')",
+                               timeout=60_000)
+        message = page.inner_text("#pts-error")
+        assert images[0].name in message and str(tmp_path) not in message
+        uploads = site["data"].parent / "data-exports" / "uploads"
+        assert sorted(p.name for p in uploads.iterdir()) == ["upload-1"]  # the refused one left nothing
+    finally:
+        page.close()

@@ -90,7 +90,7 @@ class PedTumorSegWebApp(TrameApp):
 
     def _fail(self, message: str) -> None:
         self.state.pts_error = message
-        LOG.info("request refused: %s", message)
+        LOG.info("a request was refused")  # the message may name a case: not logged
 
     # -- case ----------------------------------------------------------------------------------------------------
     def _caseNames(self) -> list:
