@@ -1,6 +1,6 @@
 """``pedtumorseg serve`` in a real browser: Debian's chromium driven by Playwright, headless, against a server on
 127.0.0.1 with a tiny random-weight bundle on a small phantom. Open, Apply, the segments in the axial view in their
-colors, a slider moving the table and the overlay, an Islands edit kept when a slider moves, export equal to
+colors, a slider moving the table and the overlay, an Islands edit kept when a slider moves, a paint stroke, export equal to
 ``pedtumorseg predict``, refusals (path traversal, missing token, a second session).
 
 Skipped with the reason when Playwright, chromium, the web extra or offscreen rendering are missing. Screenshots go
@@ -177,6 +177,21 @@ def _walk_the_workflow(page, site):
     page.wait_for_function("document.querySelector('#pts-min_volume_et').innerText.includes('2000')")
     page.wait_for_timeout(3000)
     assert _table(page) == edited
+    # paint (the active segment, ET) with the mouse across the axial view: the table follows
+    page.click("#pts-effect-paint")
+    view = page.locator("#pts-views img.image-display-area").nth(AXIAL)
+    view.hover()
+    box = view.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 60, cy)
+    page.mouse.down()
+    for step in range(13):
+        page.mouse.move(cx - 60 + 10 * step, cy + (step % 3) * 4)
+        page.wait_for_timeout(100)
+    page.mouse.up()
+    painted = _wait_table_change(page, edited, timeout_s=60)
+    assert painted["ET"] > edited["ET"]
+    page.screenshot(path=str(site["shots"] / "web-after-paint.png"))
 
 
 def test_a_path_outside_the_data_folder_is_refused(site, browser):
