@@ -33,8 +33,9 @@ def slicer_lib_path() -> Path:
 
 def missing_packages() -> list[str]:
     """One line per missing piece of the ``web`` extra or of the module's logic (empty: all there)."""
-    missing = [f"{name} is not installed ({INSTALL_HINT})"
-               for name in ("trame", "trame_slicer", "slicer") if importlib.util.find_spec(name) is None]
+    absent = [name for name in ("trame", "trame_slicer", "slicer") if importlib.util.find_spec(name) is None]
+    missing = [f"{', '.join(absent)} {'is' if len(absent) == 1 else 'are'} not installed ({INSTALL_HINT})"] \
+        if absent else []
     if not (slicer_lib_path() / "PedTumorSegLib" / "logic.py").is_file():
         missing.append(f"PedTumorSegLib (the Slicer module's logic) was not found in {slicer_lib_path().name}/: "
                        "run from a source checkout or an editable install (pip install -e \".[web]\")")
