@@ -18,7 +18,7 @@ from trame_vuetify.widgets import vuetify3 as v3
 from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 
-from pedtumorseg.conventions import CHANNELS
+from pedtumorseg.conventions import CHANNELS, FOREGROUND_LABELS, LABEL_NAMES
 from pedtumorseg.errors import InputError
 from pedtumorseg.ui import controls
 from pedtumorseg.web import data, uploads
@@ -71,6 +71,9 @@ class PedTumorSegWebApp(TrameApp):
         s.pts_rows = []
         s.pts_has_result = False
         s.pts_effect = "None"
+        s.pts_segment = 1  # the segment the effects edit (label value)
+        s.pts_segments = [{"title": LABEL_NAMES[label], "value": label} for label in FOREGROUND_LABELS]
+        self.state.change("pts_segment")(lambda pts_segment, **_: self.selectSegment(pts_segment))
         s.pts_effect_clicks = 0  # Islands applies on every click, also when it is already the effect
         self.state.change("pts_effect_clicks")(self._effectClicked)
         s.pts_exported = []
@@ -179,6 +182,7 @@ class PedTumorSegWebApp(TrameApp):
         segmentation = self.workflow.params.outputSegmentation
         editor = self.slicer.segmentation_editor
         editor.set_active_segmentation(segmentation, self.workflow.params.t1ceVolume)
+        self.state.pts_segment = FOREGROUND_LABELS[0]  # the editor starts on the first segment
         if not self._watchingEdits:
             editor.segmentation_modified.connect(self._segmentationModified)
             self._watchingEdits = True
@@ -221,8 +225,8 @@ class PedTumorSegWebApp(TrameApp):
             effect.apply(effects.SegmentationIslandsMode.KEEP_LARGEST_ISLAND)
             self._refreshTable()
 
-    def selectSegment(self, label: int) -> None:
-        if self.workflow.hasResult:
+    def selectSegment(self, label) -> None:
+        if self.workflow.hasResult and label in self.workflow.logic.sync.segmentIds:
             self.slicer.segmentation_editor.set_active_segment_id(self.workflow.logic.sync.segmentIds[int(label)])
 
     def show3D(self) -> None:
@@ -313,6 +317,8 @@ class PedTumorSegWebApp(TrameApp):
                 html.Td("{{ row[2] }}")
                 html.Td("{{ row[3] }}")
         with html.Div(v_show="pts_has_result"):
+            v3.VSelect(label="Segment to edit", items=("pts_segments",), v_model=("pts_segment",),
+                       density="compact", hide_details=True, id="pts-segment", classes="mb-1")
             with html.Div(classes="d-flex flex-wrap my-1"):
                 for label in EFFECTS:
                     v3.VBtn(label, click=f"pts_effect = '{label}'; pts_effect_clicks++", size="small", classes="mr-1 mb-1",
