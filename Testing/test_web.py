@@ -87,8 +87,10 @@ def test_missing_packages_name_the_install_command(monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "trame_slicer" else real(name))
-    assert checks.missing_packages()[0] == 'trame_slicer is not installed (pip install "pedtumorseg[web]")'
+    absent = ("trame", "trame_slicer", "slicer")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name in absent else real(name))
+    assert checks.missing_packages() == ['trame, trame_slicer, slicer are not installed (pip install '
+                                         '"pedtumorseg[web]")']
 
 
 def test_the_module_logic_is_found_beside_the_core_package():
