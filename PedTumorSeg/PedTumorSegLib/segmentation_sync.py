@@ -264,8 +264,9 @@ class SegmentationSync:
         return changed
 
     def labelsShown(self):
-        """Labels as the segments show them: the session's, or with kept hand edits, read from the segments."""
-        if not self.protected:
+        """Labels as the segments show them: the session's, or with hand edits (kept or not yet), read from the
+        segments."""
+        if not self.protected and not self.editedLabels(set(FOREGROUND_LABELS)):
             return self.session.labels
         labels = np.zeros(self.shape, np.uint8)
         for label in self.labels:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pedtumorseg import __version__, progress
 from pedtumorseg.errors import EXIT_CANCELLED, EXIT_FAILED, UsageError
+from pedtumorseg.web.cli import add_parser as add_serve_parser
 
 PROG = "pedtumorseg"
 
@@ -379,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cohort_parser(sub)
     from pedtumorseg.response.cli import add_parser as add_response_parser
     add_response_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 

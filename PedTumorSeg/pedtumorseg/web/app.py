@@ -1,0 +1,329 @@
+"""The trame app: Slicer's own slice and 3D views (trame-slicer) beside the module's panel (case, inputs, Apply,
+post-processing sliders, volume table, editing effects, export), all bound to one :class:`CaseWorkflow`.
+
+Imported only by ``pedtumorseg serve`` (trame, trame-slicer and slicer-core are the ``web`` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from trame.app import TrameApp
+from trame.widgets import html
+from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
+from trame_vuetify.widgets import vuetify3 as v3
+
+from trame_slicer.core import LayoutManager, SlicerApp
+from trame_slicer.rca_view import register_rca_factories
+
+from pedtumorseg.conventions import CHANNELS, FOREGROUND_LABELS, LABEL_NAMES
+from pedtumorseg.errors import InputError
+from pedtumorseg.ui import controls
+from pedtumorseg.web import data, uploads
+from pedtumorseg.web.workflow import CaseWorkflow
+
+LOG = logging.getLogger("pedtumorseg.web")
+#: the editing effects offered (button label -> trame-slicer effect class name)
+EFFECTS = {"None": "SegmentationEffectNoTool", "Paint": "SegmentationEffectPaint",
+           "Erase": "SegmentationEffectErase", "Islands": "SegmentationEffectIslands"}
+POLL_S = 0.25
+TABLE_DEBOUNCE_S = 0.15
+#: case names of uploads in the case list (the rest are folders of --data)
+UPLOAD_PREFIX = "upload:"
+
+
+class PedTumorSegWebApp(TrameApp):
+    """One server, one scene, one case: ``dataRoot`` the only folder cases are opened from, exports go to
+    ``outRoot/<case id>/``."""
+
+    def __init__(self, server=None, *, dataRoot, outRoot, modelPath="", device="Auto"):
+        super().__init__(server)
+        self.dataRoot = Path(dataRoot).resolve()
+        self.outRoot = Path(outRoot).resolve()
+        self.uploadRoot = self.outRoot / "uploads"
+        self.slicer = SlicerApp()
+        register_rca_factories(self.slicer.view_manager, self.server, rca_encoder="jpeg")
+        self.layout = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
+        self.layout.register_layout_dict(LayoutManager.default_grid_configuration())
+        self.layout.set_layout("Quad View")
+        self.workflow = CaseWorkflow(self.slicer.scene, self.slicer.volumes_logic, modelPath, device)
+        self._task = None
+        self._watchingEdits = False
+        self._tablePending = None
+        self._initState()
+        self._build()
+
+    # -- state ---------------------------------------------------------------------------------------------------
+    def _initState(self) -> None:
+        s = self.state
+        s.pts_cases = self._caseNames()
+        s.pts_upload = None
+        self.state.change("pts_upload")(self._uploaded)
+        s.pts_case = s.pts_cases[0] if s.pts_cases else None
+        s.pts_volumes = []
+        s.pts_assignment = {c: None for c in CHANNELS}
+        s.pts_busy = False
+        s.pts_progress = 0
+        s.pts_message = ""
+        s.pts_error = ""
+        s.pts_rows = []
+        s.pts_has_result = False
+        s.pts_effect = "None"
+        s.pts_segment = 1  # the segment the effects edit (label value)
+        s.pts_segments = [{"title": LABEL_NAMES[label], "value": label} for label in FOREGROUND_LABELS]
+        self.state.change("pts_segment")(lambda pts_segment, **_: self.selectSegment(pts_segment))
+        s.pts_effect_clicks = 0  # Islands applies on every click, also when it is already the effect
+        self.state.change("pts_effect_clicks")(self._effectClicked)
+        s.pts_exported = []
+        s.pts_status = "Choose a case and open it."
+        bundle = self.workflow.logic.loadBundle(self.workflow.params.modelPath)
+        s.pts_model = self.workflow.logic.modelDescription(bundle)
+        for spec in controls.slider_specs():
+            s[self._key(spec.name)] = getattr(self.workflow.params, spec.name)
+            self.state.change(self._key(spec.name))(self._controlHandler(spec.name))
+        for channel in CHANNELS:
+            s[f"pts_in_{channel}"] = None
+            self.state.change(f"pts_in_{channel}")(self._assignHandler(channel))
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return "pts_" + name
+
+    def _fail(self, message: str) -> None:
+        self.state.pts_error = message
+        LOG.info("a request was refused")  # the message may name a case: not logged
+
+    # -- case ----------------------------------------------------------------------------------------------------
+    def _caseNames(self) -> list:
+        names = data.list_cases(self.dataRoot)
+        if self.uploadRoot.is_dir():
+            names += [UPLOAD_PREFIX + name for name in data.list_uploads(self.uploadRoot)]
+        return names
+
+    def _caseFolder(self, name) -> Path:
+        name = str(name or "")
+        if name.startswith(UPLOAD_PREFIX):
+            return data.resolve_under(self.uploadRoot, name[len(UPLOAD_PREFIX):])
+        return data.resolve_under(self.dataRoot, name)
+
+    def _uploaded(self, pts_upload, **_) -> None:
+        if not pts_upload:
+            return
+        files = pts_upload if isinstance(pts_upload, list) else [pts_upload]
+        self.state.pts_error = ""
+        try:
+            folder = uploads.save_upload(files, self.uploadRoot)
+        except InputError as exc:
+            self._fail(f"upload refused: {exc}")
+        else:
+            self.state.pts_cases = self._caseNames()
+            self.state.pts_case = UPLOAD_PREFIX + folder.name
+            self.state.pts_status = f"Uploaded as {folder.name}; open it."
+        self.state.pts_upload = None
+
+    def openCase(self) -> None:
+        self.state.pts_error = ""
+        try:
+            folder = self._caseFolder(self.state.pts_case)
+            assignment = self.workflow.openCase(folder)
+        except (InputError, ValueError) as exc:
+            return self._fail(str(exc))
+        self.state.pts_volumes = sorted(self.workflow.volumes)
+        for channel, name in assignment.items():
+            self.state[f"pts_in_{channel}"] = name
+        self.state.pts_rows, self.state.pts_has_result, self.state.pts_exported = [], False, []
+        self.slicer.display_manager.show_volume_in_slice_background(self.workflow.params.t1ceVolume)
+        self.slicer.display_manager.reset_views()
+        self.state.pts_status = "Check the inputs, then Apply."
+
+    def _assignHandler(self, channel):
+        def handler(**kwargs):
+            name = kwargs.get(f"pts_in_{channel}")
+            if name and self.workflow.case is not None and name in self.workflow.volumes:
+                self.workflow.assign(channel, name)
+        return handler
+
+    # -- prediction ----------------------------------------------------------------------------------------------
+    def apply(self) -> None:
+        self.state.pts_error = ""
+        problems = self.workflow.inputProblems() if self.workflow.case else ["open a case first"]
+        if problems:
+            return self._fail("; ".join(problems))
+        try:
+            self.workflow.start()
+        except (RuntimeError, ValueError) as exc:
+            return self._fail(str(exc))
+        self.state.pts_busy, self.state.pts_progress, self.state.pts_message = True, 0, "Starting"
+        self._task = asyncio.ensure_future(self._watch())
+
+    def cancel(self) -> None:
+        self.workflow.cancel()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(POLL_S)
+            outcome = self.workflow.poll()
+            with self.state:
+                fraction, message = self.workflow.progress
+                self.state.pts_progress, self.state.pts_message = round(100 * fraction), message
+                if outcome is not None:
+                    self._finished(*outcome)
+                    return
+
+    def _finished(self, outcome: str, message: str) -> None:
+        self.state.pts_busy = False
+        if outcome != "done":
+            self.state.pts_status = "Cancelled." if outcome == "cancelled" else "Failed."
+            if outcome == "failed":
+                self._fail(message)
+            return
+        segmentation = self.workflow.params.outputSegmentation
+        editor = self.slicer.segmentation_editor
+        editor.set_active_segmentation(segmentation, self.workflow.params.t1ceVolume)
+        self.state.pts_segment = FOREGROUND_LABELS[0]  # the editor starts on the first segment
+        if not self._watchingEdits:
+            editor.segmentation_modified.connect(self._segmentationModified)
+            self._watchingEdits = True
+        self.slicer.display_manager.reset_views()
+        self.state.pts_status = message
+        self.state.pts_has_result = True
+        self._refreshTable()
+
+    # -- result --------------------------------------------------------------------------------------------------
+    def _refreshTable(self) -> None:
+        self.state.pts_rows = [list(row) for row in self.workflow.rows()]
+
+    def _controlHandler(self, name):
+        def handler(**kwargs):
+            value = kwargs.get(self._key(name))
+            if value is None or value == getattr(self.workflow.params, name):
+                return
+            self.workflow.setControl(name, value)
+            clamped = getattr(self.workflow.params, name)
+            if clamped != value:
+                self.state[self._key(name)] = clamped
+            if self.workflow.hasResult:
+                self._refreshTable()
+        return handler
+
+    def _effectClicked(self, pts_effect, **_) -> None:
+        try:
+            self.setEffect(pts_effect)
+        except Exception as exc:  # shown, and logged without paths (the case is the user's)
+            LOG.exception("the %s effect failed", pts_effect)
+            self._fail(f"{pts_effect}: {type(exc).__name__}: {exc}")
+
+    def setEffect(self, label: str) -> None:
+        import trame_slicer.segmentation as effects
+
+        if label not in EFFECTS or not self.workflow.hasResult:
+            return
+        effect = self.slicer.segmentation_editor.set_active_effect_type(getattr(effects, EFFECTS[label]))
+        if label == "Islands" and effect is not None:
+            effect.apply(effects.SegmentationIslandsMode.KEEP_LARGEST_ISLAND)
+            self._refreshTable()
+
+    def selectSegment(self, label) -> None:
+        if self.workflow.hasResult and label in self.workflow.logic.sync.segmentIds:
+            self.slicer.segmentation_editor.set_active_segment_id(self.workflow.logic.sync.segmentIds[int(label)])
+
+    def show3D(self) -> None:
+        """Closed surfaces in the 3D view, as the module's "Show 3D" button (they are then rebuilt on every slider
+        move, which costs most of a move's time on a CPU)."""
+        if self.workflow.hasResult:
+            self.workflow.logic.showSegmentation3D()
+            self.slicer.display_manager.reset_views()
+
+    def _segmentationModified(self, *_) -> None:
+        """An edit (or a write of the module): the table follows, once per burst of modifications."""
+        if self._tablePending is None:
+            self._tablePending = asyncio.get_event_loop().call_later(TABLE_DEBOUNCE_S, self._flushTable)
+
+    def _flushTable(self) -> None:
+        self._tablePending = None
+        if self.workflow.hasResult:
+            with self.state:
+                self._refreshTable()
+
+    def export(self) -> None:
+        self.state.pts_error = ""
+        if not self.workflow.hasResult:
+            return self._fail("nothing to export yet")
+        folder = self.outRoot / self.workflow.case.case_id
+        try:
+            written = self.workflow.export(folder)
+        except (OSError, RuntimeError, ValueError) as exc:
+            return self._fail(f"export failed: {exc}")
+        self.state.pts_exported = [Path(p).name for p in written.values()]
+        self.state.pts_status = f"Exported {len(written)} files."
+
+    # -- UI ------------------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        with SinglePageWithDrawerLayout(self.server) as self.ui:
+            self.ui.title.set_text("PedTumorSeg")
+            self.ui.drawer.width = 380
+            with self.ui.drawer:
+                with v3.VContainer(classes="pa-2"):
+                    self._casePanel()
+                    self._runPanel()
+                    self._controlPanel()
+                    self._resultPanel()
+            with self.ui.content:
+                with html.Div(style="height: calc(100vh - 64px);", id="pts-views"):
+                    self.layout.initialize_layout_grid(self.ui)
+
+    def _casePanel(self) -> None:
+        v3.VSelect(label="Case", items=("pts_cases",), v_model=("pts_case",), density="compact", id="pts-case")
+        v3.VFileInput(label="Upload a case (four NIfTI files)", v_model=("pts_upload",), multiple=True,
+                      density="compact", hide_details=True, accept=".nii,.gz", id="pts-upload", classes="mb-1")
+        v3.VBtn("Open", click=self.openCase, id="pts-open", disabled=("pts_busy",), block=True, classes="mb-2")
+        for channel in CHANNELS:
+            v3.VSelect(label=channel.upper(), items=("pts_volumes",), v_model=(f"pts_in_{channel}",),
+                       density="compact", hide_details=True, id=f"pts-in-{channel}", classes="mb-1")
+        html.Div("{{ pts_model }}", classes="text-caption my-1", id="pts-model")
+
+    def _runPanel(self) -> None:
+        with html.Div(classes="d-flex my-2"):
+            v3.VBtn("Apply", click=self.apply, id="pts-apply", color="primary", disabled=("pts_busy",),
+                    classes="mr-2")
+            v3.VBtn("Cancel", click=self.cancel, id="pts-cancel", disabled=("!pts_busy",))
+        v3.VProgressLinear(model_value=("pts_progress",), v_show="pts_busy", height=6, id="pts-progress")
+        html.Div("{{ pts_busy ? pts_message : pts_status }}", classes="text-caption", id="pts-status")
+        html.Div("{{ pts_error }}", v_show="pts_error", classes="text-error text-caption", id="pts-error")
+
+    def _controlPanel(self) -> None:
+        for spec in controls.slider_specs():
+            key = self._key(spec.name)
+            if spec.kind == "checkbox":
+                v3.VCheckbox(label=spec.label, v_model=(key,), density="compact", hide_details=True,
+                             id=f"pts-{spec.name}")
+                continue
+            with html.Div(id=f"pts-{spec.name}"):
+                v3.VSlider(label=spec.label, v_model=(key,), min=spec.minimum, max=spec.maximum, step=spec.step,
+                           density="compact", hide_details=True)
+                html.Div(f"{{{{ Number({key}).toFixed({spec.decimals}) }}}} {spec.unit}",
+                         classes="text-caption text-right")
+
+    def _resultPanel(self) -> None:
+        with html.Table(id="pts-volumes", classes="text-caption my-2", style="width: 100%;",
+                        v_show="pts_has_result"):
+            with html.Tr():
+                for head in ("Region", "Volume (mL)", "% of WT"):
+                    html.Th(head)
+            with html.Tr(v_for="row in pts_rows", key="row[0]"):
+                html.Td("{{ row[0] }}")
+                html.Td("{{ row[2] }}")
+                html.Td("{{ row[3] }}")
+        with html.Div(v_show="pts_has_result"):
+            v3.VSelect(label="Segment to edit", items=("pts_segments",), v_model=("pts_segment",),
+                       density="compact", hide_details=True, id="pts-segment", classes="mb-1")
+            with html.Div(classes="d-flex flex-wrap my-1"):
+                for label in EFFECTS:
+                    v3.VBtn(label, click=f"pts_effect = '{label}'; pts_effect_clicks++", size="small", classes="mr-1 mb-1",
+                            id=f"pts-effect-{label.lower()}",
+                            variant=(f"pts_effect === '{label}' ? 'flat' : 'outlined'",))
+            v3.VBtn("Show 3D", click=self.show3D, id="pts-show3d", block=True, classes="my-1")
+            v3.VBtn("Export", click=self.export, id="pts-export", block=True, classes="my-2")
+            html.Div("{{ pts_exported.join(', ') }}", classes="text-caption", id="pts-exported")

@@ -1,0 +1,75 @@
+"""A case uploaded from the browser: four NIfTI files into a new folder of the upload root (never an existing
+one, never overwriting a file), size-limited, and checked as ``predict`` checks a case (``find_case``,
+``load_case``: the same refusals); on any refusal nothing is left behind. Errors name the uploaded file only."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from pathlib import Path
+
+from pedtumorseg.errors import InputError
+
+#: default limit of one upload (four volumes), bytes
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+def _safe_name(name: str) -> str:
+    base = os.path.basename(str(name).replace("\\", "/"))
+    if not base or base.startswith(".") or base != str(name) or not base.lower().endswith(NIFTI_SUFFIXES):
+        raise InputError(base or "-", "not a NIfTI file name (expected <ID>-t1n.nii.gz ... without folders)")
+    return base
+
+
+def _new_folder(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        folder = root / f"upload-{n}"
+        try:
+            folder.mkdir()  # fails if it exists: an upload never goes into an existing folder
+            return folder
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def save_upload(files: list[dict], root, max_bytes: int = MAX_UPLOAD_BYTES) -> Path:
+    """Write ``files`` (``{"name", "content"}`` as the browser sends them) into a new folder under ``root`` and
+    check them as one case; returns the folder."""
+    from pedtumorseg.inputs.cases import find_case
+    from pedtumorseg.inputs.images import load_case
+
+    if not files:
+        raise InputError("-", "no files were uploaded")
+    names = [_safe_name(f.get("name", "")) for f in files]
+    if len(set(n.lower() for n in names)) != len(names):
+        raise InputError(names[0], "the same file name was uploaded twice")
+    total = sum(len(f.get("content") or b"") for f in files)
+    if total > max_bytes:
+        raise InputError(names[0], f"the upload is {total / 2**20:.0f} MiB, over the limit of "
+                                   f"{max_bytes / 2**20:.0f} MiB")
+    folder = _new_folder(Path(root))
+    try:
+        for name, f in zip(names, files):
+            with open(folder / name, "xb") as out:  # "x": never overwrite
+                out.write(f.get("content") or b"")
+        load_case(find_case(folder))
+    except InputError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise InputError(_uploaded_name(exc, folder), _problem(exc)) from None
+    except Exception:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder
+
+
+def _uploaded_name(exc: InputError, folder: Path) -> str:
+    """The uploaded file the error is about (its name only), else "upload"."""
+    path = getattr(exc, "path", None)
+    return Path(path).name if path and Path(path).name != folder.name else "upload"
+
+
+def _problem(exc: InputError) -> str:
+    return getattr(exc, "problem", None) or str(exc)

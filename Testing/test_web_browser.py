@@ -1,0 +1,251 @@
+"""``pedtumorseg serve`` in a real browser: Debian's chromium driven by Playwright, headless, against a server on
+127.0.0.1 with a tiny random-weight bundle on a small phantom. Open, Apply, the segments in the axial view in their
+colors, a slider moving the table and the overlay, an Islands edit kept when a slider moves, a paint stroke, export equal to
+``pedtumorseg predict``, refusals (path traversal, missing token, a second session).
+
+Skipped with the reason when Playwright, chromium, the web extra or offscreen rendering are missing. Screenshots go
+to ``$PEDTUMORSEG_SCREENSHOTS`` (default: the test's temporary folder).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_tiny_bundle
+from web_server import Server, chromium_path, skip_reason
+
+_SKIP = skip_reason()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_SKIP is not None, reason=str(_SKIP))]
+AXIAL = 3  # the axial view is the 4th image of the "Quad View" layout (coronal, sagittal, 3D, axial)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    from pedtumorseg.phantoms.clean import make_phantom, write_phantom
+
+    root = tmp_path_factory.mktemp("web")
+    data = root / "data"
+    case = write_phantom(make_phantom(3, "small"), data)
+    bundle = write_tiny_bundle(root / "tiny.zip")
+    shots = Path(os.environ.get("PEDTUMORSEG_SCREENSHOTS") or root / "shots")
+    shots.mkdir(parents=True, exist_ok=True)
+    server = Server(data, bundle, log=root / "serve.log")
+    try:
+        ready = server.wait_ready()
+        yield {"root": root, "data": data, "case": case, "bundle": bundle, "server": server, "ready_s": ready,
+               "shots": shots}
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"], headless=True)
+        yield b
+        b.close()
+
+
+def _status(page) -> str:
+    return page.inner_text("#pts-status")
+
+
+def _table(page) -> dict:
+    rows = {}
+    for line in page.inner_text("#pts-volumes").splitlines()[1:]:
+        cells = line.split("\t")
+        rows[cells[0]] = float(cells[1])
+    return rows
+
+
+def _wait_table_change(page, before: dict, timeout_s: float = 20) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = _table(page)
+        if now != before:
+            return now
+        page.wait_for_timeout(100)
+    return _table(page)
+
+
+def _axial_pixels(page) -> np.ndarray:
+    from PIL import Image
+
+    shot = page.locator("#pts-views img.image-display-area").nth(AXIAL).screenshot()
+    return np.asarray(Image.open(io.BytesIO(shot)).convert("RGB")).astype(int)
+
+
+def _color_count(pixels: np.ndarray, label: int, tolerance: int = 30) -> int:
+    from pedtumorseg.conventions import LABEL_COLORS
+
+    target = np.array(LABEL_COLORS[label]) * 255
+    return int((np.abs(pixels - target).max(axis=2) <= tolerance).sum())
+
+
+def _wait_pixels(page, predicate, timeout_s: float = 10) -> np.ndarray:
+    deadline = time.monotonic() + timeout_s
+    pixels = _axial_pixels(page)
+    while not predicate(pixels) and time.monotonic() < deadline:
+        page.wait_for_timeout(150)
+        pixels = _axial_pixels(page)
+    return pixels
+
+
+def _open_and_apply(page, site) -> None:
+    page.goto(site["server"].url)
+    page.wait_for_selector("#pts-open", timeout=60_000)
+    page.click("#pts-open")
+    page.wait_for_function("document.querySelector('#pts-status').innerText.includes('Apply')", timeout=60_000)
+    page.click("#pts-apply")
+    page.wait_for_function("document.querySelector('#pts-status').innerText.startsWith('Done')", timeout=120_000)
+
+
+def _slider_key(page, name: str, key: str) -> None:
+    thumb = page.locator(f"#pts-{name} [role=slider]")
+    thumb.focus()
+    thumb.press(key)
+
+
+def _predict_labels(site, out: Path) -> np.ndarray:
+    import SimpleITK as sitk
+
+    subprocess.run([sys.executable, "-m", "pedtumorseg", "predict", "--case", str(site["case"]), "--out", str(out),
+                    "--model", str(site["bundle"]), "--device", "cpu", "--folds", "0", "--no-tta"],
+                   check=True, capture_output=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(next(out.glob("*-seg.nii.gz")))))
+
+
+def test_open_apply_slider_edit_export_in_the_browser(site, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        _walk_the_workflow(page, site)
+    finally:
+        page.close()  # one session at a time: the next test's page needs this one gone
+
+
+def _walk_the_workflow(page, site):
+    """Long on purpose: one browser session walks the whole workflow; each step needs the state the last left."""
+    import SimpleITK as sitk
+
+    started = time.monotonic()
+    _open_and_apply(page, site)
+    print(f"server answered after {site['ready_s']:.1f} s; open + apply {time.monotonic() - started:.1f} s")
+    table = _table(page)
+    assert table["WT"] > 0 and set(table) == {"ET", "NET", "CC", "ED", "TC", "WT"}
+    # the axial view shows the segments in their colors where the label map has them
+    pixels = _wait_pixels(page, lambda p: _color_count(p, 1) > 0)
+    page.screenshot(path=str(site["shots"] / "web-after-apply.png"))
+    for label, region in ((1, "ET"), (2, "NET"), (3, "CC")):
+        if table[region] > 0.5:
+            assert _color_count(pixels, label) > 0, f"no {region} color in the axial view"
+    # export = `pedtumorseg predict` on the same case (same bundle, first fold, no TTA, default post-processing)
+    page.click("#pts-export")
+    page.wait_for_function("document.querySelector('#pts-status').innerText.startsWith('Exported')")
+    exported = site["data"].parent / "data-exports" / site["case"].name
+    web = sitk.GetArrayFromImage(sitk.ReadImage(str(exported / f"{site['case'].name}-seg.nii.gz")))
+    cli = _predict_labels(site, site["root"] / "predict")
+    assert np.array_equal(web, cli)
+    for suffix in ("-seg.nii.gz", ".seg.nrrd", "-volumes.csv", "-stats.json", "-overlay.png"):
+        assert (exported / f"{site['case'].name}{suffix}").stat().st_size > 0
+    # a slider: the NET -> ET ratio threshold down to its lowest: NET becomes ET; the table and the overlay follow
+    red_before = _color_count(pixels, 1)
+    _slider_key(page, "ratio_high", "Home")
+    after = _wait_table_change(page, table)
+    assert after["ET"] > table["ET"] and after["NET"] < table["NET"] and after["CC"] == table["CC"]
+    pixels = _wait_pixels(page, lambda p: _color_count(p, 1) > red_before)
+    assert _color_count(pixels, 1) > red_before
+    page.screenshot(path=str(site["shots"] / "web-after-slider.png"))
+    # an edit with trame-slicer's Islands effect (keep the largest island of the active segment, ET): the table
+    # follows, and the next slider move keeps the edit (as the module does)
+    page.click("#pts-effect-islands")
+    edited = _wait_table_change(page, after, timeout_s=60)
+    assert 0 < edited["ET"] < after["ET"]
+    page.screenshot(path=str(site["shots"] / "web-after-edit.png"))
+    _slider_key(page, "min_volume_et", "End")  # would change ET only: the edited ET segment is kept as it is
+    page.wait_for_function("document.querySelector('#pts-min_volume_et').innerText.includes('2000')")
+    page.wait_for_timeout(3000)
+    assert _table(page) == edited
+    # paint (the active segment, ET) with the mouse across the axial view: the table follows
+    page.click("#pts-effect-paint")
+    view = page.locator("#pts-views img.image-display-area").nth(AXIAL)
+    view.hover()
+    box = view.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 60, cy)
+    page.mouse.down()
+    for step in range(13):
+        page.mouse.move(cx - 60 + 10 * step, cy + (step % 3) * 4)
+        page.wait_for_timeout(100)
+    page.mouse.up()
+    painted = _wait_table_change(page, edited, timeout_s=60)
+    assert painted["ET"] > edited["ET"]
+    page.screenshot(path=str(site["shots"] / "web-after-paint.png"))
+
+
+def test_a_path_outside_the_data_folder_is_refused(site, browser):
+    page = browser.new_page()
+    page.goto(site["server"].url)
+    page.wait_for_selector("#pts-open", timeout=60_000)
+    for bad in ("../", "../../etc", "/etc", "~"):
+        page.evaluate(f"window.trame.state.set('pts_case', {bad!r})")
+        page.click("#pts-open")
+        page.wait_for_function("document.querySelector('#pts-error').innerText.includes('not a case')")
+        assert "etc" not in page.inner_text("#pts-error").replace(bad, "")
+    page.close()
+
+
+def test_token_and_one_session_at_a_time(tmp_path, site, browser):
+    token = "t0ken-for-tests-0123456789"
+    server = Server(site["data"], site["bundle"], extra=["--token", token], log=tmp_path / "serve.log")
+    try:
+        server.wait_ready()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(server.url, timeout=10)
+        assert refused.value.code == 403
+        page = browser.new_page()
+        page.goto(server.url + f"?token={token}")
+        page.wait_for_selector("#pts-open", timeout=60_000)
+        second = browser.new_page()
+        second.goto(server.url + f"?token={token}")
+        second.wait_for_timeout(3000)
+        assert second.locator("#pts-open").count() == 0 or second.locator("#pts-open").is_disabled()
+        page.close()
+        second.close()
+    finally:
+        server.stop()
+
+
+def test_upload_a_case_and_refuse_a_bad_one(site, browser, tmp_path):
+    page = browser.new_page()
+    try:
+        page.goto(site["server"].url)
+        page.wait_for_selector("#pts-open", timeout=60_000)
+        images = sorted(p for p in site["case"].iterdir() if "-seg" not in p.name)
+        page.locator("input[type=file]").set_input_files([str(p) for p in images])
+        page.wait_for_function("document.querySelector('#pts-status').innerText.startsWith('Uploaded as')",
+                               timeout=60_000)
+        page.click("#pts-open")
+        page.wait_for_function("document.querySelector('#pts-status').innerText.includes('Apply')", timeout=60_000)
+        bad = tmp_path / images[0].name
+        bad.write_bytes(images[0].read_bytes()[:300])  # cut short
+        page.locator("input[type=file]").set_input_files([str(bad)] + [str(p) for p in images[1:]])
+        page.wait_for_function("document.querySelector('#pts-error').innerText.includes('upload refused')",
+                               timeout=60_000)
+        message = page.inner_text("#pts-error")
+        assert images[0].name in message and str(tmp_path) not in message
+        uploads = site["data"].parent / "data-exports" / "uploads"
+        assert sorted(p.name for p in uploads.iterdir()) == ["upload-1"]  # the refused one left nothing
+    finally:
+        page.close()

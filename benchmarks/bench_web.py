@@ -1,0 +1,97 @@
+"""The web app measured from a browser (not a timed test): seconds until ``pedtumorseg serve`` answers and until the
+page is ready, and slider move -> a new axial frame in the browser (ms), on one case.
+
+    PYTHONPATH=PedTumorSeg .venv/bin/python benchmarks/bench_web.py --data <folder with one case folder> \
+        [--model bundle.zip] [--moves 10]
+
+Needs the ``web`` extra, Playwright and Debian's chromium. The moves jump the NET -> ET ratio slider between its
+ends (Home / End keys), so every move recomputes the relabel of the whole tumor box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _start(data: str, model: str, port: int) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO / "PedTumorSeg"))
+    command = [sys.executable, "-m", "pedtumorseg", "serve", "--data", data, "--port", str(port), "--device", "CPU"]
+    if model:
+        command += ["--model", model]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+
+
+def _wait_answer(url: str, timeout: float = 180) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return time.monotonic() - started
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("the server did not answer")
+
+
+def _measure(url: str, moves: int) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        started = time.monotonic()
+        page.goto(url)
+        page.wait_for_selector("#pts-open", timeout=60_000)
+        ready = time.monotonic() - started
+        page.click("#pts-open")
+        page.wait_for_function("document.querySelector('#pts-status').innerText.includes('Apply')")
+        page.click("#pts-apply")
+        page.wait_for_function("document.querySelector('#pts-status').innerText.startsWith('Done')", timeout=900_000)
+        page.wait_for_timeout(3000)
+        axial = page.locator("#pts-views img.image-display-area").nth(3)
+        thumb = page.locator("#pts-ratio_high [role=slider]")
+        thumb.focus()
+        latencies = []
+        for i in range(moves):
+            before = axial.get_attribute("src")
+            t = time.monotonic()
+            thumb.press("Home" if i % 2 == 0 else "End")
+            page.wait_for_function("([el, s]) => el.src !== s", arg=[axial.element_handle(), before], timeout=30_000)
+            latencies.append(1000 * (time.monotonic() - t))
+            page.wait_for_timeout(1000)
+        browser.close()
+    return {"page_ready_s": ready, "latencies_ms": latencies}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--model", default="")
+    parser.add_argument("--port", type=int, default=8790)
+    parser.add_argument("--moves", type=int, default=10)
+    args = parser.parse_args()
+    url = f"http://127.0.0.1:{args.port}/"
+    server = _start(args.data, args.model, args.port)
+    try:
+        answered = _wait_answer(url)
+        result = _measure(url, args.moves)
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    lat = result["latencies_ms"]
+    print(f"server answered after {answered:.1f} s; page ready {result['page_ready_s']:.1f} s after loading it")
+    print(f"slider -> new axial frame: median {statistics.median(lat):.0f} ms (min {min(lat):.0f}, max "
+          f"{max(lat):.0f}, {len(lat)} moves)")
+
+
+if __name__ == "__main__":
+    main()
