@@ -279,3 +279,30 @@ def test_nnunet_normalization_schemes_by_hand():
                                      None, None, None]}
     out = normalize(data.copy(), None, norm).reshape(4, 3)
     np.testing.assert_allclose(out, [[-2, -0.5, 3], [0, 0.5, 1], [7, 8, 9], [-1.2247449, 0, 1.2247449]], atol=1e-6)
+
+
+def test_manifest_records_where_the_postprocessing_comes_from(tmp_path, case):
+    """Imported: the paper's defaults, ``postprocessing_source`` "defaults"; fit-postprocessing's writer with a
+    fit report: "fitted", with the number of cases and the date; values set by hand: "given" (the old fit record
+    dropped); any other value is refused by the manifest check."""
+    import datetime
+
+    from pedtumorseg.errors import BundleError
+    from pedtumorseg.inference.manifest import validate_manifest
+    from pedtumorseg_train.cli import update_bundle_postprocessing
+    out = tmp_path / "imported.zip"
+    imported = import_(make_results(tmp_path, case[0], folds=(0,)), out)
+    assert imported.manifest["postprocessing_source"] == "defaults"
+    report = {"normalization": "zscore", "percentile": 95, "n_training_cases": 12, "n_cases_with_prediction": 11}
+    fitted = load_bundle(update_bundle_postprocessing(out, tmp_path / "fitted.zip", {"min_volume_et": 7}, report))
+    fit = fitted.manifest["training"]["postprocessing_fit"]
+    assert fitted.manifest["postprocessing_source"] == "fitted" and fitted.postprocessing.min_volume_et == 7
+    assert fit["n_training_cases"] == 12 and fit["n_cases_with_prediction"] == 11
+    when = datetime.datetime.fromisoformat(fit["fitted"])
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - when).total_seconds()) < 600
+    given = load_bundle(update_bundle_postprocessing(tmp_path / "fitted.zip", tmp_path / "given.zip",
+                                                     {"min_volume_et": 9}))
+    assert given.manifest["postprocessing_source"] == "given"
+    assert "postprocessing_fit" not in given.manifest["training"]
+    with pytest.raises(BundleError, match="postprocessing_source must be one of defaults, fitted, given"):
+        validate_manifest({**imported.manifest, "postprocessing_source": "guessed"}, out)

@@ -147,15 +147,23 @@ def cmd_import_nnunet(a) -> int:
 
 
 def update_bundle_postprocessing(bundle_in, bundle_out, postprocessing: dict, report: dict | None = None) -> Path:
-    """Rewrite a bundle with new post-processing defaults through the core writer (checksums recomputed)."""
+    """Rewrite a bundle with new post-processing defaults through the core writer (checksums recomputed);
+    ``postprocessing_source`` becomes ``fitted`` with a fit ``report`` (what it was fitted on, and when, under
+    ``training.postprocessing_fit``), else ``given``."""
+    import datetime
+
     from pedtumorseg.inference.bundle import load_bundle, write_bundle
     bundle = load_bundle(bundle_in)
     manifest = json.loads(json.dumps(bundle.manifest))
     manifest["postprocessing"] = postprocessing
+    manifest["postprocessing_source"] = "given" if report is None else "fitted"
     if report is not None:
-        manifest.setdefault("training", {})["postprocessing_fit"] = {
-            k: report[k] for k in ("normalization", "percentile", "ratio_high_rule", "ratio_low_rule",
-                                   "n_training_cases", "n_cases_with_prediction") if k in report}
+        fit = {k: report[k] for k in ("normalization", "percentile", "ratio_high_rule", "ratio_low_rule",
+                                      "n_training_cases", "n_cases_with_prediction") if k in report}
+        fit["fitted"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        manifest.setdefault("training", {})["postprocessing_fit"] = fit
+    else:
+        manifest.get("training", {}).pop("postprocessing_fit", None)  # an old fit no longer describes the values
     states = {f: bundle.state_dict(f) for f in bundle.folds}
     out = Path(bundle_out)
     write_bundle(out, manifest, states, zip=out.suffix.lower() == ".zip")

@@ -86,6 +86,7 @@ def build_manifest(plans: dict, dataset_json: dict, folds: list, mirror_axes, na
         spacing = [plans["original_median_spacing_after_transp"][0], *spacing[-2:]]
         patch = [1, *patch[-2:]]
         axes = [a + 1 for a in axes]
+    source = "defaults" if postprocessing is None else "given"
     if postprocessing is None:
         postprocessing = _postprocess_defaults()
     manifest = {
@@ -104,11 +105,11 @@ def build_manifest(plans: dict, dataset_json: dict, folds: list, mirror_axes, na
         "mirror_axes": axes,
         # the voxel-axis orientation of the training data (convert.py brings every case to it)
         "orientation": str(dataset_json.get("pedtumorseg_orientation", DEFAULT_ORIENTATION)),
-        "postprocessing": postprocessing,
+        "postprocessing": postprocessing, "postprocessing_source": source,
         "training": training,
     }
     if postprocessing is None:  # optional in the manifest: the loader then uses the core defaults
-        del manifest["postprocessing"]
+        del manifest["postprocessing"], manifest["postprocessing_source"]
     return manifest
 
 

@@ -336,6 +336,7 @@ def import_nnunet(results: str | Path, out: str | Path, folds: list | None = Non
         "orientation": orientation or ("RAS" if plans.get("image_reader_writer") == "NibabelIOWithReorient"
                                        else DEFAULT_ORIENTATION),
         "postprocessing": _postprocess_defaults() or {},
+        "postprocessing_source": "defaults",  # not fitted to this model: fit-postprocessing records "fitted"
         "training": {"framework": "nnU-Net v2", "imported_from": str(model.resolve()), "trainer": trainer,
                      "plans": plans.get("plans_name"), "dataset": plans.get("dataset_name"),
                      "configuration": configuration, "checkpoint": CHECKPOINTS[checkpoint],

@@ -15,6 +15,10 @@ MANIFEST = "manifest.json"
 #: what a bundle is for (optional ``intended_use``; absent: ``research``). A ``demonstration`` bundle (the shipped
 #: one: trained on synthetic phantoms) is marked wherever its result is shown: console, stats, overlay, Slicer.
 INTENDED_USES: tuple[str, ...] = ("demonstration", "research")
+#: where the ``postprocessing`` values come from (optional ``postprocessing_source``; absent: not recorded):
+#: ``defaults`` the paper's defaults written by export / import-nnunet, ``fitted`` by fit-postprocessing on a
+#: training set (details under ``training.postprocessing_fit``), ``given`` set by hand
+POSTPROCESSING_SOURCES: tuple[str, ...] = ("defaults", "fitted", "given")
 
 #: keys every manifest must have (``description``, ``colors``, ``postprocessing``, ``num_classes`` optional)
 REQUIRED_KEYS: tuple[str, ...] = (
@@ -151,6 +155,9 @@ def _check_postprocessing(manifest: dict, bad) -> None:
         PostprocessParams.from_dict(dict(pp))
     except ValueError as e:
         bad(f"postprocessing defaults: {e}")
+    source = manifest.get("postprocessing_source", "defaults")
+    if source not in POSTPROCESSING_SOURCES:
+        bad(f"postprocessing_source must be one of {', '.join(POSTPROCESSING_SOURCES)}, got {source!r}")
 
 
 def _check_files(manifest: dict, fold_keys: list[str], bad) -> None:
