@@ -84,3 +84,24 @@ def write_tiny_bundle(path, *, name="tiny-test", seed=0, folds=(0,), postprocess
 @pytest.fixture
 def tiny_case():
     return write_tiny_case
+
+
+def run_cases_in_own_process(cases_file: Path, tmp_path: Path, timeout: int) -> str:
+    """Run the pytest file ``cases_file`` (MRML cases on slicer-core) in a process of its own, with the module
+    folder and ``Testing`` on the path (the ``slicer`` module is process-wide); assert it passed and return its
+    summary line."""
+    import os
+    import subprocess
+    import sys
+
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(here.parent / "PedTumorSeg"), str(here)]
+                                        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", str(cases_file),
+                           "--basetemp", str(tmp_path / "base")],
+                          cwd=str(here.parent), env=env, capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert proc.returncode == 0, "\n".join(lines[-60:]) + "\n" + proc.stderr[-3000:]
+    assert " passed" in lines[-1], lines[-1]
+    return lines[-1]

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import slicer
 from pedtumorseg.response.assess import assess
 from pedtumorseg.response.criteria import CRITERIA
 from pedtumorseg.response.readout import edit_diameters
 from pedtumorseg.response.timepoints import TimepointSpec, load_timepoint
+
+from .prediction_logic import PredictionLogic
 
 TABLE_COLUMNS = ("timepoint", "SPD (mm2)", "2D", "2D change vs baseline (%)", "volume (mL)", "volume",
                  "volume change vs baseline (%)", "agree")
@@ -38,11 +39,7 @@ class ResponseLogic:
 
     @staticmethod
     def _write(node, path: Path) -> Path:
-        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-        storage.SetFileName(str(path))
-        storage.SetUseCompression(True)
-        if not storage.WriteData(node):
-            raise RuntimeError(f"could not write {node.GetName()} to {path}")
+        PredictionLogic.writeVolume(node, path)  # the module's one way of writing a volume outside the scene
         return path
 
     def assess(self, pairs, criterion: str, measured: str | None = None) -> dict:
