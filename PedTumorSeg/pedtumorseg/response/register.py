@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from pedtumorseg.errors import InputError
 from pedtumorseg.inputs.consistency import normalized_mutual_information
@@ -76,7 +77,23 @@ def align(baseline_t1ce: sitk.Image, follow_t1ce: sitk.Image, path, register: bo
 
 def labels_on_baseline(labels: np.ndarray, follow_t1ce: sitk.Image, baseline_t1ce: sitk.Image,
                        alignment: Alignment) -> np.ndarray:
-    """An integer map of the follow-up (its grid) drawn on the baseline grid (nearest neighbour)."""
-    image = sitk.GetImageFromArray(np.asarray(labels).astype(np.int32))
+    """An integer map of the follow-up (its grid) drawn on the baseline grid (nearest neighbour), for matching.
+
+    A component smaller than a baseline voxel may hold no baseline voxel centre and vanish from the drawing (then
+    it would match nothing and count as new): each such component is drawn at the baseline voxel nearest its
+    centroid (when that voxel is inside the grid and free)."""
+    labels = np.asarray(labels).astype(np.int32)
+    image = sitk.GetImageFromArray(labels)
     image.CopyInformation(follow_t1ce)
-    return sitk.GetArrayFromImage(resample_to(image, baseline_t1ce, alignment.transform, True))
+    out = sitk.GetArrayFromImage(resample_to(image, baseline_t1ce, alignment.transform, True))
+    lost = np.setdiff1d(np.unique(labels), np.unique(out))
+    lost = lost[lost > 0]
+    if lost.size:
+        inverse = alignment.transform.GetInverse()
+        for number, centre in zip(lost, ndimage.center_of_mass(labels > 0, labels, lost)):
+            point = inverse.TransformPoint(follow_t1ce.TransformContinuousIndexToPhysicalPoint(
+                tuple(float(c) for c in centre[::-1])))
+            index = baseline_t1ce.TransformPhysicalPointToIndex(point)[::-1]
+            if all(0 <= i < n for i, n in zip(index, out.shape)) and out[index] == 0:
+                out[index] = number
+    return out
