@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 
 import pytest
@@ -23,12 +25,19 @@ def _tp(folder, seg_of=None):
     return f"{name}={seg},{folder / (folder.name + '-t1c.nii.gz')}"
 
 
-def test_two_timepoints_end_to_end(folders, tmp_path, capsys):
-    out = tmp_path / "out"
-    rc = main(["response", "--criterion", "rano2", "--out", str(out), "--quiet",
-               "--timepoint", _tp(folders[0]), "--timepoint", _tp(folders[1]), "--steroids-increased", "tp1"])
-    text = capsys.readouterr().out
-    assert rc == 0, text
+@pytest.fixture(scope="module")
+def two_timepoints(folders, tmp_path_factory):
+    """The command run once on the two timepoints: (its output folder, what it printed)."""
+    out, printed = tmp_path_factory.mktemp("resp") / "out", io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        rc = main(["response", "--criterion", "rano2", "--out", str(out), "--quiet",
+                   "--timepoint", _tp(folders[0]), "--timepoint", _tp(folders[1]), "--steroids-increased", "tp1"])
+    assert rc == 0, printed.getvalue()
+    return out, printed.getvalue()
+
+
+def test_two_timepoints_end_to_end(two_timepoints):
+    out, text = two_timepoints
     assert "tp1: 2D PD" in text and "suggestion for the reader" in text
     result = json.loads((out / "response.json").read_text())
     assert result["criterion"]["key"] == "rano2" and result["measured"] == "ET"
@@ -48,7 +57,28 @@ def test_two_timepoints_end_to_end(folders, tmp_path, capsys):
     assert page.count("data:image/png;base64,") == 3  # the timeline and one caliper figure per timepoint
     assert "src=\"http" not in page and "suggestion for the reader" in page
     assert sorted(p.name for p in out.iterdir()) == ["response-lesions.csv", "response-timepoints.csv",
-                                                      "response.html", "response.json"]
+                                                      "response.html", "response.json", "response.pdf"]
+
+
+def test_the_pdf_report_holds_the_html_reports_content(two_timepoints):
+    out, _ = two_timepoints
+    data = (out / "response.pdf").read_bytes()
+    assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+    pypdf = pytest.importorskip("pypdf")
+    reader = pypdf.PdfReader(out / "response.pdf")
+    result = json.loads((out / "response.json").read_text())
+    # the text page, the timeline, the timepoint table, one caliper slice per timepoint, the lesion table
+    assert len(reader.pages) == 3 + len(result["timepoints"]) + 1
+    assert "suggestion for the reader" in reader.metadata.subject
+    text = [" ".join(page.extract_text().split()) for page in reader.pages]
+    assert "RANO 2.0" in text[0] and "suggestion for the reader" in text[0]
+    assert "volume (mL)" in text[1] and "sum of products" in text[1]
+    assert "category_2d" in text[2] and "PD" in text[2] and "tp1" in text[2]
+    for page, tp in zip(text[3:], result["timepoints"]):
+        chosen = [les for les in result["lesions"] if les["timepoint"] == tp["name"] and les["kind"] == "ET"
+                  and les["target"] and les["measurement"]]
+        assert f"{tp['name']}: slice" in page and f"{chosen[0]['longest_mm']:.1f} x" in page
+    assert "Lesions (1-" in text[-1] and "new" in text[-1]
 
 
 def test_missing_file_is_named_and_nothing_is_written(folders, tmp_path, capsys):

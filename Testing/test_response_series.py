@@ -72,6 +72,8 @@ def test_assessment_of_the_series(series):
         new_ml = truth_volumes_ml(0.0, True)["ET"] if s.name == "tp2" else 0.0
         assert tumour["T2FLAIR"] == pytest.approx(truth["WT"] - new_ml, rel=0.02), s.name
         assert tumour["ET"] == pytest.approx(truth["ET"] - new_ml, rel=0.02), s.name
+    new_lesion = [les for les in result["lesions"] if les["status"] == "new"]
+    assert [les["volume_ml"] for les in new_lesion] == pytest.approx([truth_volumes_ml(0.0, True)["ET"]] * 2, rel=0.02)
     # the T2/FLAIR lesion (ED shell, radii 1.5 x (16, 12, 10) mm) at baseline: LD about 2 x 24 mm
     base_wt = [les for les in result["lesions"] if les["kind"] == "T2FLAIR" and les["timepoint"] == "tp0"
                and les["status"] == "present"]

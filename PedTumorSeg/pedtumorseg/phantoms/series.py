@@ -105,7 +105,8 @@ def _labels_at(q: np.ndarray, scale: float, new_lesion: bool) -> np.ndarray:
 def _partial_volume_labels(geometry: Geometry, pose: sitk.Euler3DTransform, scale: float, new_lesion: bool,
                            centre_labels: np.ndarray) -> np.ndarray:
     """Labels whose voxel counts are the anatomy's volumes: a hard label map that keeps each nested region's
-    partial volume (NET, then TC = ET + NET, then WT) to the nearest voxel.
+    partial volume (NET, then TC = ET + NET, then WT) to the nearest voxel (one lesion at a time: the voxels are
+    ranked over the whole map, so two lesions made together keep only their sum).
 
     Voxels near a boundary are sampled at ``SUBSAMPLES``^3 points; each region takes its voxels in decreasing
     order of the fraction of them it fills (the voxels of the region inside it first) until its voxel count is its
@@ -146,7 +147,11 @@ def scan(geometry: Geometry, pose: sitk.Euler3DTransform, scale: float, new_lesi
     image[_ellipsoid(q, HEAD_CENTER + (0, 8, 10), (10.0, 22.0, 9.0)) & head] = 35.0  # ventricle
     skull = _ellipsoid(q, HEAD_CENTER, HEAD_RADII + 6.0) & ~head
     image[skull] = 160.0
-    labels = _partial_volume_labels(geometry, pose, scale, new_lesion, _labels_at(q, scale, new_lesion))
+    labels = np.zeros(image.shape, np.uint8)
+    for part_scale, part_new in ((scale, False), (0.0, new_lesion)):  # each lesion keeps its own volume
+        if part_scale > 0 or part_new:
+            part = _partial_volume_labels(geometry, pose, part_scale, part_new, _labels_at(q, part_scale, part_new))
+            labels[part > 0] = part[part > 0]
     image[labels == ED] = 115.0
     image[labels == ET] = 260.0
     image[labels == NET] = 70.0

@@ -75,7 +75,7 @@ def add_parser(sub) -> None:
     p.add_argument("--timepoint", action="append", metavar="NAME=CASE | NAME=SEG,T1CE",
                    help="a timepoint, in time order (baseline first): a case folder or DICOM study (segmented with "
                         "--model), or an existing label map and its T1CE; repeat for each")
-    p.add_argument("--out", required=True, help="output folder (response.json, -timepoints.csv, -lesions.csv, .html)")
+    p.add_argument("--out", required=True, help="output folder (response.json, -timepoints.csv, -lesions.csv, .html, .pdf)")
     p.add_argument("--criterion", required=True, choices=sorted(CRITERIA),
                    help="rapno-hgg, rapno-lgg, rapno-dipg (Lancet Oncol 2020) or rano2 (RANO 2.0, JCO 2023)")
     p.add_argument("--measure", choices=("ET", "T2FLAIR"),
@@ -94,6 +94,6 @@ def add_parser(sub) -> None:
     p.add_argument("--model", help="bundle for timepoints given as cases (default: the shipped demo bundle)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-tta", action="store_true")
-    p.add_argument("--no-html", action="store_true", help="no HTML report (JSON and CSV only)")
+    p.add_argument("--no-html", action="store_true", help="no HTML or PDF report (JSON and CSV only)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_response)

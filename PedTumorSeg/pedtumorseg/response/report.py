@@ -1,7 +1,8 @@
 """The response assessment's files: ``response.json`` (everything), ``response-timepoints.csv`` (one row per
-timepoint), ``response-lesions.csv`` (one row per lesion and timepoint) and ``response.html`` (self-contained:
+timepoint), ``response-lesions.csv`` (one row per lesion and timepoint), ``response.html`` (self-contained:
 the timeline of volumes and sums of products, and per timepoint the measured slice with both diameters drawn as
-calipers). Every file is written atomically; the HTML needs matplotlib (``pedtumorseg[report]``).
+calipers) and ``response.pdf`` (the same, ``report_pdf``). Every file is written atomically; the reports need
+matplotlib (``pedtumorseg[report]``).
 """
 
 from __future__ import annotations
@@ -140,15 +141,44 @@ def render_html(result: dict, timepoints) -> str:
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
+def _cell(value) -> str:
+    return "" if value is None else str(value)
+
+
+def pdf_pages(result: dict, timepoints):
+    """The PDF report's pages as figures, in order (``report_pdf``): the HTML report's content."""
+    from pedtumorseg.response.report_pdf import LESION_ROWS_PER_PAGE, table_page, text_page
+
+    yield text_page(result)
+    yield _timeline_figure(result)
+    rows = timepoint_rows(result)
+    yield table_page("Timepoints", ["", *(r["timepoint"] for r in rows)],
+                      [[c, *(_cell(r.get(c)) for r in rows)] for c in TIMEPOINT_COLUMNS[1:]])
+    for t, tp in enumerate(timepoints):
+        yield _caliper_figure(tp, result, t)
+    lesions = lesion_rows(result)
+    for start in range(0, max(len(lesions), 1), LESION_ROWS_PER_PAGE):
+        part = lesions[start:start + LESION_ROWS_PER_PAGE]
+        yield table_page(f"Lesions ({start + 1}-{start + len(part)} of {len(lesions)})", list(LESION_COLUMNS),
+                          [[_cell(r.get(c)) for c in LESION_COLUMNS] for r in part])
+
+
 def write_outputs(result: dict, timepoints, out: Path, html_report: bool = True) -> dict[str, Path]:
-    """Every file of the assessment into ``out``; returns kind -> path. The HTML is rendered before any file is
-    written, so a failure leaves no partial set."""
+    """Every file of the assessment into ``out``; returns kind -> path. With ``html_report`` also the HTML report
+    and the same as a PDF (``report_pdf``). Both are rendered before any file is written, so a failure leaves no
+    partial set."""
+    from pedtumorseg.response.report_pdf import render_pdf
+
     out = Path(out)
     page = render_html(result, timepoints) if html_report else None
+    pdf = render_pdf(result, pdf_pages(result, timepoints)) if html_report else None
     written = {"json": write_json(result, out / "response.json"),
                "timepoints_csv": write_text(_csv_text(TIMEPOINT_COLUMNS, timepoint_rows(result)),
                                             out / "response-timepoints.csv"),
                "lesions_csv": write_text(_csv_text(LESION_COLUMNS, lesion_rows(result)), out / "response-lesions.csv")}
     if page is not None:
         written["html"] = write_text(page, out / "response.html")
+        with atomic_output(out / "response.pdf") as tmp:
+            Path(tmp).write_bytes(pdf)
+        written["pdf"] = out / "response.pdf"
     return written
