@@ -1,7 +1,9 @@
 """The response criteria: their tables (measured lesion, measurability, target lesions, thresholds) and the
 category each gives, by the 2D sum of products and by volume.
 
-Every number here has its source in ``CRITERIA[...].source`` and in the README's table. The categories are a
+Every number here has its source in ``CRITERIA[...].source`` and in the README's table; what of the three RAPNO
+criteria could not be checked against their papers' text is marked "unverified" in their notes (README, "Where the
+numbers come from"). The categories are a
 suggestion for the reader: the criteria also weigh what the images cannot show (corticosteroids, clinical
 status, non-measurable disease, the time since radiotherapy), which the user gives as :class:`Clinical`.
 
@@ -66,18 +68,23 @@ CRITERIA: dict[str, Criterion] = {c.key: c for c in (
     Criterion("rapno-hgg", "RAPNO pediatric high-grade glioma",
               "Erker C et al., Lancet Oncol 2020;21(6):e317-e329", "T2FLAIR", 3,
               notes=("the reader measures on the sequence that best shows the tumour (T2/FLAIR in most pediatric "
-                     "HGG, T1CE where it enhances) and keeps it for every scan: --measure",)),
+                     "HGG, T1CE where it enhances) and keeps it for every scan: --measure",
+                     "unverified: the PR/PD thresholds and the T2/FLAIR default were not checked against the paper's "
+                     "text (its abstract names 'a higher reliance on T2-weighted' FLAIR than in adults); check "
+                     "before use in a trial")),
     Criterion("rapno-lgg", "RAPNO pediatric low-grade glioma",
               "Fangusaro J et al., Lancet Oncol 2020;21(6):e305-e316", "T2FLAIR", 5, mr_2d=-0.25,
               notes=("usually one target lesion; up to five when multifocal",
                      "measurable lesions are also to be seen in all three planes (>= 10 mm each); not checked here",
                      "cysts: the criteria give a detailed rule for cystic components; here the T2/FLAIR lesion "
-                     "includes them (CC is reported separately)")),
+                     "includes them (CC is reported separately)",
+                     "unverified: the PR/MR/PD thresholds were not checked against the paper's text; check before "
+                     "use in a trial")),
     Criterion("rapno-dipg", "RAPNO diffuse intrinsic pontine glioma / DMG",
               "Cooney TM et al., Lancet Oncol 2020;21(6):e330-e336", "T2FLAIR", 1, pr_2d=-0.25,
               notes=("one target: the pontine tumour (further lesions are non-target)",
-                     "PR at a 25 % decrease of the 2D product, as we read the recommendation; check against the "
-                     "paper before use in a trial")),
+                     "unverified: PR at a 25 % decrease of the 2D product (and PD at +25 %) were not checked "
+                     "against the paper's text; check before use in a trial")),
     Criterion("rano2", "RANO 2.0 (glioma, adult and pediatric-type)",
               "Wen PY et al., J Clin Oncol 2023;41(33):5187-5199", "ET", 3, min_slices=2,
               notes=("enhancing tumours measured on T1CE; non-enhancing ones on T2/FLAIR (--measure T2FLAIR, "
