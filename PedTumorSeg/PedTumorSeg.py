@@ -27,6 +27,7 @@ from pedtumorseg.conventions import LABEL_LONG_NAMES  # noqa: E402
 from pedtumorseg.ui import controls  # noqa: E402
 from PedTumorSegLib.logic import EXPORTS, ModuleLogic  # noqa: E402
 from PedTumorSegLib.requirements import ensure_requirements  # noqa: E402
+from PedTumorSegWidgets import showModelControls  # noqa: E402
 from PedTumorSegWidgets.response import ResponseSection  # noqa: E402
 
 _SPECS = {s.name: s for s in controls.slider_specs()}
@@ -120,8 +121,7 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._run.cleanup()  # cancels a running prediction and removes its temporary files
         self._run = None
 
-    def onReload(self) -> None:
-        """Reload the core package and the logic too, not only this file."""
+    def onReload(self) -> None:  # reloads the core package and the logic too, not only this file
         for name in [n for n in sys.modules if n.split(".")[0] in RELOADED_PACKAGES]:
             del sys.modules[name]
         ScriptedLoadableModuleWidget.onReload(self)
@@ -181,6 +181,7 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.modelInfoLabel.text = _("Model not usable: {error}").format(error=exc)
             return
         self.ui.modelInfoLabel.text = self.logic.modelDescription(bundle)
+        showModelControls(self.ui, bundle.io.labels)  # only the sliders of the subregions this model has
         if self.logic.needsDefaultsReset(self._parameterNode, bundle):
             with slicer.util.NodeModify(self._parameterNode):  # one Modified event: the segments follow once
                 self.logic.resetPostprocessingControls(self._parameterNode, bundle)
@@ -206,11 +207,10 @@ class PedTumorSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self.logic.ensureRequirements(askConfirmation=True):
             self._run = self._try(_("Failed to start the segmentation."), self.logic.startFromPanel,
                                   self._parameterNode)
-        if self._run is None:
-            return
-        self.ui.progressBar.visible, self.ui.progressBar.value, self.ui.statusLabel.text = True, 0, _("Starting...")
-        self._updateButtons()
-        self._pollTimer.start()
+        if self._run is not None:
+            self.ui.progressBar.visible, self.ui.progressBar.value, self.ui.statusLabel.text = True, 0, _("Starting...")
+            self._updateButtons()
+            self._pollTimer.start()
 
     def _onPoll(self) -> None:
         for event in self._run.poll() if self._run is not None else [progress.Exited(None)]:

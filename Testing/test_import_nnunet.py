@@ -174,6 +174,10 @@ def test_plain_unet_permuted_channels_without_cc_matches_nnunet(tmp_path, case):
     assert m["network"]["class"] == PLAIN_UNET and m["folds"] == [0, 1] and m["mirror_axes"] == [0, 1, 2]
     assert m["training"]["trainer"] == "nnUNetTrainer" and m["training"]["label_mapping"]["ED"] == "ED"
     assert 3 not in np.unique(pred.labels)
+    from pedtumorseg.ui.controls import panel_controls  # the panel shows what this model has: no CC slider
+    assert bundle.io.labels == (1, 2, 4)
+    assert "min_volume_cc" not in panel_controls(bundle.io.labels)
+    assert {"ratio_high", "min_volume_et", "min_volume_net", "min_volume_ed"} <= set(panel_controls(bundle.io.labels))
 
 
 def test_resenc_transposed_resampled_ct_channel_matches_nnunet(tmp_path, case):
@@ -306,3 +310,16 @@ def test_manifest_records_where_the_postprocessing_comes_from(tmp_path, case):
     assert "postprocessing_fit" not in given.manifest["training"]
     with pytest.raises(BundleError, match="postprocessing_source must be one of defaults, fitted, given"):
         validate_manifest({**imported.manifest, "postprocessing_source": "guessed"}, out)
+
+
+def test_imported_ratio_relabel_only_for_a_model_with_et_and_net():
+    """The T1CE/T1 relabel moves voxels between NET and ET: a model lacking either gets it off by default (it would
+    otherwise paint a label the model never produces); everything else stays the paper's defaults."""
+    from pedtumorseg.postprocess import PostprocessParams
+    from pedtumorseg_train.import_nnunet import _imported_postprocessing
+    paper = PostprocessParams().to_dict()
+    assert paper["ratio_enabled"] and _imported_postprocessing([1, 2, 4]) == paper
+    no_net = _imported_postprocessing([1, 3, 4])
+    assert no_net["ratio_enabled"] is False and {k: v for k, v in no_net.items() if k != "ratio_enabled"} == {
+        k: v for k, v in paper.items() if k != "ratio_enabled"}
+    assert _imported_postprocessing([2, 4])["ratio_enabled"] is False

@@ -1,13 +1,15 @@
-"""``import-nnunet`` on a model trained by stock nnU-Net v2 (slow, CPU, ~1-2 min on 2 cores).
+"""``import-nnunet`` on two models trained by stock nnU-Net v2, label-based and region-based (slow, CPU, ~2 min).
 
 Five small phantoms -> ``pedtumorseg-train convert`` (a stock nnU-Net raw dataset) -> nnU-Net's own fingerprint,
 default ``ExperimentPlanner`` and ``DefaultPreprocessor`` -> the plans shrunk the way nnU-Net users do it: a new
 configuration ``3d_tiny`` that ``inherits_from`` ``3d_fullres`` with a 3-stage PlainConvUNet of 4/8/16 features,
 a 32^3 patch and batch 2 -> nnU-Net's stock ``nnUNetTrainer`` (the class itself, 1 epoch of 3 iterations, no final
-validation) for folds 0 and 1 -> real ``fold_K/checkpoint_final.pth`` files in a real results folder ->
+validation) for folds 0 and 1, once on the labels and once region-based on the same preprocessed cases (dataset.json
+regions WT / TC / ET with ``regions_class_order``, sigmoid outputs, as BraTS models often are) -> real
+``fold_K/checkpoint_final.pth`` files in two real results folders ->
 ``pedtumorseg-train import-nnunet`` -> the engine's labels (before post-processing) against ``nnUNetPredictor``
 initialised from that trained model folder (same folds, mirroring on; float32 accumulators as in
-Testing/nnunet_harness.py) on a held-out phantom, with the torch and the onnxruntime backends.
+Testing/nnunet_harness.py) on a held-out phantom, with the torch, onnxruntime and openvino backends.
 
 nnU-Net's fingerprint/preprocessing functions run their per-case work in ``multiprocessing.get_context("spawn")
 .Pool``; here the pool is nnU-Net's own code on a thread pool (``ThreadPool``: same ``starmap_async`` and
@@ -21,6 +23,7 @@ import json
 import os
 import time
 import types
+from pathlib import Path
 from multiprocessing.pool import ThreadPool
 
 import numpy as np
@@ -38,6 +41,10 @@ NAME = "Stock"
 N_TRAIN = 5  # nnU-Net's 5-fold split needs 5 cases
 HELD_OUT_SEED = 9100
 TINY = "3d_tiny"
+# region-based labels in the converted dataset's values (1 ET, 2 NET, 3 CC, 4 ED), painted WT -> ED, TC -> NET, ET
+REGIONS = {"background": 0, "whole tumor": [1, 2, 3, 4], "tumor core": [1, 2, 3], "enhancing tumor": [1]}
+REGION_ORDER = [4, 2, 1]
+REGION_PLANS = "nnUNetPlansRegions"
 NNUNET_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_n_proc_DA", "OMP_NUM_THREADS",
                "nnUNet_def_n_proc", "nnUNet_compile")
 
@@ -103,8 +110,18 @@ def _train(root, mp):
                verbose=False, show_progress_bar=False)
     t_prep = time.perf_counter() - t0
     os.environ["nnUNet_n_proc_DA"] = "0"
-    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     dataset_json = json.loads((work / "nnUNet_preprocessed" / dataset / "dataset.json").read_text())
+    models = {"labels": _train_folds(plans, dataset_json),
+              # the same preprocessed cases trained region-based, as BraTS models often are: sigmoid outputs of
+              # WT / TC / ET painted as ED / NET / ET (no CC), under a plans name of its own
+              "regions": _train_folds({**plans, "plans_name": REGION_PLANS},
+                                      {**dataset_json, "labels": REGIONS, "regions_class_order": REGION_ORDER})}
+    return models, {"preprocess_s": t_prep, "train_s": time.perf_counter() - t0 - t_prep}
+
+
+def _train_folds(plans: dict, dataset_json: dict):
+    """nnU-Net's stock trainer (the class itself) on 3d_tiny, folds 0 and 1; its results folder."""
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     for fold in (0, 1):
         torch.manual_seed(fold)
         run_plans = {**json.loads(json.dumps(plans)), "continue_training": False}  # nnU-Net 2.8 pops this key
@@ -112,8 +129,7 @@ def _train(root, mp):
                                 device=torch.device("cpu"))
         trainer.num_epochs, trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch = 1, 3, 1
         trainer.run_training()  # no perform_actual_validation: the final validation is skipped
-    model = work / "nnUNet_results" / dataset / f"nnUNetTrainer__nnUNetPlans__{TINY}"
-    return model, {"preprocess_s": t_prep, "train_s": time.perf_counter() - t0 - t_prep}
+    return Path(trainer.output_folder).parent
 
 
 def _held_out():
@@ -137,27 +153,13 @@ def _nnunet_labels(model, images, spacing):
     return seg
 
 
-@pytest.mark.slow
-def test_stock_nnunet_trained_model_imports_and_matches_nnunet(trained, tmp_path, monkeypatch):
-    from pedtumorseg.inference import backends
-    from pedtumorseg.inference.bundle import load_bundle
-    from pedtumorseg.inference.engine import Engine, PredictOptions
-    from pedtumorseg_train.cli import main
-    monkeypatch.setenv("PEDTUMORSEG_CACHE", str(tmp_path / "cache"))
-    model, times = trained
-    for fold in (0, 1):  # nnU-Net's own files of a finished run
-        assert (model / f"fold_{fold}" / "checkpoint_final.pth").is_file()
-        assert (model / f"fold_{fold}" / "progress.png").is_file()
-    assert json.loads((model / "plans.json").read_text())["configurations"][TINY]["inherits_from"] == "3d_fullres"
-    out = tmp_path / "imported.zip"
-    assert main(["import-nnunet", str(model.parent), "--configuration", TINY, "--out", str(out)]) == 0
-    bundle = load_bundle(out)
-    m = bundle.manifest
-    assert m["folds"] == [0, 1] and m["patch_size"] == [32, 32, 32] and m["inputs"] == list(CHANNELS)
-    assert m["network"]["kwargs"]["features_per_stage"] == [4, 8, 16] and m["training"]["configuration"] == TINY
-    assert m["training"]["trainer"] == "nnUNetTrainer" and m["mirror_axes"] == [0, 1, 2]
-    images, spacing = _held_out()
+def _same_labels_as_nnunet(model, bundle):
+    """Fraction of voxels with nnUNetPredictor's label per backend (torch and the installed CPU backends) on the
+    held-out phantom, and the labels nnU-Net found there."""
     from pedtumorseg.arrays import nonzero_mask
+    from pedtumorseg.inference import backends
+    from pedtumorseg.inference.engine import Engine, PredictOptions
+    images, spacing = _held_out()
     raw_ref = _nnunet_labels(model, images, spacing)  # nnU-Net label values are ours (convert writes 1..4)
     # the engine's one deliberate difference (pedtumorseg.inference.preprocessing): inside the crop box, voxels
     # with no image data are background, where nnU-Net keeps the network's output (random for this barely
@@ -165,19 +167,53 @@ def test_stock_nnunet_trained_model_imports_and_matches_nnunet(trained, tmp_path
     outside = ~nonzero_mask(images)
     ref = np.where(outside, 0, raw_ref)
     results = {}
-    names = ["torch"] + (["onnxruntime"] if backends.is_available("onnxruntime") else [])
-    for backend in names:
+    for backend in ["torch"] + [b for b in ("onnxruntime", "openvino") if backends.is_available(b)]:
         pred = Engine(bundle, PredictOptions(device="cpu", tta=True, precision="fp32", backend=backend)).predict(
             images, spacing)
         results[backend] = float((pred.labels == ref).mean())
         assert (pred.labels[outside] == 0).all()
-    inside = {b: float((pred.labels == raw_ref)[~outside].mean()) for b in names[-1:]}
+    return results, ref
+
+
+def _import(model, out):
+    from pedtumorseg.inference.bundle import load_bundle
+    from pedtumorseg_train.cli import main
+    for fold in (0, 1):  # nnU-Net's own files of a finished run
+        assert (model / f"fold_{fold}" / "checkpoint_final.pth").is_file()
+        assert (model / f"fold_{fold}" / "progress.png").is_file()
+    # the trainer folder itself: with two results folders of one dataset, --configuration alone is ambiguous
+    assert main(["import-nnunet", str(model), "--out", str(out)]) == 0
+    return load_bundle(out)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["labels", "regions"])
+def test_stock_nnunet_trained_model_imports_and_matches_nnunet(trained, kind, tmp_path, monkeypatch):
+    monkeypatch.setenv("PEDTUMORSEG_CACHE", str(tmp_path / "cache"))
+    models, times = trained
+    model = models[kind]
+    plans = json.loads((model / "plans.json").read_text())
+    assert plans["configurations"][TINY]["inherits_from"] == "3d_fullres"
+    if kind == "labels":  # the dataset folder now holds both results folders: which one is not guessed
+        from pedtumorseg_train.cli import main
+        status = main(["import-nnunet", str(model.parent), "--configuration", TINY, "--out", str(tmp_path / "x.zip")])
+        assert status == 1 and not (tmp_path / "x.zip").exists()
+    bundle = _import(model, tmp_path / "imported.zip")
+    m = bundle.manifest
+    assert m["folds"] == [0, 1] and m["patch_size"] == [32, 32, 32] and m["inputs"] == list(CHANNELS)
+    assert m["network"]["kwargs"]["features_per_stage"] == [4, 8, 16] and m["training"]["configuration"] == TINY
+    assert m["training"]["trainer"] == "nnUNetTrainer" and m["mirror_axes"] == [0, 1, 2]
+    if kind == "regions":
+        assert m["outputs"] == {"activation": "sigmoid", "labels": REGION_ORDER}
+        assert m["labels"] == {"1": "ET", "2": "NET", "4": "ED"}  # no CC: the panel shows no CC slider
+    else:
+        assert m["outputs"] == {"activation": "softmax", "labels": [0, 1, 2, 3, 4]}
+    results, ref = _same_labels_as_nnunet(model, bundle)
     present = np.unique(ref)
-    print(f"\nstock nnU-Net trained model: prep {times['preprocess_s']:.1f}s, train {times['train_s']:.1f}s; "
-          f"same label as nnUNetPredictor {results} (inside the brain mask {inside}, {float((~outside).mean()):.3f} "
-          f"of the box); nnU-Net labels {present.tolist()} "
+    print(f"\nstock nnU-Net trained model ({kind}): prep {times['preprocess_s']:.1f}s, train {times['train_s']:.1f}s "
+          f"(both); same label as nnUNetPredictor {results}; nnU-Net labels {present.tolist()} "
           f"(fractions {[round(float((ref == v).mean()), 4) for v in present]})")
     assert len(present) >= 3, "predictions too uniform to test agreement"
     assert all(v >= 0.999 for v in results.values()), results
-    if "onnxruntime" not in results:
-        pytest.skip("onnxruntime not installed: torch backend checked only")
+    if len(results) < 3:
+        pytest.skip(f"only {sorted(results)} installed: the other CPU backends not checked")

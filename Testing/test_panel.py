@@ -89,6 +89,17 @@ def test_slider_specs_follow_parameters_table():
     assert specs["min_volume_et"].default == 160.0 and specs["min_volume_cc"].default == 50.0
 
 
+def test_panel_controls_follow_the_model_labels():
+    every = controls.PANEL_PARAMETERS
+    assert controls.panel_controls((1, 2, 3, 4)) == every
+    assert controls.panel_controls((1, 2, 4)) == tuple(n for n in every if n != "min_volume_cc")
+    # no NET: the ratio relabel (NET <-> ET) has nothing to act on; its three controls go
+    assert controls.panel_controls((1, 3, 4)) == ("components_enabled", "min_volume_et", "min_volume_cc",
+                                                   "min_volume_ed")
+    assert controls.panel_controls((4,)) == ("components_enabled", "min_volume_ed")
+    assert controls.panel_controls(()) == ()
+
+
 def test_parameter_changes():
     p = PostprocessParams()
     assert controls.parameter_changes(p, {"ratio_high": 1.388000001, "min_volume_et": 160.0, "ratio_enabled": True}) == {}

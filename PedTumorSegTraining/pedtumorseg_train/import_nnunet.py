@@ -63,6 +63,15 @@ def _read_json(path: Path) -> dict:
         raise InputError(path, f"not valid JSON: {e}") from None
 
 
+def _imported_postprocessing(present: list[int]) -> dict:
+    """The paper's defaults for an imported model; its T1CE/T1 relabel (NET <-> ET) only for a model with both
+    labels, since moving voxels into a label the model does not have would be a label the user never asked for."""
+    params = _postprocess_defaults() or {}
+    if params and not {1, 2} <= set(present):
+        params["ratio_enabled"] = False
+    return params
+
+
 def find_model_folder(path: Path, configuration: str | None) -> Path:
     """The trainer folder holding ``plans.json``: ``path`` itself, else its one subfolder ``*__<configuration>``."""
     if not path.is_dir():
@@ -335,7 +344,7 @@ def import_nnunet(results: str | Path, out: str | Path, folds: list | None = Non
         # nnU-Net reads voxels as stored (BraTS: LPS, as SimpleITK reads them); NibabelIOWithReorient makes them RAS
         "orientation": orientation or ("RAS" if plans.get("image_reader_writer") == "NibabelIOWithReorient"
                                        else DEFAULT_ORIENTATION),
-        "postprocessing": _postprocess_defaults() or {},
+        "postprocessing": _imported_postprocessing(present),
         "postprocessing_source": "defaults",  # not fitted to this model: fit-postprocessing records "fitted"
         "training": {"framework": "nnU-Net v2", "imported_from": str(model.resolve()), "trainer": trainer,
                      "plans": plans.get("plans_name"), "dataset": plans.get("dataset_name"),

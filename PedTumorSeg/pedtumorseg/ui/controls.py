@@ -38,6 +38,27 @@ PANEL_PARAMETERS: tuple[str, ...] = ("ratio_enabled", "ratio_high", "ratio_low",
                                      "min_volume_et", "min_volume_net", "min_volume_cc", "min_volume_ed")
 
 
+#: the labels a control acts on: a minimum-volume slider its subregion's; the ratio relabel moves voxels between
+#: NET and ET, so it means something only for a model that produces both
+_CONTROL_LABELS: dict[str, frozenset[int]] = {
+    "ratio_enabled": frozenset({1, 2}), "ratio_high": frozenset({1, 2}), "ratio_low": frozenset({1, 2}),
+    "min_volume_et": frozenset({1}), "min_volume_net": frozenset({2}), "min_volume_cc": frozenset({3}),
+    "min_volume_ed": frozenset({4})}
+
+
+def panel_controls(model_labels: Sequence[int]) -> tuple[str, ...]:
+    """The panel controls shown for a model producing ``model_labels`` (``Bundle.io.labels``), in display order.
+
+    A model without a cystic label gets no CC slider; without ET or NET, no ratio controls; without any
+    minimum-volume slider left, no components check box.
+    """
+    present = {int(v) for v in model_labels}
+    shown = [n for n in PANEL_PARAMETERS if _CONTROL_LABELS.get(n, frozenset()) <= present]
+    if not any(n.startswith("min_volume_") for n in shown):
+        shown.remove("components_enabled")
+    return tuple(shown)
+
+
 @dataclass(frozen=True)
 class SliderSpec:
     """One post-processing control: a check box (``kind == "checkbox"``) or a slider (``"slider"``)."""

@@ -80,6 +80,9 @@ class PedTumorSegWebApp(TrameApp):
         s.pts_status = "Choose a case and open it."
         bundle = self.workflow.logic.loadBundle(self.workflow.params.modelPath)
         s.pts_model = self.workflow.logic.modelDescription(bundle)
+        # only the segments and controls of the subregions the model produces (no CC slider without a CC label)
+        s.pts_segments = [entry for entry in s.pts_segments if entry["value"] in bundle.io.labels]
+        s.pts_controls_shown = list(controls.panel_controls(bundle.io.labels))
         for spec in controls.slider_specs():
             s[self._key(spec.name)] = getattr(self.workflow.params, spec.name)
             self.state.change(self._key(spec.name))(self._controlHandler(spec.name))
@@ -296,11 +299,12 @@ class PedTumorSegWebApp(TrameApp):
     def _controlPanel(self) -> None:
         for spec in controls.slider_specs():
             key = self._key(spec.name)
+            shown = f"pts_controls_shown.includes('{spec.name}')"
             if spec.kind == "checkbox":
                 v3.VCheckbox(label=spec.label, v_model=(key,), density="compact", hide_details=True,
-                             id=f"pts-{spec.name}")
+                             id=f"pts-{spec.name}", v_show=shown)
                 continue
-            with html.Div(id=f"pts-{spec.name}"):
+            with html.Div(id=f"pts-{spec.name}", v_show=shown):
                 v3.VSlider(label=spec.label, v_model=(key,), min=spec.minimum, max=spec.maximum, step=spec.step,
                            density="compact", hide_details=True)
                 html.Div(f"{{{{ Number({key}).toFixed({spec.decimals}) }}}} {spec.unit}",
