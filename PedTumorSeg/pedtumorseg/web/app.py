@@ -185,7 +185,7 @@ class PedTumorSegWebApp(TrameApp):
         segmentation = self.workflow.params.outputSegmentation
         editor = self.slicer.segmentation_editor
         editor.set_active_segmentation(segmentation, self.workflow.params.t1ceVolume)
-        self.state.pts_segment = FOREGROUND_LABELS[0]  # the editor starts on the first segment
+        self.state.pts_segment = self.state.pts_segments[0]["value"]  # the editor starts on the model's first segment
         if not self._watchingEdits:
             editor.segmentation_modified.connect(self._segmentationModified)
             self._watchingEdits = True
