@@ -18,7 +18,7 @@ from trame_vuetify.widgets import vuetify3 as v3
 from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 
-from pedtumorseg.conventions import CHANNELS, FOREGROUND_LABELS, LABEL_NAMES
+from pedtumorseg.conventions import CHANNELS, LABEL_NAMES
 from pedtumorseg.errors import InputError
 from pedtumorseg.ui import controls
 from pedtumorseg.web import data, uploads
@@ -72,7 +72,6 @@ class PedTumorSegWebApp(TrameApp):
         s.pts_has_result = False
         s.pts_effect = "None"
         s.pts_segment = 1  # the segment the effects edit (label value)
-        s.pts_segments = [{"title": LABEL_NAMES[label], "value": label} for label in FOREGROUND_LABELS]
         self.state.change("pts_segment")(lambda pts_segment, **_: self.selectSegment(pts_segment))
         s.pts_effect_clicks = 0  # Islands applies on every click, also when it is already the effect
         self.state.change("pts_effect_clicks")(self._effectClicked)
@@ -81,7 +80,7 @@ class PedTumorSegWebApp(TrameApp):
         bundle = self.workflow.logic.loadBundle(self.workflow.params.modelPath)
         s.pts_model = self.workflow.logic.modelDescription(bundle)
         # only the segments and controls of the subregions the model produces (no CC slider without a CC label)
-        s.pts_segments = [entry for entry in s.pts_segments if entry["value"] in bundle.io.labels]
+        s.pts_segments = [{"title": LABEL_NAMES[label], "value": label} for label in bundle.io.labels]
         s.pts_controls_shown = list(controls.panel_controls(bundle.io.labels))
         for spec in controls.slider_specs():
             s[self._key(spec.name)] = getattr(self.workflow.params, spec.name)
