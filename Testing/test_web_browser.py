@@ -1,7 +1,7 @@
 """``pedtumorseg serve`` in a real browser: Debian's chromium driven by Playwright, headless, against a server on
 127.0.0.1 with a tiny random-weight bundle on a small phantom. Open, Apply, the segments in the axial view in their
 colors, a slider moving the table and the overlay, an Islands edit kept when a slider moves, a paint stroke, export equal to
-``pedtumorseg predict``, refusals (path traversal, missing token, a second session).
+``pedtumorseg predict``, refusals (path traversal, missing token), sessions isolated from each other.
 
 Skipped with the reason when Playwright, chromium, the web extra or offscreen rendering are missing. Screenshots go
 to ``$PEDTUMORSEG_SCREENSHOTS`` (default: the test's temporary folder).
@@ -132,7 +132,7 @@ def test_open_apply_slider_edit_export_in_the_browser(site, browser):
     try:
         _walk_the_workflow(page, site)
     finally:
-        page.close()  # one session at a time: the next test's page needs this one gone
+        page.close()
 
 
 def _walk_the_workflow(page, site):
@@ -150,13 +150,19 @@ def _walk_the_workflow(page, site):
     for label, region in ((1, "ET"), (2, "NET"), (3, "CC")):
         if table[region] > 0.5:
             assert _color_count(pixels, label) > 0, f"no {region} color in the axial view"
-    # export = `pedtumorseg predict` on the same case (same bundle, first fold, no TTA, default post-processing)
+    # export, downloaded by the browser = `pedtumorseg predict` on the same case (same bundle, first fold, no TTA,
+    # default post-processing); the files also lie in this session's export folder on the server
     page.click("#pts-export")
     page.wait_for_function("document.querySelector('#pts-status').innerText.startsWith('Exported')")
-    exported = site["data"].parent / "data-exports" / site["case"].name
-    web = sitk.GetArrayFromImage(sitk.ReadImage(str(exported / f"{site['case'].name}-seg.nii.gz")))
+    name = f"{site['case'].name}-seg.nii.gz"
+    with page.expect_download() as download:
+        page.click(f"#pts-exported a:text-is('{name}')")
+    downloaded = site["root"] / "downloaded" / name
+    download.value.save_as(downloaded)
+    web = sitk.GetArrayFromImage(sitk.ReadImage(str(downloaded)))
     cli = _predict_labels(site, site["root"] / "predict")
     assert np.array_equal(web, cli)
+    exported = site["data"].parent / "data-exports" / site["case"].name
     for suffix in ("-seg.nii.gz", ".seg.nrrd", "-volumes.csv", "-stats.json", "-overlay.png"):
         assert (exported / f"{site['case'].name}{suffix}").stat().st_size > 0
     # a slider: the NET -> ET ratio threshold down to its lowest: NET becomes ET; the table and the overlay follow
@@ -206,24 +212,38 @@ def test_a_path_outside_the_data_folder_is_refused(site, browser):
     page.close()
 
 
-def test_token_and_one_session_at_a_time(tmp_path, site, browser):
+def test_token_and_isolated_sessions(tmp_path, site, browser):
+    """Two users (two browser contexts) each get a session of their own: opening a case in one leaves the other's
+    untouched; the second page of one session is refused; a third user is turned away at --sessions 2."""
     token = "t0ken-for-tests-0123456789"
-    server = Server(site["data"], site["bundle"], extra=["--token", token], log=tmp_path / "serve.log")
+    server = Server(site["data"], site["bundle"], extra=["--token", token, "--sessions", "2"],
+                    log=tmp_path / "serve.log")
+    users = [browser.new_context(), browser.new_context()]
     try:
         server.wait_ready()
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(server.url, timeout=10)
         assert refused.value.code == 403
-        page = browser.new_page()
-        page.goto(server.url + f"?token={token}")
-        page.wait_for_selector("#pts-open", timeout=60_000)
-        second = browser.new_page()
-        second.goto(server.url + f"?token={token}")
-        second.wait_for_timeout(3000)
-        assert second.locator("#pts-open").count() == 0 or second.locator("#pts-open").is_disabled()
-        page.close()
-        second.close()
+        pages = [user.new_page() for user in users]
+        for page in pages:
+            page.goto(server.url + f"?token={token}")
+            page.wait_for_selector("#pts-open", timeout=60_000)
+        assert pages[0].url != pages[1].url and "/s/" in pages[0].url
+        pages[0].click("#pts-open")
+        pages[0].wait_for_function("document.querySelector('#pts-status').innerText.includes('Apply')")
+        pages[1].wait_for_timeout(500)
+        assert pages[1].inner_text("#pts-status").startswith("Choose a case")
+        assert pages[1].evaluate("window.trame.state.get('pts_volumes')") == []
+        same = users[0].new_page()  # the same session in a second page: its case is held by the first page
+        same.goto(pages[0].url)
+        same.wait_for_timeout(3000)
+        assert same.locator("#pts-open").count() == 0 or same.locator("#pts-open").is_disabled()
+        with pytest.raises(urllib.error.HTTPError) as busy:  # both sessions in use
+            urllib.request.urlopen(server.url + f"?token={token}", timeout=30)
+        assert busy.value.code == 503
     finally:
+        for user in users:
+            user.close()
         server.stop()
 
 
@@ -245,7 +265,8 @@ def test_upload_a_case_and_refuse_a_bad_one(site, browser, tmp_path):
                                timeout=60_000)
         message = page.inner_text("#pts-error")
         assert images[0].name in message and str(tmp_path) not in message
-        uploads = site["data"].parent / "data-exports" / "uploads"
+        session = page.url.split("/s/")[1].split("/")[0]  # each session has its own upload folder
+        uploads = site["data"].parent / "data-exports" / "uploads" / session
         assert sorted(p.name for p in uploads.iterdir()) == ["upload-1"]  # the refused one left nothing
     finally:
         page.close()

@@ -55,8 +55,8 @@ class Server:
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env,
                                         start_new_session=True)
 
-    def wait_ready(self, timeout: float = 120.0, path: str = "") -> float:
-        """Seconds from the start until the server answered HTTP."""
+    def wait_ready(self, timeout: float = 120.0, path: str = "status") -> float:
+        """Seconds from the start until the server answered HTTP (``/status``: asking starts no session)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -173,3 +173,17 @@ def write_json(data: dict, path: str | os.PathLike) -> Path:
         if Path(tmp).read_text(encoding="utf-8") != text:  # read back before it counts
             raise OSError(f"{path}: the written file differs from what was written; is the disk full?")
     return path
+
+
+def new_folder(root: str | os.PathLike, names) -> Path:
+    """Create and return the first folder of ``names`` (an iterable of folder names) that does not exist in
+    ``root``; ``mkdir`` without ``exist_ok`` decides, so two processes never get the same folder."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        try:
+            (root / name).mkdir()
+            return root / name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{root}: every candidate folder name exists")

@@ -128,7 +128,7 @@ def _check_network(manifest: dict, bad) -> None:
     if not isinstance(net, dict) or not isinstance(net.get("class"), str) or not isinstance(net.get("kwargs", {}),
                                                                                             dict):
         bad(f"network must be an object with 'class' and 'kwargs', got {net!r}")
-    from pedtumorseg.model.presets import ALLOWED_CLASSES
+    from pedtumorseg.model.classes import ALLOWED_CLASSES
     if net["class"] not in ALLOWED_CLASSES:
         bad(f"unknown network class {net['class']!r} (allowed: {', '.join(sorted(ALLOWED_CLASSES))})")
 

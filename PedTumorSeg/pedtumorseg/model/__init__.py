@@ -1,7 +1,15 @@
-"""PedTumorSegNet (paper §2.2-2.5): network, building blocks, small-scale init, presets."""
+"""PedTumorSegNet (paper §2.2-2.5): network, building blocks, small-scale init, presets.
 
-from pedtumorseg.model.init import DEFAULT_ALPHA, small_scale_init_
-from pedtumorseg.model.network import PedTumorSegNet
-from pedtumorseg.model.presets import PRESETS, build_network, network_kwargs
+The names below are imported on first use (they need torch); ``pedtumorseg.model.classes`` does not."""
 
-__all__ = ["DEFAULT_ALPHA", "PRESETS", "PedTumorSegNet", "build_network", "network_kwargs", "small_scale_init_"]
+import importlib
+
+_EXPORTS = {"DEFAULT_ALPHA": "init", "small_scale_init_": "init", "PedTumorSegNet": "network", "PRESETS": "presets",
+            "build_network": "presets", "network_kwargs": "presets"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'pedtumorseg.model' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"pedtumorseg.model.{_EXPORTS[name]}"), name)

@@ -27,20 +27,11 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from pedtumorseg.model.classes import (  # noqa: F401  (re-exported: the presets' names)
+    ALLOWED_CLASSES, DNA_CLASSES, LIGHT_UNET3D, MONAI_CLASSES, MONAI_SEGRESNET, MONAI_UNET, MONAI_UNETR, NETWORK_CLASS,
+    PLAIN_UNET, RESENC_UNET, RESSELKA_UNET2D)
 from pedtumorseg.model.init import DEFAULT_ALPHA
 
-NETWORK_CLASS = "pedtumorseg.model.network.PedTumorSegNet"
-PLAIN_UNET = "dynamic_network_architectures.architectures.unet.PlainConvUNet"
-RESENC_UNET = "dynamic_network_architectures.architectures.unet.ResidualEncoderUNet"
-LIGHT_UNET3D = "pedtumorseg.model.baselines.LightUNet3D"
-RESSELKA_UNET2D = "pedtumorseg.model.baselines.ResSELKAUNet2D"
-MONAI_UNET = "monai.networks.nets.UNet"
-MONAI_SEGRESNET = "monai.networks.nets.SegResNet"
-MONAI_UNETR = "monai.networks.nets.UNETR"
-DNA_CLASSES = frozenset({PLAIN_UNET, RESENC_UNET})
-MONAI_CLASSES = frozenset({MONAI_UNET, MONAI_SEGRESNET, MONAI_UNETR})
-#: class paths that ``build_network`` (and the bundle loader through it) will instantiate
-ALLOWED_CLASSES: frozenset[str] = frozenset({NETWORK_CLASS, LIGHT_UNET3D, RESSELKA_UNET2D}) | DNA_CLASSES | MONAI_CLASSES
 _OPS = {"conv": ("Conv2d", "Conv3d"), "instancenorm": ("InstanceNorm2d", "InstanceNorm3d"),
         "batchnorm": ("BatchNorm2d", "BatchNorm3d"), "dropout": ("Dropout", "Dropout2d", "Dropout3d"),
         "activation": ("LeakyReLU", "ReLU", "PReLU", "GELU")}

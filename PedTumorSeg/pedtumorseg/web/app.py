@@ -7,6 +7,7 @@ Imported only by ``pedtumorseg serve`` (trame, trame-slicer and slicer-core are 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from trame_slicer.rca_view import register_rca_factories
 
 from pedtumorseg.conventions import CHANNELS, LABEL_NAMES
 from pedtumorseg.errors import InputError
+from pedtumorseg.files import new_folder
 from pedtumorseg.ui import controls
 from pedtumorseg.web import data, uploads
 from pedtumorseg.web.workflow import CaseWorkflow
@@ -32,17 +34,24 @@ POLL_S = 0.25
 TABLE_DEBOUNCE_S = 0.15
 #: case names of uploads in the case list (the rest are folders of --data)
 UPLOAD_PREFIX = "upload:"
+#: the route of the exported files (relative to the session's page)
+DOWNLOAD_PATH = "/download/"
 
 
 class PedTumorSegWebApp(TrameApp):
-    """One server, one scene, one case: ``dataRoot`` the only folder cases are opened from, exports go to
-    ``outRoot/<case id>/``."""
+    """One session's server (a worker of the launcher), one scene, one case at a time: ``dataRoot`` the only folder
+    cases are opened from besides this session's ``uploadRoot``; exports go to a folder ``outRoot/<case id>`` this
+    session creates (``<case id>-2``, ... when it exists: another session's or an earlier run's files are never
+    overwritten)."""
 
-    def __init__(self, server=None, *, dataRoot, outRoot, modelPath="", device="Auto"):
+    def __init__(self, server=None, *, dataRoot, outRoot, uploadRoot=None, modelPath="", device="Auto"):
         super().__init__(server)
         self.dataRoot = Path(dataRoot).resolve()
         self.outRoot = Path(outRoot).resolve()
-        self.uploadRoot = self.outRoot / "uploads"
+        self.uploadRoot = Path(uploadRoot).resolve() if uploadRoot else self.outRoot / "uploads"
+        self._exportFolders = {}  # case id -> the folder this session created for it
+        self._downloads = {}  # file name -> path: the last export, offered for download
+        self.server.controller.on_server_bind.add(self._bindDownloads)
         self.slicer = SlicerApp()
         register_rca_factories(self.slicer.view_manager, self.server, rca_encoder="jpeg")
         self.layout = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
@@ -253,13 +262,33 @@ class PedTumorSegWebApp(TrameApp):
         self.state.pts_error = ""
         if not self.workflow.hasResult:
             return self._fail("nothing to export yet")
-        folder = self.outRoot / self.workflow.case.case_id
         try:
+            folder = self._exportFolder(self.workflow.case.case_id)
             written = self.workflow.export(folder)
         except (OSError, RuntimeError, ValueError) as exc:
             return self._fail(f"export failed: {exc}")
-        self.state.pts_exported = [Path(p).name for p in written.values()]
+        self._downloads = {Path(p).name: Path(p) for p in written.values()}
+        self.state.pts_exported = sorted(self._downloads)
         self.state.pts_status = f"Exported {len(written)} files."
+
+    def _bindDownloads(self, wslinkServer) -> None:
+        """``download/<name>``: a file of this session's last export (nothing else is served)."""
+        wslinkServer.app.router.add_get(DOWNLOAD_PATH + "{name}", self._download)
+
+    async def _download(self, request):
+        from aiohttp import web
+
+        path = self._downloads.get(request.match_info["name"])
+        if path is None or not path.is_file():
+            return web.Response(status=404, text="not an exported file of this session")
+        return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
+
+    def _exportFolder(self, caseId: str) -> Path:
+        """This session's export folder of the case: created on the first export (never one that exists)."""
+        if caseId not in self._exportFolders:
+            names = (caseId if n == 1 else f"{caseId}-{n}" for n in itertools.count(1))
+            self._exportFolders[caseId] = new_folder(self.outRoot, names)
+        return self._exportFolders[caseId]
 
     # -- UI ------------------------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -329,4 +358,6 @@ class PedTumorSegWebApp(TrameApp):
                             variant=(f"pts_effect === '{label}' ? 'flat' : 'outlined'",))
             v3.VBtn("Show 3D", click=self.show3D, id="pts-show3d", block=True, classes="my-1")
             v3.VBtn("Export", click=self.export, id="pts-export", block=True, classes="my-2")
-            html.Div("{{ pts_exported.join(', ') }}", classes="text-caption", id="pts-exported")
+            with html.Div(classes="text-caption", id="pts-exported"):
+                html.A("{{ name }}", v_for="name in pts_exported", key="name", href=("'download/' + name",),
+                       download=True, classes="d-block")

@@ -19,46 +19,74 @@ def add_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only); "
                    "any other address needs --token")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--sessions", type=int, default=4, help="browser sessions at once, each in its own process with "
+                   "its own case (default 4; each holds a Slicer scene, ~0.5 GB)")
     p.add_argument("--token", default=None, help="access token for --host other than 127.0.0.1 (default: "
                    "$PEDTUMORSEG_TOKEN); the browser opens http://HOST:PORT/?token=TOKEN once")
     p.set_defaults(func=cmd_serve)
 
 
 def _check(args: argparse.Namespace) -> None:
+    """What is refused before anything starts (the rendering check runs while the first worker starts)."""
     from pedtumorseg.web import checks
 
     token = args.token or os.environ.get("PEDTUMORSEG_TOKEN") or None
     problem = checks.host_problem(args.host, token)
     if problem:
         raise UsageError("--host", problem)
+    if args.sessions < 1:
+        raise UsageError("--sessions", "must be at least 1")
     data = Path(args.data)
     if not data.is_dir():
         raise UsageError(str(data), "the --data folder does not exist")
     missing = checks.missing_packages()
     if missing:
         raise PedTumorSegError("serve: " + "; ".join(missing))
-    problem = checks.rendering_problem()
-    if problem:
-        raise PedTumorSegError("serve: " + problem)
     args.token = token
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    if not os.environ.get("DISPLAY"):  # no X server: VTK's EGL window directly, without trying X first
-        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
-    _check(args)
-    from trame.app import get_server
+def _worker_command(args: argparse.Namespace, data: Path, out: Path):
+    def command(session: str, port: int) -> list:
+        return [sys.executable, "-m", "pedtumorseg.web.worker", "--data", str(data), "--out", str(out),
+                "--uploads", str(out / "uploads" / session), "--port", str(port), "--model", args.model,
+                "--device", args.device]
+    return command
 
-    from pedtumorseg.web.app import PedTumorSegWebApp
-    from pedtumorseg.web.security import AccessGuard
+
+async def _serve(args: argparse.Namespace, launcher) -> None:
+    import asyncio
+    import signal
+
+    from pedtumorseg.web import checks
+
+    loop = asyncio.get_running_loop()
+    probe = loop.run_in_executor(None, checks.rendering_problem)
+    serving = asyncio.ensure_future(launcher.serve(args.host, args.port))
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, serving.cancel)
+    problem = await probe
+    if problem:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+        raise PedTumorSegError("serve: " + problem)
+    print(f"pedtumorseg serve: http://{args.host}:{args.port}/{launcher.guard.query()} (at most {args.sessions} "
+          "sessions)", file=sys.stderr, flush=True)
+    try:
+        await serving
+    except asyncio.CancelledError:
+        pass
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    _check(args)
+    from pedtumorseg.web.launcher import SessionLauncher
 
     data = Path(args.data).resolve()
     out = Path(args.out).resolve() if args.out else data.parent / (data.name + "-exports")
-    server = get_server("pedtumorseg", client_type="vue3")
-    guard = AccessGuard(args.token)
-    server.controller.on_server_bind.add(guard.bind)
-    PedTumorSegWebApp(server, dataRoot=data, outRoot=out, modelPath=args.model, device=args.device)
-    print(f"pedtumorseg serve: http://{args.host}:{args.port}/{guard.query()}", file=sys.stderr, flush=True)
-    server.start(host=args.host, port=args.port, open_browser=False, show_connection_info=False,
-                 disable_logging=True, exec_mode="main", timeout=0)
+    if not os.environ.get("DISPLAY"):  # no X server: VTK's EGL window directly (the check and the workers)
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+    launcher = SessionLauncher(_worker_command(args, data, out), token=args.token, max_sessions=args.sessions)
+    asyncio.run(_serve(args, launcher))
     return 0
