@@ -1,5 +1,6 @@
-"""The web app measured from a browser (not a timed test): seconds until ``pedtumorseg serve`` answers and until the
-page is ready, and slider move -> a new axial frame in the browser (ms), on one case.
+"""The web app measured from a browser (not a timed test): seconds from starting ``pedtumorseg serve`` until its
+address answers and until the page is ready in the browser (the page opened as soon as the address answers), and
+slider move -> a new axial frame in the browser (ms), on one case.
 
     PYTHONPATH=PedTumorSeg .venv/bin/python benchmarks/bench_web.py --data <folder with one case folder> \
         [--model bundle.zip] [--moves 10]
@@ -31,8 +32,7 @@ def _start(data: str, model: str, port: int) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def _wait_answer(url: str, timeout: float = 180) -> float:
-    started = time.monotonic()
+def _wait_answer(url: str, started: float, timeout: float = 180) -> float:
     while time.monotonic() - started < timeout:
         try:
             urllib.request.urlopen(url, timeout=2)
@@ -42,37 +42,32 @@ def _wait_answer(url: str, timeout: float = 180) -> float:
     raise RuntimeError("the server did not answer")
 
 
-def _measure(url: str, moves: int) -> dict:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        started = time.monotonic()
-        page.goto(url)
-        page.wait_for_selector("#pts-open", timeout=60_000)
-        ready = time.monotonic() - started
-        page.click("#pts-open")
-        page.wait_for_function("document.querySelector('#pts-status').innerText.includes('Apply')")
-        page.click("#pts-apply")
-        page.wait_for_function("document.querySelector('#pts-status').innerText.startsWith('Done')", timeout=900_000)
-        page.wait_for_timeout(3000)
-        axial = page.locator("#pts-views img.image-display-area").nth(3)
-        thumb = page.locator("#pts-ratio_high [role=slider]")
-        thumb.focus()
-        latencies = []
-        for i in range(moves):
-            before = axial.get_attribute("src")
-            t = time.monotonic()
-            thumb.press("Home" if i % 2 == 0 else "End")
-            page.wait_for_function("([el, s]) => el.src !== s", arg=[axial.element_handle(), before], timeout=30_000)
-            latencies.append(1000 * (time.monotonic() - t))
-            page.wait_for_timeout(1000)
-        browser.close()
+def _measure(page, url: str, moves: int, started_at: float) -> dict:
+    page.goto(url)
+    page.wait_for_selector("#pts-open", timeout=60_000)
+    ready = time.monotonic() - started_at
+    page.click("#pts-open")
+    page.wait_for_function("document.querySelector('#pts-status').innerText.includes('Apply')")
+    page.click("#pts-apply")
+    page.wait_for_function("document.querySelector('#pts-status').innerText.startsWith('Done')", timeout=900_000)
+    page.wait_for_timeout(3000)
+    axial = page.locator("#pts-views img.image-display-area").nth(3)
+    thumb = page.locator("#pts-ratio_high [role=slider]")
+    thumb.focus()
+    latencies = []
+    for i in range(moves):
+        before = axial.get_attribute("src")
+        t = time.monotonic()
+        thumb.press("Home" if i % 2 == 0 else "End")
+        page.wait_for_function("([el, s]) => el.src !== s", arg=[axial.element_handle(), before], timeout=30_000)
+        latencies.append(1000 * (time.monotonic() - t))
+        page.wait_for_timeout(1000)
     return {"page_ready_s": ready, "latencies_ms": latencies}
 
 
 def main() -> None:
+    from playwright.sync_api import sync_playwright
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--model", default="")
@@ -80,15 +75,21 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=10)
     args = parser.parse_args()
     url = f"http://127.0.0.1:{args.port}/"
-    server = _start(args.data, args.model, args.port)
-    try:
-        answered = _wait_answer(url)
-        result = _measure(url, args.moves)
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+    with sync_playwright() as p:  # the browser is open before the server starts, as a user's would be
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        started_at = time.monotonic()
+        server = _start(args.data, args.model, args.port)
+        try:
+            answered = _wait_answer(url + "status", started_at)  # asking for the status starts no session
+            result = _measure(page, url, args.moves, started_at)
+        finally:
+            os.killpg(server.pid, 15)
+            server.wait(timeout=30)
+            browser.close()
     lat = result["latencies_ms"]
-    print(f"server answered after {answered:.1f} s; page ready {result['page_ready_s']:.1f} s after loading it")
+    print(f"server answered {answered:.1f} s after its start; the page was ready {result['page_ready_s']:.1f} s after "
+          "the start")
     print(f"slider -> new axial frame: median {statistics.median(lat):.0f} ms (min {min(lat):.0f}, max "
           f"{max(lat):.0f}, {len(lat)} moves)")
 

@@ -7,6 +7,7 @@ Imported only by ``pedtumorseg serve`` (trame, trame-slicer and slicer-core are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from pathlib import Path
@@ -34,6 +35,13 @@ POLL_S = 0.25
 TABLE_DEBOUNCE_S = 0.15
 #: case names of uploads in the case list (the rest are folders of --data)
 UPLOAD_PREFIX = "upload:"
+#: after a slider move the axial view is redrawn first and the others REDRAW_LATER_S later: the views render one
+#: after the other on the server's event loop, and a frame is sent only when the loop is free again
+FIRST_VIEW, OTHER_VIEWS = "Red", ("Yellow", "Green", "ThreeD")
+REDRAW_LATER_S = 0.25
+#: JPEG quality of every frame: equal to trame-rca's still quality, so that a change is rendered once (not once at
+#: interactive quality and again, half a second later, at still quality)
+FRAME_QUALITY = 90
 #: the route of the exported files (relative to the session's page)
 DOWNLOAD_PATH = "/download/"
 
@@ -53,7 +61,8 @@ class PedTumorSegWebApp(TrameApp):
         self._downloads = {}  # file name -> path: the last export, offered for download
         self.server.controller.on_server_bind.add(self._bindDownloads)
         self.slicer = SlicerApp()
-        register_rca_factories(self.slicer.view_manager, self.server, rca_encoder="jpeg")
+        register_rca_factories(self.slicer.view_manager, self.server, rca_encoder="jpeg",
+                               interactive_quality=FRAME_QUALITY)
         self.layout = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
         self.layout.register_layout_dict(LayoutManager.default_grid_configuration())
         self.layout.set_layout("Quad View")
@@ -61,6 +70,7 @@ class PedTumorSegWebApp(TrameApp):
         self._task = None
         self._watchingEdits = False
         self._tablePending = None
+        self._redrawPending = None
         self._initState()
         self._build()
 
@@ -211,13 +221,37 @@ class PedTumorSegWebApp(TrameApp):
             value = kwargs.get(self._key(name))
             if value is None or value == getattr(self.workflow.params, name):
                 return
-            self.workflow.setControl(name, value)
+            with self._redrawInOrder():
+                self.workflow.setControl(name, value)
             clamped = getattr(self.workflow.params, name)
             if clamped != value:
                 self.state[self._key(name)] = clamped
             if self.workflow.hasResult:
                 self._refreshTable()
         return handler
+
+    @contextlib.contextmanager
+    def _redrawInOrder(self):
+        """Views blocked while the segments change; then the axial view is redrawn, the others a little later (a
+        move within that time postpones them again)."""
+        manager = self.slicer.view_manager
+        first, others = manager.get_view(FIRST_VIEW), [v for v in map(manager.get_view, OTHER_VIEWS) if v is not None]
+        if self._redrawPending is not None:
+            self._redrawPending.cancel()
+        for view in [first, *others]:
+            if view is not None:
+                view.set_render_blocked(True)
+        try:
+            yield
+        finally:
+            if first is not None:
+                first.set_render_blocked(False)
+            self._redrawPending = asyncio.get_event_loop().call_later(REDRAW_LATER_S, self._redrawOthers, others)
+
+    def _redrawOthers(self, views) -> None:
+        self._redrawPending = None
+        for view in views:
+            view.set_render_blocked(False)
 
     def _effectClicked(self, pts_effect, **_) -> None:
         try:
