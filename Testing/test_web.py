@@ -253,6 +253,7 @@ def test_a_bad_zip_member_is_refused_before_anything_is_written(tiny_study, tmp_
     (lambda study: _notes_zip(), "holds no DICOM series"),
     (lambda study: _zip_of(study.parent)[:-200], "not a readable zip file"),
     (lambda study: b"PK\x03\x04 this is not a zip", "not a readable zip file"),
+    (lambda study: _lying_zip(), "not a readable zip file (Bad CRC-32"),
     (lambda study: _zip_of(study.parent, extra=[(_member(f"pad/{i}.txt"), b"x") for i in range(30)]),
      "holds 62 members, more than the 50 allowed"),
 ])
@@ -264,6 +265,21 @@ def test_a_zip_that_is_not_a_dicom_study_is_refused_and_leaves_nothing(tiny_stud
     assert str(refused.value).startswith("study.zip: ") and problem in str(refused.value)
     assert str(tmp_path) not in str(refused.value)
     assert not any((tmp_path / "uploads").iterdir())
+
+
+def _lying_zip():
+    """A zip whose directory says 10 bytes for a member of 1 MiB (zipfile stops at 10 and finds the CRC wrong)."""
+    import io
+    import struct
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("big.dcm", b"\0" * (1 << 20))
+    data = bytearray(buffer.getvalue())
+    struct.pack_into("<I", data, 22, 10)  # the local header's uncompressed size
+    struct.pack_into("<I", data, data.rfind(b"PK\x01\x02") + 24, 10)  # the central directory's
+    return bytes(data)
 
 
 def _notes_zip():

@@ -126,6 +126,17 @@ def test_a_dicom_study_opens_applies_and_exports_a_dicom_seg(tmp_path):
     assert np.array_equal(np.asarray(back, np.uint8), labels)
     assert json.loads(Path(written["stats"]).read_text())["case_id"] == "STUDY-1"
 
+    # a T1CE series whose FrameOfReferenceUID an anonymizer removed: the rest is exported, the page hears why
+    for f in series_files(series):
+        ds = pydicom.dcmread(f)
+        del ds.FrameOfReferenceUID
+        ds.save_as(f)
+    again = workflow.export(tmp_path / "again")
+    assert "dicom_seg" not in again and set(again) == {"labelmap", "segmentation", "csv", "stats", "png"}
+    assert workflow.notWritten == {"dicom_seg": "DICOM SEG not written: the T1CE series lacks FrameOfReferenceUID "
+                                                "(some anonymizers remove it), which a DICOM SEG must reference"}
+    assert not list((tmp_path / "again").glob("*.dcm"))
+
     caseFolder = workflow._caseFolder
     workflow.closeCase()
     assert not caseFolder.exists() and workflow.volumes == {}
