@@ -204,6 +204,19 @@ def test_dicom_studies_in_any_layout_are_listed_and_paths_out_of_them_refused(ti
             data.resolve_under(data_root, bad)
 
 
+def test_a_refusal_names_the_case_as_the_case_list_does(tmp_path):
+    from pedtumorseg.inputs.cases import find_any_case
+
+    root = tmp_path / "data"
+    (root / "STUDY-B" / "notes").mkdir(parents=True)
+    with pytest.raises(InputError) as refused:
+        find_any_case(root / "STUDY-B")
+    message = data.relative_message(str(refused.value), {root: "", tmp_path / "data" / "up": "upload:"})
+    assert message.startswith("STUDY-B: ") and str(tmp_path) not in message
+    assert data.relative_message(f"{root}/up/upload-2: bad", {root: "", root / "up": "upload:"}) == \
+        "upload:upload-2: bad"
+
+
 def test_a_dicom_study_uploaded_as_one_zip_is_unpacked_into_a_new_folder(tiny_study, tmp_path):
     from pedtumorseg.inputs.cases import find_any_case
     from pedtumorseg.web.uploads import save_upload

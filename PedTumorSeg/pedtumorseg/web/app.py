@@ -130,8 +130,8 @@ class PedTumorSegWebApp(TrameApp):
         try:
             folder = self._caseFolder(self.state.pts_case)
             assignment = self.workflow.openCase(folder)
-        except (InputError, ValueError) as exc:
-            return self._fail(str(exc))
+        except (InputError, ValueError) as exc:  # e.g. a study's missing series, named as the case list names it
+            return self._fail(data.relative_message(str(exc), {self.dataRoot: "", self.uploadRoot: UPLOAD_PREFIX}))
         self.state.pts_volumes = sorted(self.workflow.volumes)
         for channel, name in assignment.items():
             self.state[f"pts_in_{channel}"] = name

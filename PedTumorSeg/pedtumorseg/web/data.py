@@ -25,6 +25,14 @@ def resolve_under(root: str | os.PathLike, relative: str) -> Path:
     return target
 
 
+def relative_message(message: str, roots: dict) -> str:
+    """``message`` with each server folder of ``roots`` (folder -> the prefix the browser knows it by) replaced by
+    that prefix: a refusal names the case as the case list does, never the server's folders."""
+    for root in sorted(roots, key=lambda r: -len(str(Path(r).resolve()))):  # a folder inside another first
+        message = message.replace(str(Path(root).resolve()) + os.sep, roots[root])
+    return message
+
+
 def list_cases(root: str | os.PathLike) -> list[str]:
     """Relative paths of the case folders in ``root`` (its sub-folders holding BraTS-named NIfTI files or a DICOM
     study, in any layout ``predict`` accepts), sorted; folders without a case and links that lead outside ``root``
