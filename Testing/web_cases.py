@@ -16,10 +16,9 @@ import SimpleITK as sitk
 slicer = pytest.importorskip("slicer")
 hd = pytest.importorskip("highdicom")
 
-from conftest import write_dicom_study, write_tiny_bundle  # noqa: E402
-from slicer_harness import SlicerScene  # noqa: E402
-
-from pedtumorseg.conventions import CHANNELS  # noqa: E402
+from conftest import write_dicom_study, write_tiny_bundle
+from pedtumorseg.conventions import CHANNELS
+from slicer_harness import SlicerScene
 
 
 def _study(folder: Path) -> Path:
@@ -75,7 +74,6 @@ def test_a_dicom_study_opens_applies_and_exports_a_dicom_seg(tmp_path):
     """Long on purpose: open (series -> scene on their own grids, assigned, no patient name), Apply (the raw way:
     registration), a hand edit, export: the DICOM SEG references the T1CE series and holds the exported labels."""
     import pydicom
-
     from pedtumorseg.inputs.dicom import read_series, series_files
     from pedtumorseg.web.workflow import CaseWorkflow, grid_problem
 
@@ -100,7 +98,7 @@ def test_a_dicom_study_opens_applies_and_exports_a_dicom_seg(tmp_path):
     block = (slice(12, 20), slice(18, 30), slice(18, 30))  # z, y, x around the lesion
     shown = sum(sync.segmentArray(label).astype(int) for label in sync.segmentIds)
     assert shown[block].any()  # the model labelled some of it: the edit below changes the export
-    for label, segmentId in sync.segmentIds.items():  # erased from every segment by hand
+    for segmentId in sync.segmentIds.values():  # erased from every segment by hand
         _erase_block(sync.segmentationNode, segmentId, workflow.params.t1ceVolume, (18, 18, 12), (29, 29, 19))
     written = workflow.export(tmp_path / "out")
     assert workflow.notWritten == {}

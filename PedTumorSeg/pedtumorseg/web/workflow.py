@@ -141,9 +141,10 @@ class CaseWorkflow:
         """Each of the four series (``find_study``'s choice) read by SimpleITK/GDCM, handed to the scene as an NRRD
         file of the work folder (slicer-core has no DICOM module) and assigned to its channel. Names say the
         channel and the series description, never the patient."""
+        import SimpleITK as sitk
+
         from pedtumorseg.conventions import CHANNEL_LONG_NAMES
         from pedtumorseg.inputs.dicom import read_series, series_info
-        import SimpleITK as sitk
 
         self._counter += 1
         self._caseFolder = self.workRoot / f"case{self._counter}"
@@ -250,11 +251,12 @@ class CaseWorkflow:
         (hand edits included) into ``folder``, and for a DICOM study a DICOM SEG referencing the T1CE series
         (``<case>-seg.dcm``; when the series lacks what a SEG needs, the rest is written and :attr:`notWritten`
         says why); returns ``{kind: path}``."""
+        import SimpleITK as sitk
+
         from pedtumorseg.geometry import Geometry
         from pedtumorseg.inputs.images import read_labels
         from pedtumorseg.outputs.overlay import write_overlay_png
         from pedtumorseg.outputs.stats import stats_dict
-        import SimpleITK as sitk
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
