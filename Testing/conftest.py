@@ -86,6 +86,40 @@ def tiny_case():
     return write_tiny_case
 
 
+def write_dicom_study(folder, images: dict, patient: str = "DOE^JANE", flat: bool = False, seed: int = 0) -> Path:
+    """A DICOM MR study of ``images`` (channel -> int16 ``sitk.Image``): one series each, described and timed as
+    ``phantoms.raw.SERIES`` (as a scanner names them), with the patient, study and frame of reference a DICOM SEG
+    needs; one folder per series, or all slices in ``folder`` itself (``flat``, as some exports do)."""
+    import shutil
+
+    from pedtumorseg.phantoms.raw import SERIES, write_dicom_series
+
+    folder = Path(folder)
+    rng = np.random.default_rng(seed)
+
+    def uid():
+        return "2.25." + str(int.from_bytes(rng.bytes(16), "big"))
+
+    study = {"0008|0060": "MR", "0008|0016": "1.2.840.10008.5.1.4.1.1.4", "0020|000d": uid(), "0020|0052": uid(),
+             "0010|0010": patient, "0010|0020": "PID-1", "0010|0030": "", "0010|0040": "O",
+             "0008|0020": "20260101", "0008|0030": "120000", "0008|0050": "", "0020|0010": "1"}
+    for number, channel in enumerate(images, start=2):
+        description, te, tr, ti, agent = SERIES[channel]
+        tags = dict(study, **{"0020|000e": uid(), "0020|0011": str(number), "0008|103e": description,
+                              "0018|0081": str(te), "0018|0080": str(tr)})
+        if ti is not None:
+            tags["0018|0082"] = str(ti)
+        if agent:
+            tags["0018|0010"] = agent
+        series = write_dicom_series(images[channel], folder / f"{number:02d}_{description.replace(' ', '_')}", tags,
+                                    rng)
+        if flat:
+            for f in sorted(series.iterdir()):
+                f.rename(folder / f"S{number}{f.name}")
+            shutil.rmtree(series)
+    return folder
+
+
 def run_cases_in_own_process(cases_file: Path, tmp_path: Path, timeout: int) -> str:
     """Run the pytest file ``cases_file`` (MRML cases on slicer-core) in a process of its own, with the module
     folder and ``Testing`` on the path (the ``slicer`` module is process-wide); assert it passed and return its

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import write_tiny_case
@@ -148,3 +149,180 @@ def test_an_upload_over_the_limit_is_refused(tmp_path):
     files = _case_files(write_tiny_case(tmp_path / "src", case_id="UP-1"))
     with pytest.raises(InputError, match="over the limit"):
         save_upload(files, tmp_path / "uploads", max_bytes=100)
+
+
+# --- DICOM studies: in the data folder, uploaded as one .zip, opened and exported on slicer-core ---------------------
+
+def _tiny_series_images(size=(12, 10, 8)):
+    import SimpleITK as sitk
+
+    z, y, x = np.meshgrid(*(np.arange(n) for n in reversed(size)), indexing="ij")
+    out = {}
+    for i, channel in enumerate(("t1", "t1ce", "t2", "flair")):
+        image = sitk.GetImageFromArray((10 * x + y + 3 * z + 100 * (i + 1)).astype(np.int16))
+        image.SetSpacing((1.0, 1.0, 2.0))
+        out[channel] = image
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """A four-series DICOM study of 12x10x8 voxels, one folder per series."""
+    pytest.importorskip("pydicom")
+    from conftest import write_dicom_study
+
+    return write_dicom_study(tmp_path_factory.mktemp("study") / "STUDY-A", _tiny_series_images())
+
+
+def _zip_of(folder, extra=(), leave_out=()):
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file() and not any(part in leave_out for part in path.parts):
+                archive.write(path, path.relative_to(folder).as_posix())
+        for info, data in extra:
+            archive.writestr(info, data)
+    return buffer.getvalue()
+
+
+def test_dicom_studies_in_any_layout_are_listed_and_paths_out_of_them_refused(tiny_study, data_root):
+    import shutil
+
+    from conftest import write_dicom_study
+
+    shutil.copytree(tiny_study, data_root / "STUDY-A" / "SUBJECT")  # the series one folder deeper
+    write_dicom_study(data_root / "STUDY-FLAT", _tiny_series_images(), flat=True)  # all series in one folder
+    shutil.copytree(tiny_study, data_root / "STUDY-NO-T2")
+    shutil.rmtree(data_root / "STUDY-NO-T2" / "04_T2_TSE_AX")
+    assert data.list_cases(data_root) == ["CASE-1", "STUDY-A", "STUDY-FLAT", "STUDY-NO-T2"]
+    assert data.resolve_under(data_root, "STUDY-FLAT") == (data_root / "STUDY-FLAT").resolve()
+    for bad in ("STUDY-A/../../outside", "STUDY-A/SUBJECT/../../../outside/CASE-9", "/STUDY-A"):
+        with pytest.raises(InputError, match="not a case of the data folder"):
+            data.resolve_under(data_root, bad)
+
+
+def test_a_refusal_names_the_case_as_the_case_list_does(tmp_path):
+    from pedtumorseg.inputs.cases import find_any_case
+
+    root = tmp_path / "data"
+    (root / "STUDY-B" / "notes").mkdir(parents=True)
+    with pytest.raises(InputError) as refused:
+        find_any_case(root / "STUDY-B")
+    message = data.relative_message(str(refused.value), {root: "", tmp_path / "data" / "up": "upload:"})
+    assert message.startswith("STUDY-B: ") and str(tmp_path) not in message
+    assert data.relative_message(f"{root}/up/upload-2: bad", {root: "", root / "up": "upload:"}) == \
+        "upload:upload-2: bad"
+
+
+def test_a_dicom_study_uploaded_as_one_zip_is_unpacked_into_a_new_folder(tiny_study, tmp_path):
+    from pedtumorseg.inputs.cases import find_any_case
+    from pedtumorseg.web.uploads import save_upload
+
+    content = _zip_of(tiny_study.parent, extra=[("__MACOSX/STUDY-A/._IM0001.dcm", b"\0" * 40)])
+    folder = save_upload([{"name": "study.zip", "content": content}], tmp_path / "uploads")
+    assert folder.name == "upload-1" and not (folder / "__MACOSX").exists()
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*.dcm")) == \
+        sorted(p.relative_to(tiny_study.parent) for p in tiny_study.rglob("*.dcm"))
+    assert find_any_case(folder).images["t1ce"].name == "03_T1_MPRAGE_AX_POST_GAD"
+    assert data.list_uploads(tmp_path / "uploads") == ["upload-1"]
+
+
+def _member(name, mode=0o100644):
+    import zipfile
+
+    info = zipfile.ZipInfo(name)
+    info.external_attr = mode << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
+@pytest.mark.parametrize("extra, problem", [
+    ([(_member("../evil.dcm"), b"x")], "leads outside the folder"),
+    ([(_member("STUDY-A/../../evil.dcm"), b"x")], "leads outside the folder"),
+    ([(_member("/etc/evil.dcm"), b"x")], "absolute path"),
+    ([(_member("C:/evil.dcm"), b"x")], "absolute path or a drive"),
+    ([(_member("..\\evil.dcm"), b"x")], "leads outside the folder"),
+    ([(_member("STUDY-A/link", 0o120777), b"/etc/passwd")], "is a symbolic link"),
+    ([(_member("bomb.bin"), b"\0" * (3 << 20))], "unpacks to 3 MiB, over the limit of 2 MiB"),
+    ([(_member("STUDY-A/02_T1_MPRAGE_SAG/IM0001.dcm"), b"again")], "appears twice"),
+])
+def test_a_bad_zip_member_is_refused_before_anything_is_written(tiny_study, tmp_path, extra, problem):
+    from pedtumorseg.web.uploads import save_upload
+
+    content = _zip_of(tiny_study.parent, extra=extra)
+    with pytest.raises(InputError) as refused:
+        save_upload([{"name": "study.zip", "content": content}], tmp_path / "uploads", max_bytes=2 << 20)
+    assert str(refused.value).startswith("study.zip: ") and problem in str(refused.value)
+    assert str(tmp_path) not in str(refused.value)
+    assert not any((tmp_path / "uploads").iterdir())  # nothing left behind
+    assert not (tmp_path / "evil.dcm").exists()
+
+
+@pytest.mark.parametrize("make, problem", [
+    (lambda study: _zip_of(study.parent, leave_out=("04_T2_TSE_AX",)), "no T2 series recognised"),
+    (lambda study: _notes_zip(), "holds no DICOM series"),
+    (lambda study: _zip_of(study.parent)[:-200], "not a readable zip file"),
+    (lambda study: b"PK\x03\x04 this is not a zip", "not a readable zip file"),
+    (lambda study: _lying_zip(), "not a readable zip file (Bad CRC-32"),
+    (lambda study: _zip_of(study.parent, extra=[(_member(f"pad/{i}.txt"), b"x") for i in range(30)]),
+     "holds 62 members, more than the 50 allowed"),
+])
+def test_a_zip_that_is_not_a_dicom_study_is_refused_and_leaves_nothing(tiny_study, tmp_path, make, problem):
+    from pedtumorseg.web.uploads import save_upload
+
+    with pytest.raises(InputError) as refused:
+        save_upload([{"name": "study.zip", "content": make(tiny_study)}], tmp_path / "uploads", max_members=50)
+    assert str(refused.value).startswith("study.zip: ") and problem in str(refused.value)
+    assert str(tmp_path) not in str(refused.value)
+    assert not any((tmp_path / "uploads").iterdir())
+
+
+def _lying_zip():
+    """A zip whose directory says 10 bytes for a member of 1 MiB (zipfile stops at 10 and finds the CRC wrong)."""
+    import io
+    import struct
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("big.dcm", b"\0" * (1 << 20))
+    data = bytearray(buffer.getvalue())
+    struct.pack_into("<I", data, 22, 10)  # the local header's uncompressed size
+    struct.pack_into("<I", data, data.rfind(b"PK\x01\x02") + 24, 10)  # the central directory's
+    return bytes(data)
+
+
+def _notes_zip():
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("notes.txt", "no images here")
+    return buffer.getvalue()
+
+
+def test_a_zip_goes_alone(tiny_study, tmp_path):
+    from pedtumorseg.web.uploads import save_upload
+
+    files = [{"name": "study.zip", "content": _zip_of(tiny_study.parent)}] + _case_files(
+        write_tiny_case(tmp_path / "src", case_id="UP-1"))
+    with pytest.raises(InputError, match="study.zip: a DICOM study is uploaded as one .zip file on its own"):
+        save_upload(files, tmp_path / "uploads")
+    assert not (tmp_path / "uploads").exists()
+
+
+@pytest.mark.slow
+def test_a_dicom_study_opens_applies_and_exports_a_dicom_seg_on_slicer_core(tmp_path):
+    """``Testing/web_cases.py`` in a process of its own (the ``slicer`` module is process-wide)."""
+    import importlib.util
+
+    for module in ("slicer_core", "highdicom", "torch"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed (pip install -e '.[web,raw]')")
+    from conftest import run_cases_in_own_process
+
+    run_cases_in_own_process(REPO / "Testing" / "web_cases.py", tmp_path, timeout=600)

@@ -265,8 +265,14 @@ def test_upload_a_case_and_refuse_a_bad_one(site, browser, tmp_path):
                                timeout=60_000)
         message = page.inner_text("#pts-error")
         assert images[0].name in message and str(tmp_path) not in message
+        # a DICOM study comes as one .zip: a broken one is refused by its name
+        broken = tmp_path / "study.zip"
+        broken.write_bytes(b"PK\x03\x04 not a zip")
+        page.locator("input[type=file]").set_input_files([str(broken)])
+        page.wait_for_function("document.querySelector('#pts-error').innerText.includes('study.zip')", timeout=60_000)
+        assert "upload refused: study.zip: not a readable zip file" in page.inner_text("#pts-error")
         session = page.url.split("/s/")[1].split("/")[0]  # each session has its own upload folder
         uploads = site["data"].parent / "data-exports" / "uploads" / session
-        assert sorted(p.name for p in uploads.iterdir()) == ["upload-1"]  # the refused one left nothing
+        assert sorted(p.name for p in uploads.iterdir()) == ["upload-1"]  # the refused ones left nothing
     finally:
         page.close()

@@ -149,8 +149,8 @@ class PedTumorSegWebApp(TrameApp):
         try:
             folder = self._caseFolder(self.state.pts_case)
             assignment = self.workflow.openCase(folder)
-        except (InputError, ValueError) as exc:
-            return self._fail(str(exc))
+        except (InputError, ValueError) as exc:  # e.g. a study's missing series, named as the case list names it
+            return self._fail(data.relative_message(str(exc), {self.dataRoot: "", self.uploadRoot: UPLOAD_PREFIX}))
         self.state.pts_volumes = sorted(self.workflow.volumes)
         for channel, name in assignment.items():
             self.state[f"pts_in_{channel}"] = name
@@ -299,11 +299,15 @@ class PedTumorSegWebApp(TrameApp):
         try:
             folder = self._exportFolder(self.workflow.case.case_id)
             written = self.workflow.export(folder)
+        except InputError as exc:  # named by the file's name, not the server's folders
+            return self._fail(f"export failed: {Path(exc.path or '-').name}: {exc.problem}")
         except (OSError, RuntimeError, ValueError) as exc:
             return self._fail(f"export failed: {exc}")
         self._downloads = {Path(p).name: Path(p) for p in written.values()}
         self.state.pts_exported = sorted(self._downloads)
         self.state.pts_status = f"Exported {len(written)} files."
+        if self.workflow.notWritten:  # e.g. a DICOM SEG the T1CE series cannot carry: said, the rest written
+            self._fail("; ".join(self.workflow.notWritten.values()))
 
     def _bindDownloads(self, wslinkServer) -> None:
         """``download/<name>``: a file of this session's last export (nothing else is served)."""
@@ -341,8 +345,9 @@ class PedTumorSegWebApp(TrameApp):
 
     def _casePanel(self) -> None:
         v3.VSelect(label="Case", items=("pts_cases",), v_model=("pts_case",), density="compact", id="pts-case")
-        v3.VFileInput(label="Upload a case (four NIfTI files)", v_model=("pts_upload",), multiple=True,
-                      density="compact", hide_details=True, accept=".nii,.gz", id="pts-upload", classes="mb-1")
+        v3.VFileInput(label="Upload a case (four NIfTI files, or a DICOM study as one .zip)", v_model=("pts_upload",),
+                      multiple=True, density="compact", hide_details=True, accept=".nii,.gz,.zip", id="pts-upload",
+                      classes="mb-1")
         v3.VBtn("Open", click=self.openCase, id="pts-open", disabled=("pts_busy",), block=True, classes="mb-2")
         for channel in CHANNELS:
             v3.VSelect(label=channel.upper(), items=("pts_volumes",), v_model=(f"pts_in_{channel}",),

@@ -25,35 +25,53 @@ def resolve_under(root: str | os.PathLike, relative: str) -> Path:
     return target
 
 
+def relative_message(message: str, roots: dict) -> str:
+    """``message`` with each server folder of ``roots`` (folder -> the prefix the browser knows it by) replaced by
+    that prefix: a refusal names the case as the case list does, never the server's folders."""
+    for root in sorted(roots, key=lambda r: -len(str(Path(r).resolve()))):  # a folder inside another first
+        message = message.replace(str(Path(root).resolve()) + os.sep, roots[root])
+    return message
+
+
 def list_cases(root: str | os.PathLike) -> list[str]:
     """Relative paths of the case folders in ``root`` (its sub-folders holding BraTS-named NIfTI files or a DICOM
-    study), sorted; folders without a case and links that lead outside ``root`` are left out."""
+    study, in any layout ``predict`` accepts), sorted; folders without a case and links that lead outside ``root``
+    are left out. A folder that looks like a case but cannot be used (a sequence missing, two series that could be
+    the T1CE) is listed too: opening it says why, as ``predict`` would."""
     from pedtumorseg.inputs.cases import discover_cases
 
     root = Path(root).resolve()
     out = set()
     try:
-        found = discover_cases(root).cases
+        discovered = discover_cases(root)
     except InputError:  # no case at all: an empty list in the browser
         return []
-    for case in found:
-        any_file = Path(next(iter(case.images.values())))
-        folder = any_file.resolve().parent if any_file.is_file() else any_file.resolve().parent
+    folders = [_case_folder(root, case) for case in discovered.cases] + [Path(p) for p, _ in discovered.problems]
+    for folder in folders:
+        folder = folder.resolve()
         if folder == root or root in folder.parents:
             out.add(folder.relative_to(root).as_posix() or ".")
     return sorted(out)
 
 
+def _case_folder(root: Path, case) -> Path:
+    """The folder a found case was found as: its files' folder, or for a DICOM study (its images are series
+    folders, possibly temporary views of a flat export) the sub-folder of ``root`` it is named after, as
+    ``find_dicom_studies`` names it."""
+    t1ce = Path(case.images["t1ce"])
+    return root / case.case_id if t1ce.is_dir() else t1ce.parent
+
+
 def list_uploads(root: str | os.PathLike) -> list[str]:
-    """The upload folders in ``root`` that hold a case, sorted (one case each; the same case may be uploaded twice,
-    which :func:`list_cases` would refuse as two cases of one id)."""
-    from pedtumorseg.inputs.cases import find_case
+    """The upload folders in ``root`` that hold a case (four files or a DICOM study), sorted (one case each; the
+    same case may be uploaded twice, which :func:`list_cases` would refuse as two cases of one id)."""
+    from pedtumorseg.inputs.cases import find_any_case
 
     root = Path(root).resolve()
     out = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()) if root.is_dir() else []:
         try:
-            find_case(folder)
+            find_any_case(folder)
         except InputError:
             continue
         out.append(folder.name)

@@ -1,6 +1,7 @@
-"""A case uploaded from the browser: four NIfTI files into a new folder of the upload root (never an existing
-one, never overwriting a file), size-limited, and checked as ``predict`` checks a case (``find_case``,
-``load_case``: the same refusals); on any refusal nothing is left behind. Errors name the uploaded file only."""
+"""A case uploaded from the browser: four NIfTI files, or a DICOM study as one ``.zip`` file (``study_zip``), into a
+new folder of the upload root (never an existing one, never overwriting a file), size-limited, and checked as
+``predict`` checks a case (``find_case``, ``load_case``; ``find_any_case`` and each series read for a study: the
+same refusals); on any refusal nothing is left behind. Errors name the uploaded file only."""
 
 from __future__ import annotations
 
@@ -10,34 +11,28 @@ import shutil
 from pathlib import Path
 
 from pedtumorseg.errors import InputError
+from pedtumorseg.files import new_folder
+from pedtumorseg.web.study_zip import MAX_ZIP_MEMBERS, extract_study
 
 #: default limit of one upload (four volumes), bytes
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+ZIP_SUFFIX = ".zip"
+UPLOAD_SUFFIXES = NIFTI_SUFFIXES + (ZIP_SUFFIX,)
 
 
 def _safe_name(name: str) -> str:
     base = os.path.basename(str(name).replace("\\", "/"))
-    if not base or base.startswith(".") or base != str(name) or not base.lower().endswith(NIFTI_SUFFIXES):
-        raise InputError(base or "-", "not a NIfTI file name (expected <ID>-t1n.nii.gz ... without folders)")
+    if not base or base.startswith(".") or base != str(name) or not base.lower().endswith(UPLOAD_SUFFIXES):
+        raise InputError(base or "-", "not a NIfTI file name (expected <ID>-t1n.nii.gz ... without folders) nor a "
+                                      "DICOM study as one .zip file")
     return base
 
 
-def _new_folder(root: Path) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for n in itertools.count(1):
-        folder = root / f"upload-{n}"
-        try:
-            folder.mkdir()  # fails if it exists: an upload never goes into an existing folder
-            return folder
-        except FileExistsError:
-            continue
-    raise AssertionError("unreachable")
-
-
-def save_upload(files: list[dict], root, max_bytes: int = MAX_UPLOAD_BYTES) -> Path:
+def save_upload(files: list[dict], root, max_bytes: int = MAX_UPLOAD_BYTES, max_members: int = MAX_ZIP_MEMBERS) -> Path:
     """Write ``files`` (``{"name", "content"}`` as the browser sends them) into a new folder under ``root`` and
-    check them as one case; returns the folder."""
+    check them as one case; returns the folder. One ``.zip`` file is a DICOM study (at most ``max_members``
+    members, at most ``max_bytes`` unpacked)."""
     from pedtumorseg.inputs.cases import find_case
     from pedtumorseg.inputs.images import load_case
 
@@ -50,8 +45,14 @@ def save_upload(files: list[dict], root, max_bytes: int = MAX_UPLOAD_BYTES) -> P
     if total > max_bytes:
         raise InputError(names[0], f"the upload is {total / 2**20:.0f} MiB, over the limit of "
                                    f"{max_bytes / 2**20:.0f} MiB")
-    folder = _new_folder(Path(root))
+    is_zip = [n.lower().endswith(ZIP_SUFFIX) for n in names]
+    if any(is_zip) and len(names) > 1:
+        raise InputError(names[is_zip.index(True)], "a DICOM study is uploaded as one .zip file on its own")
+    folder = new_folder(root, (f"upload-{n}" for n in itertools.count(1)))  # never an existing one
     try:
+        if any(is_zip):
+            extract_study(names[0], files[0].get("content") or b"", folder, max_bytes, max_members)
+            return folder
         for name, f in zip(names, files):
             with open(folder / name, "xb") as out:  # "x": never overwrite
                 out.write(f.get("content") or b"")

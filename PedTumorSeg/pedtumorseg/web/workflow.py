@@ -7,6 +7,7 @@ Nothing here knows trame: ``app`` binds it to the browser, the tests drive it on
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -53,6 +54,27 @@ class WebParameters:
 
 
 _CONTROL_NAMES = tuple(spec.name for spec in controls.slider_specs())
+#: the largest difference (mm) between a volume node's IJK-to-RAS matrix and its series' grid that counts as equal
+GRID_TOLERANCE_MM = 1e-4
+
+
+def grid_problem(node, image) -> str | None:
+    """Why the volume node's voxel grid (size and IJK-to-RAS matrix) is not the SimpleITK ``image``'s (LPS),
+    None when it is the same."""
+    import vtk
+
+    size = tuple(node.GetImageData().GetDimensions())
+    if size != tuple(image.GetSize()):
+        return f"size {size} instead of {tuple(image.GetSize())}"
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    got = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    expected = np.eye(4)
+    expected[:3, :3] = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())
+    expected[:3, 3] = image.GetOrigin()
+    expected = np.diag([-1.0, -1.0, 1.0, 1.0]) @ expected  # LPS -> RAS
+    worst = float(np.abs(got - expected).max())
+    return None if worst <= GRID_TOLERANCE_MM else f"voxel-to-world matrices differ by up to {worst:.3g} mm"
 
 
 class CaseWorkflow:
@@ -72,6 +94,9 @@ class CaseWorkflow:
         self.params = WebParameters(modelPath=str(modelPath or ""), device=device)
         self.case: CaseFiles | None = None
         self.volumes: dict[str, object] = {}  # node name -> volume node of the open case
+        self.sources: dict[str, Path] = {}  # channel -> the image file its volume was loaded from
+        self._caseFolder = None  # the open DICOM study's series as NRRD files (removed with the case)
+        self.notWritten: dict[str, str] = {}  # kind -> why the last export did not write it
         self.run = None
         self.progress = (0.0, "")
         bundle = self.logic.loadBundle(self.params.modelPath)
@@ -85,22 +110,61 @@ class CaseWorkflow:
 
     # -- case --------------------------------------------------------------------------------------------------
     def openCase(self, folder) -> dict:
-        """Load the case in ``folder`` (BraTS-named files; raw NIfTI scans are registered by the run) into the
-        scene and auto-assign its volumes; returns :meth:`assignment`."""
+        """Load the case in ``folder`` (BraTS-named files, or a DICOM study as ``predict`` finds it; raw scans are
+        registered and brain-extracted by the run) into the scene and auto-assign its volumes; returns
+        :meth:`assignment`."""
         case = find_any_case(folder)
         self.closeCase()
+        try:
+            if any(Path(p).is_dir() for p in case.images.values()):
+                self._loadStudy(case)
+            else:
+                self._loadFiles(case)
+        except Exception:
+            self.closeCase()  # nothing half-opened stays in the scene
+            raise
+        self.case = case
+        return self.assignment()
+
+    def _loadFiles(self, case: CaseFiles) -> None:
         for channel in CHANNELS:
             path = Path(case.images[channel])
-            if path.is_dir():
-                raise ValueError(f"{path.name}: DICOM series are not yet opened by the web app; convert to NIfTI")
             name = path.name.split(".")[0]
             node = self.volumesLogic.AddArchetypeVolume(str(path), name)
             if node is None:
                 raise ValueError(f"{path.name}: Slicer could not read this volume")
             self.volumes[name] = node
-        self.case = case
+            self.sources[channel] = path
         self.logic.autoAssignInputs(self.params, onlyEmpty=False)
-        return self.assignment()
+
+    def _loadStudy(self, case: CaseFiles) -> None:
+        """Each of the four series (``find_study``'s choice) read by SimpleITK/GDCM, handed to the scene as an NRRD
+        file of the work folder (slicer-core has no DICOM module) and assigned to its channel. Names say the
+        channel and the series description, never the patient."""
+        import SimpleITK as sitk
+
+        from pedtumorseg.conventions import CHANNEL_LONG_NAMES
+        from pedtumorseg.inputs.dicom import read_series, series_info
+
+        self._counter += 1
+        self._caseFolder = self.workRoot / f"case{self._counter}"
+        self._caseFolder.mkdir(parents=True)
+        for channel in CHANNELS:
+            series = Path(case.images[channel])
+            image = read_series(series)
+            path = self._caseFolder / f"{channel}.nrrd"
+            sitk.WriteImage(image, str(path))
+            description = series_info(series).description[:60] or "no description"
+            name = f"{CHANNEL_LONG_NAMES[channel]}: {description}"
+            node = self.volumesLogic.AddArchetypeVolume(str(path), name)
+            if node is None:
+                raise ValueError(f"{series.name}: Slicer could not read this series")
+            problem = grid_problem(node, image)
+            if problem:
+                raise ValueError(f"{series.name}: the volume in the scene is not on the series' grid ({problem})")
+            self.volumes[node.GetName()] = node
+            self.sources[channel] = path
+            setattr(self.params, channel + "Volume", node)
 
     def closeCase(self) -> None:
         if self.run is not None:
@@ -111,11 +175,15 @@ class CaseWorkflow:
         for node in self.volumes.values():
             self.scene.RemoveNode(node)
         self.volumes = {}
+        self.sources = {}
         self.case = None
         self.logic.forgetResult()
         for channel in CHANNELS:
             setattr(self.params, channel + "Volume", None)
         self.params.outputSegmentation = None
+        if self._caseFolder is not None:
+            shutil.rmtree(self._caseFolder, ignore_errors=True)
+            self._caseFolder = None
 
     def assignment(self) -> dict:
         """``{channel: volume name or None}`` as assigned (shown for confirmation)."""
@@ -180,12 +248,15 @@ class CaseWorkflow:
 
     def export(self, folder) -> dict:
         """Label map NIfTI (T1CE grid), ``.seg.nrrd``, volumes CSV, stats JSON and PNG of the segments as shown
-        (hand edits included) into ``folder``; returns ``{kind: path}``."""
+        (hand edits included) into ``folder``, and for a DICOM study a DICOM SEG referencing the T1CE series
+        (``<case>-seg.dcm``; when the series lacks what a SEG needs, the rest is written and :attr:`notWritten`
+        says why); returns ``{kind: path}``."""
+        import SimpleITK as sitk
+
         from pedtumorseg.geometry import Geometry
         from pedtumorseg.inputs.images import read_labels
         from pedtumorseg.outputs.overlay import write_overlay_png
         from pedtumorseg.outputs.stats import stats_dict
-        import SimpleITK as sitk
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -196,15 +267,32 @@ class CaseWorkflow:
         self.logic.exportLabelmap(out["labelmap"])
         self.logic.exportSegmentation(out["segmentation"])
         self.logic.exportCsv(out["csv"])
-        t1ce = self.case.images["t1ce"]
+        t1ce = self.sources["t1ce"]  # a DICOM study: the T1CE series as loaded, on the series' own grid
         geometry = Geometry.from_image(sitk.ReadImage(str(t1ce)))
-        labels = read_labels(out["labelmap"], geometry)
+        labels = read_labels(out["labelmap"], geometry)  # refused unless on the T1CE grid
         bundle = self.logic.loadBundle(self.params.modelPath)
-        stats = stats_dict(caseId, labels, geometry, model={"name": bundle.name, "version": bundle.version},
+        model = {"name": bundle.name, "version": bundle.version}
+        self.notWritten = {}
+        series = Path(self.case.images["t1ce"]) if self.case else None
+        if series is not None and series.is_dir():
+            out.update(self._exportDicomSeg(labels, series, folder / f"{caseId}-seg.dcm", model))
+        stats = stats_dict(caseId, labels, geometry, model=model,
                            postprocessing=self.logic.session.params.to_dict(),
-                           warnings=["segments edited by hand"] if self.logic.sync.protected else [])
+                           warnings=(["segments edited by hand"] if self.logic.sync.protected else [])
+                           + list(self.notWritten.values()))
         write_json(stats, out["stats"])
         grey = sitk.GetArrayFromImage(sitk.ReadImage(str(t1ce), sitk.sitkFloat32))
         images = np.stack([grey] * len(CHANNELS))  # only the T1CE is drawn
         write_overlay_png(images, labels, geometry, out["png"], channel="t1ce")
         return {k: str(v) for k, v in out.items()}
+
+    def _exportDicomSeg(self, labels: np.ndarray, series: Path, path: Path, model: dict) -> dict:
+        """``{"dicom_seg": path}`` once written (the labels on the T1CE series' grid, its slices in GDCM's order as
+        read), else ``{}`` with the reason in :attr:`notWritten`."""
+        from pedtumorseg.outputs.dicom_seg import dicom_seg_problem, write_dicom_seg
+
+        problem = dicom_seg_problem(series)
+        if problem:
+            self.notWritten["dicom_seg"] = f"DICOM SEG not written: {problem}"
+            return {}
+        return {"dicom_seg": write_dicom_seg(labels, series, path, model=model)}
