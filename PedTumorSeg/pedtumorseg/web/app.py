@@ -18,7 +18,6 @@ from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 from trame_vuetify.widgets import vuetify3 as v3
 
 from trame_slicer.core import LayoutManager, SlicerApp
-from trame_slicer.rca_view import register_rca_factories
 
 from pedtumorseg.conventions import CHANNELS, LABEL_NAMES
 from pedtumorseg.errors import InputError
@@ -61,11 +60,12 @@ class PedTumorSegWebApp(TrameApp):
         self._downloads = {}  # file name -> path: the last export, offered for download
         self.server.controller.on_server_bind.add(self._bindDownloads)
         self.slicer = SlicerApp()
-        register_rca_factories(self.slicer.view_manager, self.server, rca_encoder="jpeg",
-                               interactive_quality=FRAME_QUALITY)
+        self._registerViewFactories()
         self.layout = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
         self.layout.register_layout_dict(LayoutManager.default_grid_configuration())
         self.layout.set_layout("Quad View")
+        for view in self.slicer.view_manager.get_slice_views():
+            view.render_window().SetMultiSamples(0)  # 2D images: MSAA only costs (3-4x per frame on Mesa's llvmpipe)
         self.workflow = CaseWorkflow(self.slicer.scene, self.slicer.volumes_logic, modelPath, device)
         self._task = None
         self._watchingEdits = False
@@ -73,6 +73,23 @@ class PedTumorSegWebApp(TrameApp):
         self._redrawPending = None
         self._initState()
         self._build()
+
+    def _registerViewFactories(self) -> None:
+        """trame-slicer's remote slice and 3D views (as ``register_rca_factories`` makes them), built without rendering:
+        a view renders directly on every change until its remote scheduler is attached, which made building the
+        four views most of a session's start on a CPU. Frames are JPEG at :data:`FRAME_QUALITY`."""
+        from trame_slicer.app.ui import create_vertical_slice_view_gutter_ui, create_vertical_view_gutter_ui
+        from trame_slicer.rca_view.rca_view_factory import RemoteViewFactory
+        from trame_slicer.views import NoScheduleRendering, SliceView, ThreeDView, ViewType
+
+        for view_class, kind, gutter in ((SliceView, ViewType.SLICE_VIEW, create_vertical_slice_view_gutter_ui),
+                                         (ThreeDView, ViewType.THREE_D_VIEW, create_vertical_view_gutter_ui)):
+            def build(view_class=view_class, **kwargs):
+                return view_class(scheduled_render_strategy=NoScheduleRendering(), **kwargs)
+
+            self.slicer.view_manager.register_factory(RemoteViewFactory(
+                self.server, build, kind, populate_view_ui_f=gutter, rca_encoder="jpeg", target_fps=30.0, blur_fps=10.0,
+                interactive_quality=FRAME_QUALITY))
 
     # -- state ---------------------------------------------------------------------------------------------------
     def _initState(self) -> None:
