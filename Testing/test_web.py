@@ -367,3 +367,15 @@ def test_serve_says_what_rendering_lacks_and_leaves_no_worker(tmp_path, monkeypa
     assert cli.main(["serve", "--data", str(tmp_path), "--port", str(port)]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"pedtumorseg: error: serve: {problem}"
     assert len(seen) == 1 and _worker_children() == []
+
+
+def test_serve_refuses_a_bad_bundle_by_its_name_before_starting(tmp_path):
+    bad = tmp_path / "models" / "broken.zip"
+    bad.parent.mkdir()
+    bad.write_bytes(b"PK\x03\x04 not a bundle")
+    (tmp_path / "data").mkdir()
+    done = _serve("--data", str(tmp_path / "data"), "--models", str(bad.parent))
+    assert done.returncode == 1
+    assert "broken.zip" in done.stderr.strip().splitlines()[-1]
+    done = _serve("--data", str(tmp_path / "data"), "--models", str(tmp_path / "data"))  # a folder without bundles
+    assert done.returncode == 2 and "holds no bundle" in done.stderr

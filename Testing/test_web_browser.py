@@ -37,9 +37,15 @@ def site(tmp_path_factory):
     data = root / "data"
     case = write_phantom(make_phantom(3, "small"), data)
     bundle = write_tiny_bundle(root / "tiny.zip")
+    from pedtumorseg.conventions import LABEL_NAMES
+
+    # a second model to choose, without a CC label (its CC output channel is background)
+    no_cc = write_tiny_bundle(root / "tiny-no-cc.zip", name="tiny-no-cc", extra={
+        "labels": {str(k): LABEL_NAMES[k] for k in (1, 2, 4)},
+        "outputs": {"activation": "softmax", "labels": [0, 1, 2, 0, 4]}})
     shots = Path(os.environ.get("PEDTUMORSEG_SCREENSHOTS") or root / "shots")
     shots.mkdir(parents=True, exist_ok=True)
-    server = Server(data, bundle, log=root / "serve.log")
+    server = Server(data, bundle, extra=["--model", str(no_cc)], log=root / "serve.log")
     try:
         ready = server.wait_ready()
         yield {"root": root, "data": data, "case": case, "bundle": bundle, "server": server, "ready_s": ready,
@@ -204,8 +210,18 @@ def test_a_path_outside_the_data_folder_is_refused(site, browser):
     page = browser.new_page()
     page.goto(site["server"].url)
     page.wait_for_selector("#pts-open", timeout=60_000)
+    # the model is chosen from the bundles the server offers: one without CC hides the CC slider, and back
+    page.locator("#pts-min_volume_cc").wait_for(state="visible")
+    page.evaluate("window.trame.state.set('pts_model_index', 1)")
+    page.wait_for_function("document.querySelector('#pts-model').innerText.includes('tiny-no-cc')")
+    page.locator("#pts-min_volume_cc").wait_for(state="hidden")
+    assert page.locator("#pts-min_volume_et").is_visible()
+    page.evaluate("window.trame.state.set('pts_model_index', 0)")
+    page.locator("#pts-min_volume_cc").wait_for(state="visible")
+    assert "tiny-no-cc" not in page.inner_text("#pts-model")
     for bad in ("../", "../../etc", "/etc", "~"):
-        page.evaluate(f"window.trame.state.set('pts_case', {bad!r})")
+        page.evaluate(f"window.trame.state.set('pts_case', {bad!r}); window.trame.state.set('pts_error', '')")
+        page.wait_for_function("document.querySelector('#pts-error').innerText === ''")  # not the last one's
         page.click("#pts-open")
         page.wait_for_function("document.querySelector('#pts-error').innerText.includes('not a case')")
         assert "etc" not in page.inner_text("#pts-error").replace(bad, "")

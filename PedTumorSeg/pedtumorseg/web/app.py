@@ -51,7 +51,7 @@ class PedTumorSegWebApp(TrameApp):
     session creates (``<case id>-2``, ... when it exists: another session's or an earlier run's files are never
     overwritten)."""
 
-    def __init__(self, server=None, *, dataRoot, outRoot, uploadRoot=None, modelPath="", device="Auto"):
+    def __init__(self, server=None, *, dataRoot, outRoot, uploadRoot=None, models=("",), device="Auto"):
         super().__init__(server)
         self.dataRoot = Path(dataRoot).resolve()
         self.outRoot = Path(outRoot).resolve()
@@ -66,7 +66,8 @@ class PedTumorSegWebApp(TrameApp):
         self.layout.set_layout("Quad View")
         for view in self.slicer.view_manager.get_slice_views():
             view.render_window().SetMultiSamples(0)  # 2D images: MSAA only costs (3-4x per frame on Mesa's llvmpipe)
-        self.workflow = CaseWorkflow(self.slicer.scene, self.slicer.volumes_logic, modelPath, device)
+        self.models = [str(m or "") for m in models] or [""]  # the bundles to choose from ("": the shipped demo)
+        self.workflow = CaseWorkflow(self.slicer.scene, self.slicer.volumes_logic, self.models[0], device)
         self._task = None
         self._watchingEdits = False
         self._tablePending = None
@@ -113,17 +114,45 @@ class PedTumorSegWebApp(TrameApp):
         self.state.change("pts_effect_clicks")(self._effectClicked)
         s.pts_exported = []
         s.pts_status = "Choose a case and open it."
-        bundle = self.workflow.logic.loadBundle(self.workflow.params.modelPath)
-        s.pts_model = self.workflow.logic.modelDescription(bundle)
-        # only the segments and controls of the subregions the model produces (no CC slider without a CC label)
-        s.pts_segments = [{"title": LABEL_NAMES[label], "value": label} for label in bundle.io.labels]
-        s.pts_controls_shown = list(controls.panel_controls(bundle.io.labels))
+        bundles = [self.workflow.logic.loadBundle(path) for path in self.models]
+        s.pts_models = [{"title": f"{b.name} {b.version}", "value": i} for i, b in enumerate(bundles)]
+        s.pts_model_index = 0
+        self.state.change("pts_model_index")(self._modelChosen)
+        self._showModel(bundles[0])
+        s.pts_segments = self._segmentItems(bundles[0].io.labels)
         for spec in controls.slider_specs():
-            s[self._key(spec.name)] = getattr(self.workflow.params, spec.name)
             self.state.change(self._key(spec.name))(self._controlHandler(spec.name))
         for channel in CHANNELS:
             s[f"pts_in_{channel}"] = None
             self.state.change(f"pts_in_{channel}")(self._assignHandler(channel))
+
+    def _showModel(self, bundle) -> None:
+        """The model's description, and only the controls of the subregions it produces (no CC slider without a CC
+        label), at the values the workflow holds."""
+        self.state.pts_model = self.workflow.logic.modelDescription(bundle)
+        self.state.pts_controls_shown = list(controls.panel_controls(bundle.io.labels))
+        for spec in controls.slider_specs():
+            self.state[self._key(spec.name)] = getattr(self.workflow.params, spec.name)
+
+    @staticmethod
+    def _segmentItems(labels) -> list:
+        return [{"title": LABEL_NAMES[label], "value": label} for label in labels]
+
+    def _modelChosen(self, pts_model_index, **_) -> None:
+        try:
+            path = self.models[int(pts_model_index)]
+        except (TypeError, ValueError, IndexError):
+            return
+        if path == self.workflow.params.modelPath:
+            return
+        self.state.pts_error = ""
+        try:
+            bundle = self.workflow.setModel(path)
+        except (RuntimeError, ValueError, OSError) as exc:
+            return self._fail(str(exc))
+        self._showModel(bundle)
+        if self.workflow.hasResult:
+            self._refreshTable()
 
     @staticmethod
     def _key(name: str) -> str:
@@ -220,6 +249,7 @@ class PedTumorSegWebApp(TrameApp):
         segmentation = self.workflow.params.outputSegmentation
         editor = self.slicer.segmentation_editor
         editor.set_active_segmentation(segmentation, self.workflow.params.t1ceVolume)
+        self.state.pts_segments = self._segmentItems(sorted(self.workflow.logic.sync.segmentIds))  # the result's
         self.state.pts_segment = self.state.pts_segments[0]["value"]  # the editor starts on the model's first segment
         if not self._watchingEdits:
             editor.segmentation_modified.connect(self._segmentationModified)
@@ -369,6 +399,9 @@ class PedTumorSegWebApp(TrameApp):
         for channel in CHANNELS:
             v3.VSelect(label=channel.upper(), items=("pts_volumes",), v_model=(f"pts_in_{channel}",),
                        density="compact", hide_details=True, id=f"pts-in-{channel}", classes="mb-1")
+        v3.VSelect(label="Model", items=("pts_models",), v_model=("pts_model_index",), density="compact",
+                   hide_details=True, id="pts-model-choice", disabled=("pts_busy",), classes="mt-2",
+                   v_show="pts_models.length > 1")
         html.Div("{{ pts_model }}", classes="text-caption my-1", id="pts-model")
 
     def _runPanel(self) -> None:

@@ -14,7 +14,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser("serve", help="the Slicer module's workflow as a web app (needs the web extra)")
     p.add_argument("--data", required=True, help="folder of cases the browser may open (nothing else is reachable)")
     p.add_argument("--out", help="folder for the exports, one folder per case (default: <data>-exports)")
-    p.add_argument("--model", default="", help="model bundle (default: the shipped demo bundle)")
+    p.add_argument("--model", action="append", default=[], help="a model bundle the browser may choose (repeat for "
+                   "several; the first is the default; default: the shipped demo bundle)")
+    p.add_argument("--models", help="a folder of model bundles (*.zip) the browser may choose from, after --model")
     p.add_argument("--device", default="Auto", choices=("Auto", "GPU", "CPU"))
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only); "
                    "any other address needs --token")
@@ -43,13 +45,32 @@ def _check(args: argparse.Namespace) -> None:
     if missing:
         raise PedTumorSegError("serve: " + "; ".join(missing))
     args.token = token
+    args.model = _bundles(args)
+
+
+def _bundles(args: argparse.Namespace) -> list:
+    """The bundles the browser may choose from, each checked now (a bad one is refused by its file name); none
+    given: the shipped demo ("")."""
+    from pedtumorseg.inference.bundle import load_bundle
+
+    paths = [Path(p) for p in args.model]
+    if args.models:
+        folder = Path(args.models)
+        if not folder.is_dir():
+            raise UsageError(str(folder), "the --models folder does not exist")
+        paths += sorted(folder.glob("*.zip"))
+        if not paths:
+            raise UsageError(str(folder), "the --models folder holds no bundle (*.zip)")
+    for path in paths:
+        load_bundle(path)  # BundleError names the file and the problem
+    return [str(p.resolve()) for p in paths] or [""]
 
 
 def _worker_command(args: argparse.Namespace, data: Path, out: Path):
     def command(session: str, port: int) -> list:
         return [sys.executable, "-m", "pedtumorseg.web.worker", "--data", str(data), "--out", str(out),
-                "--uploads", str(out / "uploads" / session), "--port", str(port), "--model", args.model,
-                "--device", args.device]
+                "--uploads", str(out / "uploads" / session), "--port", str(port), "--device", args.device,
+                *(part for path in args.model for part in ("--model", path))]
     return command
 
 

@@ -1,7 +1,7 @@
 """One browser session's process, started by the launcher (``pedtumorseg.web.launcher``): the trame app with its own
 Slicer scene on 127.0.0.1, reachable only with the secret the launcher passes in ``$PEDTUMORSEG_SESSION_SECRET``.
 
-    python -m pedtumorseg.web.worker --data DIR --out DIR --uploads DIR --port N [--model B] [--device D]
+    python -m pedtumorseg.web.worker --data DIR --out DIR --uploads DIR --port N [--model B ...] [--device D]
 
 It ends when the launcher sends SIGTERM (a running prediction is cancelled first) or when the launcher is gone.
 """
@@ -25,7 +25,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--uploads", required=True)
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--model", default="")
+    p.add_argument("--model", action="append", default=[], help="a bundle to choose from (repeated; the first is "
+                   "the default; none: the shipped demo)")
     p.add_argument("--device", default="Auto")
     return p
 
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
     server = get_server("pedtumorseg", client_type="vue3")
     server.controller.on_server_bind.add(guard.bind)
     app = PedTumorSegWebApp(server, dataRoot=args.data, outRoot=args.out, uploadRoot=args.uploads,
-                            modelPath=args.model, device=args.device)
+                            models=args.model or [""], device=args.device)
     signal.signal(signal.SIGTERM, lambda *_: _exit(app))
     _end_with_the_launcher(app)
     server.start(host="127.0.0.1", port=args.port, open_browser=False, show_connection_info=False,

@@ -99,8 +99,22 @@ class CaseWorkflow:
         self.notWritten: dict[str, str] = {}  # kind -> why the last export did not write it
         self.run = None
         self.progress = (0.0, "")
+        self.resultModel = ""  # the bundle the result came from (the chosen one may have changed since)
         bundle = self.logic.loadBundle(self.params.modelPath)
         self.logic.resetPostprocessingControls(self.params, bundle)
+
+    def setModel(self, modelPath: str):
+        """The user's choice of model, as the module's model selector: the controls take the new model's defaults
+        (unless they already hold them) and a shown result follows them; returns the bundle."""
+        if self.running:
+            raise RuntimeError("the model cannot change while a prediction runs")
+        bundle = self.logic.loadBundle(modelPath)
+        self.params.modelPath = str(modelPath or "")
+        if self.logic.needsDefaultsReset(self.params, bundle):
+            self.logic.resetPostprocessingControls(self.params, bundle)
+            if self.hasResult:
+                self.logic.applyControls(self.params)
+        return bundle
 
     def _tempDirectory(self) -> str:
         self._counter += 1
@@ -222,7 +236,10 @@ class CaseWorkflow:
             elif isinstance(event, progress.Exited):
                 run, self.run = self.run, None
                 try:
-                    return self.logic.finishRun(run, self.params)
+                    outcome = self.logic.finishRun(run, self.params)
+                    if outcome[0] == "done":
+                        self.resultModel = run.modelPath
+                    return outcome
                 finally:
                     run.cleanup()
         return None
@@ -270,7 +287,7 @@ class CaseWorkflow:
         t1ce = self.sources["t1ce"]  # a DICOM study: the T1CE series as loaded, on the series' own grid
         geometry = Geometry.from_image(sitk.ReadImage(str(t1ce)))
         labels = read_labels(out["labelmap"], geometry)  # refused unless on the T1CE grid
-        bundle = self.logic.loadBundle(self.params.modelPath)
+        bundle = self.logic.loadBundle(self.resultModel)
         model = {"name": bundle.name, "version": bundle.version}
         self.notWritten = {}
         series = Path(self.case.images["t1ce"]) if self.case else None
