@@ -13,9 +13,6 @@ import logging
 from pathlib import Path
 
 from trame.app import TrameApp
-from trame.widgets import html
-from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
-from trame_vuetify.widgets import vuetify3 as v3
 
 from trame_slicer.core import LayoutManager, SlicerApp
 
@@ -24,12 +21,10 @@ from pedtumorseg.errors import InputError
 from pedtumorseg.files import new_folder
 from pedtumorseg.ui import controls
 from pedtumorseg.web import data, uploads
+from pedtumorseg.web.page import EFFECTS, build_page, key
 from pedtumorseg.web.workflow import CaseWorkflow
 
 LOG = logging.getLogger("pedtumorseg.web")
-#: the editing effects offered (button label -> trame-slicer effect class name)
-EFFECTS = {"None": "SegmentationEffectNoTool", "Paint": "SegmentationEffectPaint",
-           "Erase": "SegmentationEffectErase", "Islands": "SegmentationEffectIslands"}
 POLL_S = 0.25
 TABLE_DEBOUNCE_S = 0.15
 #: case names of uploads in the case list (the rest are folders of --data)
@@ -121,7 +116,7 @@ class PedTumorSegWebApp(TrameApp):
         self._showModel(bundles[0])
         s.pts_segments = self._segmentItems(bundles[0].io.labels)
         for spec in controls.slider_specs():
-            self.state.change(self._key(spec.name))(self._controlHandler(spec.name))
+            self.state.change(key(spec.name))(self._controlHandler(spec.name))
         for channel in CHANNELS:
             s[f"pts_in_{channel}"] = None
             self.state.change(f"pts_in_{channel}")(self._assignHandler(channel))
@@ -132,7 +127,7 @@ class PedTumorSegWebApp(TrameApp):
         self.state.pts_model = self.workflow.logic.modelDescription(bundle)
         self.state.pts_controls_shown = list(controls.panel_controls(bundle.io.labels))
         for spec in controls.slider_specs():
-            self.state[self._key(spec.name)] = getattr(self.workflow.params, spec.name)
+            self.state[key(spec.name)] = getattr(self.workflow.params, spec.name)
 
     @staticmethod
     def _segmentItems(labels) -> list:
@@ -153,10 +148,6 @@ class PedTumorSegWebApp(TrameApp):
         self._showModel(bundle)
         if self.workflow.hasResult:
             self._refreshTable()
-
-    @staticmethod
-    def _key(name: str) -> str:
-        return "pts_" + name
 
     def _fail(self, message: str) -> None:
         self.state.pts_error = message
@@ -265,14 +256,14 @@ class PedTumorSegWebApp(TrameApp):
 
     def _controlHandler(self, name):
         def handler(**kwargs):
-            value = kwargs.get(self._key(name))
+            value = kwargs.get(key(name))
             if value is None or value == getattr(self.workflow.params, name):
                 return
             with self._redrawInOrder():
                 self.workflow.setControl(name, value)
             clamped = getattr(self.workflow.params, name)
             if clamped != value:
-                self.state[self._key(name)] = clamped
+                self.state[key(name)] = clamped
             if self.workflow.hasResult:
                 self._refreshTable()
         return handler
@@ -377,76 +368,4 @@ class PedTumorSegWebApp(TrameApp):
 
     # -- UI ------------------------------------------------------------------------------------------------------
     def _build(self) -> None:
-        with SinglePageWithDrawerLayout(self.server) as self.ui:
-            self.ui.title.set_text("PedTumorSeg")
-            self.ui.drawer.width = 380
-            with self.ui.drawer:
-                with v3.VContainer(classes="pa-2"):
-                    self._casePanel()
-                    self._runPanel()
-                    self._controlPanel()
-                    self._resultPanel()
-            with self.ui.content:
-                with html.Div(style="height: calc(100vh - 64px);", id="pts-views"):
-                    self.layout.initialize_layout_grid(self.ui)
-
-    def _casePanel(self) -> None:
-        v3.VSelect(label="Case", items=("pts_cases",), v_model=("pts_case",), density="compact", id="pts-case")
-        v3.VFileInput(label="Upload a case (four NIfTI files, or a DICOM study as one .zip)", v_model=("pts_upload",),
-                      multiple=True, density="compact", hide_details=True, accept=".nii,.gz,.zip", id="pts-upload",
-                      classes="mb-1")
-        v3.VBtn("Open", click=self.openCase, id="pts-open", disabled=("pts_busy",), block=True, classes="mb-2")
-        for channel in CHANNELS:
-            v3.VSelect(label=channel.upper(), items=("pts_volumes",), v_model=(f"pts_in_{channel}",),
-                       density="compact", hide_details=True, id=f"pts-in-{channel}", classes="mb-1")
-        v3.VSelect(label="Model", items=("pts_models",), v_model=("pts_model_index",), density="compact",
-                   hide_details=True, id="pts-model-choice", disabled=("pts_busy",), classes="mt-2",
-                   v_show="pts_models.length > 1")
-        html.Div("{{ pts_model }}", classes="text-caption my-1", id="pts-model")
-
-    def _runPanel(self) -> None:
-        with html.Div(classes="d-flex my-2"):
-            v3.VBtn("Apply", click=self.apply, id="pts-apply", color="primary", disabled=("pts_busy",),
-                    classes="mr-2")
-            v3.VBtn("Cancel", click=self.cancel, id="pts-cancel", disabled=("!pts_busy",))
-        v3.VProgressLinear(model_value=("pts_progress",), v_show="pts_busy", height=6, id="pts-progress")
-        html.Div("{{ pts_busy ? pts_message : pts_status }}", classes="text-caption", id="pts-status")
-        html.Div("{{ pts_error }}", v_show="pts_error", classes="text-error text-caption", id="pts-error")
-
-    def _controlPanel(self) -> None:
-        for spec in controls.slider_specs():
-            key = self._key(spec.name)
-            shown = f"pts_controls_shown.includes('{spec.name}')"
-            if spec.kind == "checkbox":
-                v3.VCheckbox(label=spec.label, v_model=(key,), density="compact", hide_details=True,
-                             id=f"pts-{spec.name}", v_show=shown)
-                continue
-            with html.Div(id=f"pts-{spec.name}", v_show=shown):
-                v3.VSlider(label=spec.label, v_model=(key,), min=spec.minimum, max=spec.maximum, step=spec.step,
-                           density="compact", hide_details=True)
-                html.Div(f"{{{{ Number({key}).toFixed({spec.decimals}) }}}} {spec.unit}",
-                         classes="text-caption text-right")
-
-    def _resultPanel(self) -> None:
-        with html.Table(id="pts-volumes", classes="text-caption my-2", style="width: 100%;",
-                        v_show="pts_has_result"):
-            with html.Tr():
-                for head in ("Region", "Volume (mL)", "% of WT"):
-                    html.Th(head)
-            with html.Tr(v_for="row in pts_rows", key="row[0]"):
-                html.Td("{{ row[0] }}")
-                html.Td("{{ row[2] }}")
-                html.Td("{{ row[3] }}")
-        with html.Div(v_show="pts_has_result"):
-            v3.VSelect(label="Segment to edit", items=("pts_segments",), v_model=("pts_segment",),
-                       density="compact", hide_details=True, id="pts-segment", classes="mb-1")
-            with html.Div(classes="d-flex flex-wrap my-1"):
-                for label in EFFECTS:
-                    v3.VBtn(label, click=f"pts_effect = '{label}'; pts_effect_clicks++", size="small", classes="mr-1 mb-1",
-                            id=f"pts-effect-{label.lower()}",
-                            variant=(f"pts_effect === '{label}' ? 'flat' : 'outlined'",))
-            v3.VBtn("Show 3D", click=self.show3D, id="pts-show3d", block=True, classes="my-1")
-            v3.VBtn("Export", click=self.export, id="pts-export", block=True, classes="my-2")
-            with html.Div(classes="text-caption", id="pts-exported"):
-                html.A("{{ name }}", v_for="name in pts_exported", key="name", href=("'download/' + name",),
-                       download=True, classes="d-block")
+        self.ui = build_page(self)
