@@ -61,8 +61,10 @@ def test_compiles_for_python_312(relpath):
 
 
 def test_core_package_never_imports_slicer_qt_vtk():
+    """The Slicer-free core; ``pedtumorseg/web/`` is the one front end built on Slicer's core (trame-slicer,
+    slicer-core and its VTK), imported only by ``pedtumorseg serve``, so it is not held to this."""
     for relpath in _module_python_files():
-        if not relpath.startswith("pedtumorseg/"):
+        if not relpath.startswith("pedtumorseg/") or relpath.startswith("pedtumorseg/web/"):
             continue
         tree = ast.parse((MODULE / relpath).read_text(encoding="utf-8"))
         for node in ast.walk(tree):
