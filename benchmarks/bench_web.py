@@ -1,6 +1,7 @@
 """The web app measured from a browser (not a timed test): seconds from starting ``pedtumorseg serve`` until its
 address answers and until the page is ready in the browser (the page opened as soon as the address answers), and
-slider move -> a new axial frame in the browser (ms), on one case.
+slider move -> a new axial frame in the browser (ms), on one case; then how long a second user's page takes on the
+running server.
 
     PYTHONPATH=PedTumorSeg .venv/bin/python benchmarks/bench_web.py --data <folder with one case folder> \
         [--model bundle.zip] [--moves 10]
@@ -65,6 +66,18 @@ def _measure(page, url: str, moves: int, started_at: float) -> dict:
     return {"page_ready_s": ready, "latencies_ms": latencies}
 
 
+def _next_session(browser, url: str) -> float:
+    """Seconds until a second user's page is ready on the running server (its worker was started ahead)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    started = time.monotonic()
+    page.goto(url)
+    page.wait_for_selector("#pts-open", timeout=60_000)
+    ready = time.monotonic() - started
+    context.close()
+    return ready
+
+
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
@@ -83,13 +96,14 @@ def main() -> None:
         try:
             answered = _wait_answer(url + "status", started_at)  # asking for the status starts no session
             result = _measure(page, url, args.moves, started_at)
+            result["next_session_s"] = _next_session(browser, url)
         finally:
             os.killpg(server.pid, 15)
             server.wait(timeout=30)
             browser.close()
     lat = result["latencies_ms"]
     print(f"server answered {answered:.1f} s after its start; the page was ready {result['page_ready_s']:.1f} s after "
-          "the start")
+          f"the start; a second user's page was ready {result['next_session_s']:.1f} s after opening it")
     print(f"slider -> new axial frame: median {statistics.median(lat):.0f} ms (min {min(lat):.0f}, max "
           f"{max(lat):.0f}, {len(lat)} moves)")
 

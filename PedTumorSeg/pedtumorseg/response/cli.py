@@ -7,8 +7,7 @@ import argparse
 import sys
 
 from pedtumorseg.errors import UsageError
-from pedtumorseg.response.criteria import CRITERIA, Clinical
-from pedtumorseg.response.measure import SLICE_RULES
+from pedtumorseg.response.criteria import CRITERIA, SLICE_RULES, Clinical
 
 
 def _clinical(args: argparse.Namespace, names: list[str]) -> dict[str, Clinical]:

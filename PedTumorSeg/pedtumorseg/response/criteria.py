@@ -23,6 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: how the slice of a lesion's bidimensional measurement is chosen (``measure.measure_lesion``)
+SLICE_RULES = ("largest_diameter", "largest_product")
+
 CATEGORIES = ("CR", "PR", "MR", "SD", "PD", "NE")
 _EPS = 1e-9
 

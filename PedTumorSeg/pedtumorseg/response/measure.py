@@ -31,8 +31,8 @@ from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
 from pedtumorseg.arrays import bounding_box
+from pedtumorseg.response.criteria import SLICE_RULES
 
-SLICE_RULES = ("largest_diameter", "largest_product")
 _EPS = 1e-9
 
 
