@@ -1,7 +1,8 @@
 """``pedtumorseg serve`` in a real browser: Debian's chromium driven by Playwright, headless, against a server on
 127.0.0.1 with a tiny random-weight bundle on a small phantom. Open, Apply, the segments in the axial view in their
-colors, a slider moving the table and the overlay, an Islands edit kept when a slider moves, a paint stroke, export equal to
-``pedtumorseg predict``, refusals (path traversal, missing token), sessions isolated from each other.
+colors, a slider moving the table and the overlay, an Islands edit kept when a slider moves, a paint stroke, the
+downloaded export equal to ``pedtumorseg predict``, the model chosen from two, refusals (path traversal, missing
+token), sessions isolated from each other.
 
 Skipped with the reason when Playwright, chromium, the web extra or offscreen rendering are missing. Screenshots go
 to ``$PEDTUMORSEG_SCREENSHOTS`` (default: the test's temporary folder).

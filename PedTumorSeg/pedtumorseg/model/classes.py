@@ -13,4 +13,5 @@ MONAI_UNETR = "monai.networks.nets.UNETR"
 DNA_CLASSES = frozenset({PLAIN_UNET, RESENC_UNET})
 MONAI_CLASSES = frozenset({MONAI_UNET, MONAI_SEGRESNET, MONAI_UNETR})
 #: class paths that ``build_network`` (and the bundle loader through it) will instantiate
-ALLOWED_CLASSES: frozenset[str] = frozenset({NETWORK_CLASS, LIGHT_UNET3D, RESSELKA_UNET2D}) | DNA_CLASSES | MONAI_CLASSES
+ALLOWED_CLASSES: frozenset[str] = (frozenset({NETWORK_CLASS, LIGHT_UNET3D, RESSELKA_UNET2D}) | DNA_CLASSES
+                                   | MONAI_CLASSES)

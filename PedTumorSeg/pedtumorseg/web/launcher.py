@@ -7,7 +7,8 @@ VTK) answers ``/`` by handing the page a session of its own, ``/s/<id>/``, serve
 own, and forwards that path's requests and websocket to it, adding a secret only the launcher knows (the worker
 refuses anything without it, so another local user cannot reach a worker directly). One worker is kept started
 ahead, so that a new page does not wait for Slicer's scene and views. A session ends ``grace_s`` after its page
-closed or, if no page ever connected, after it was handed out (a reload within that time finds it again); at most ``max_sessions`` run at once (then ``/`` answers 503).
+closed or, if no page ever connected, after it was handed out (a reload within that time finds it again); at most
+``max_sessions`` run at once (then ``/`` answers 503).
 """
 
 from __future__ import annotations
