@@ -163,3 +163,19 @@ def test_the_access_token_guards_the_launcher(tmp_path):
                 assert answer.status == 403
 
     asyncio.run(_with_launcher(launcher, body))
+
+
+def test_a_worker_that_does_not_start_is_said_and_not_restarted_in_a_loop(tmp_path):
+    launcher = SessionLauncher(lambda session, port: [sys.executable, "-c", "raise SystemExit(3)"], max_sessions=2,
+                               spare=1)
+
+    async def body(client, base):
+        async with client.get(base + "/", allow_redirects=False) as answer:
+            assert answer.status == 500 and "could not be started" in await answer.text()
+        spawned = []
+        original = launcher._spawn
+        launcher._spawn = lambda: spawned.append(1) or original()
+        await asyncio.sleep(2.5)  # the reaper runs every second: no spare is started again meanwhile
+        assert spawned == [] and launcher.workers == {}
+
+    asyncio.run(_with_launcher(launcher, body))

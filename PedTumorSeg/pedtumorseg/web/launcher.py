@@ -32,6 +32,7 @@ SESSION_PREFIX = "/s/"
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
                         "transfer-encoding", "upgrade", "host", "content-length", "content-encoding"})
 WORKER_START_S = 180.0
+SPARE_BACKOFF_S = 30.0
 REAP_EVERY_S = 1.0
 
 
@@ -91,6 +92,7 @@ class SessionLauncher:
         self.env = dict(os.environ if env is None else env)
         self.workers: dict[str, Worker] = {}
         self._client = None
+        self._spare_after = 0.0  # no spare is started before this time (monotonic) after a worker failed to start
 
     # -- workers -------------------------------------------------------------------------------------------------
     def _spawn(self) -> Worker:
@@ -115,28 +117,31 @@ class SessionLauncher:
                 pass
             await asyncio.sleep(0.05)
         self.stop(worker)
+        self._spare_after = time.monotonic() + SPARE_BACKOFF_S  # not a crash loop of spares
         worker.ready.set_result(False)
 
     def _top_up(self) -> None:
         """Keep ``spare`` unclaimed workers starting or ready, within ``max_sessions``."""
         spare = sum(1 for w in self.workers.values() if not w.claimed)
-        while spare < self.spare and len(self.workers) < self.max_sessions:
+        while time.monotonic() >= self._spare_after and spare < self.spare and len(self.workers) < self.max_sessions:
             self._spawn()
             spare += 1
 
-    async def claim(self) -> Worker | None:
-        """A ready worker for a new session (None: ``max_sessions`` are in use or the worker failed to start)."""
+    async def claim(self) -> tuple[Worker | None, str]:
+        """A ready worker for a new session, or None and why not (``max_sessions`` in use, the worker did not
+        start)."""
         free = [w for w in self.workers.values() if not w.claimed]
         if not free:
             if len(self.workers) >= self.max_sessions:
-                return None
+                return None, "busy"
             free = [self._spawn()]
         worker = free[0]
         worker.claimed, worker.idle_since = True, time.monotonic()
         self._top_up()
         if not await worker.ready:
-            return None
-        return worker
+            LOG.error("a session's worker did not start (exit status %s)", worker.process.poll())
+            return None, "failed"
+        return worker, ""
 
     def stop(self, worker: Worker, wait: float = 0.0) -> None:
         """SIGTERM to the worker's process group (the worker cancels its prediction run first), SIGKILL if it is
@@ -173,10 +178,12 @@ class SessionLauncher:
         """``/``: a new session, the page redirected to its own path."""
         from aiohttp import web
 
-        worker = await self.claim()
-        if worker is None:
+        worker, why = await self.claim()
+        if why == "busy":
             return web.Response(status=503, text=f"all {self.max_sessions} sessions of this server are in use; "
                                                  "try again when one is closed")
+        if worker is None:
+            return web.Response(status=500, text="the session could not be started; the server's log says why")
         LOG.info("a session started (%d running)", sum(w.claimed for w in self.workers.values()))
         return web.Response(status=302, headers={"Location": f"{SESSION_PREFIX}{worker.session}/"})
 
