@@ -119,6 +119,19 @@ def _open_and_apply(page, site) -> None:
     page.wait_for_function("document.querySelector('#pts-status').innerText.startsWith('Done')", timeout=120_000)
 
 
+def _predict_processes() -> list[int]:
+    """Running ``pedtumorseg predict`` processes (the web app's background runs), from /proc."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            parts = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"pedtumorseg" in parts and b"predict" in parts:
+            found.append(int(cmdline.parent.name))
+    return found
+
+
 def _slider_key(page, name: str, key: str) -> None:
     thumb = page.locator(f"#pts-{name} [role=slider]")
     thumb.focus()
@@ -275,6 +288,17 @@ def test_upload_a_case_and_refuse_a_bad_one(site, browser, tmp_path):
                                timeout=60_000)
         page.click("#pts-open")
         page.wait_for_function("document.querySelector('#pts-status').innerText.includes('Apply')", timeout=60_000)
+        # Apply, then Cancel while the background prediction runs: no result, and its process is gone
+        page.click("#pts-apply")
+        page.wait_for_selector("#pts-cancel:not([disabled])", timeout=30_000)
+        page.click("#pts-cancel")
+        page.wait_for_function("document.querySelector('#pts-status').innerText.startsWith('Cancelled')",
+                               timeout=60_000)
+        assert not page.locator("#pts-volumes").is_visible()
+        deadline = time.monotonic() + 10
+        while _predict_processes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _predict_processes() == []
         bad = tmp_path / images[0].name
         bad.write_bytes(images[0].read_bytes()[:300])  # cut short
         page.locator("input[type=file]").set_input_files([str(bad)] + [str(p) for p in images[1:]])
