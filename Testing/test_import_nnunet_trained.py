@@ -22,9 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
-import types
 from pathlib import Path
-from multiprocessing.pool import ThreadPool
 
 import numpy as np
 import pytest
@@ -32,7 +30,7 @@ import pytest
 pytest.importorskip("nnunetv2")
 
 import torch  # noqa: E402
-from nnunet_harness import fp32_accumulation, nnunet_predict  # noqa: E402
+from nnunet_harness import fewer_fingerprint_samples, fp32_accumulation, nnunet_predict, thread_pools  # noqa: E402
 
 from pedtumorseg.conventions import CHANNELS  # noqa: E402
 
@@ -48,16 +46,6 @@ REGION_ORDER = [4, 2, 1]
 REGION_PLANS = "nnUNetPlansRegions"
 NNUNET_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_n_proc_DA", "OMP_NUM_THREADS",
                "nnUNet_def_n_proc", "nnUNet_compile")
-
-
-def _thread_pools(monkeypatch):
-    """nnU-Net's spawn pools of the fingerprint extractor, integrity check and preprocessor as thread pools."""
-    from nnunetv2.experiment_planning import verify_dataset_integrity as verify
-    from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor as fingerprint
-    from nnunetv2.preprocessing.preprocessors import default_preprocessor as preprocessor
-    fake = types.SimpleNamespace(get_context=lambda *_: types.SimpleNamespace(Pool=ThreadPool))
-    for mod in (verify, fingerprint, preprocessor):
-        monkeypatch.setattr(mod, "multiprocessing", fake)
 
 
 def _tiny_plans(plans_file) -> dict:
@@ -98,7 +86,8 @@ def _train(root, mp):
     assert main(["convert", "--brats", str(root / "brats"), "--dataset-id", str(DATASET_ID), "--name", NAME,
                  "--work-dir", str(work), "--threads", "2", "--num-workers", "0"]) == 0
     os.environ["nnUNet_compile"] = "f"
-    _thread_pools(mp)
+    thread_pools(mp)
+    fewer_fingerprint_samples(mp)
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
                                                                       preprocess)
     extract_fingerprints([DATASET_ID], num_processes=1, check_dataset_integrity=True, clean=True, verbose=False,
