@@ -5,8 +5,9 @@ epoch of 2 iterations -> export -> the core engine loads the bundle and predicts
 pedtumorseg.evaluation. Then ``pedtumorseg-train compare`` on two of the bundles.
 
 nnU-Net's planning runs its own per-case code on thread pools and samples 1e5 foreground voxels for its
-fingerprint (Testing/nnunet_harness.py: ``thread_pools``, ``fewer_fingerprint_samples``); the spawn pools of a
-plain ``pedtumorseg-train plan`` are run by Testing/test_training_chain.py.
+fingerprint, and its progress.png is saved at 10 dpi (Testing/nnunet_harness.py: ``thread_pools``,
+``fewer_fingerprint_samples``, ``small_progress_plots``); the spawn pools of a plain ``pedtumorseg-train plan``
+are run by Testing/test_training_chain.py.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 
 pytest.importorskip("nnunetv2")
 
-from nnunet_harness import fewer_fingerprint_samples, thread_pools  # noqa: E402
+from nnunet_harness import fewer_fingerprint_samples, small_progress_plots, thread_pools  # noqa: E402
 
 from pedtumorseg.model.presets import BASELINES, MONAI_CLASSES  # noqa: E402
 
@@ -47,6 +48,7 @@ def work(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         fewer_fingerprint_samples(mp)
         thread_pools(mp)
+        small_progress_plots(mp)
         yield from _work(tmp_path_factory)
 
 

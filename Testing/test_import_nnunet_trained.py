@@ -9,12 +9,13 @@ regions WT / TC / ET with ``regions_class_order``, sigmoid outputs, as BraTS mod
 ``fold_K/checkpoint_final.pth`` files in two real results folders ->
 ``pedtumorseg-train import-nnunet`` -> the engine's labels (before post-processing) against ``nnUNetPredictor``
 initialised from that trained model folder (same folds, mirroring on; float32 accumulators as in
-Testing/nnunet_harness.py) on a held-out phantom, with the torch, onnxruntime and openvino backends.
+Testing/nnunet_harness.py) on a 40^3 block of a held-out phantom, with the torch, onnxruntime and openvino backends.
 
 nnU-Net's fingerprint/preprocessing functions run their per-case work in ``multiprocessing.get_context("spawn")
 .Pool``; here the pool is nnU-Net's own code on a thread pool (``ThreadPool``: same ``starmap_async`` and
 ``_pool`` workers), so nothing forks or spawns inside pytest; augmentation runs in the main process
-(``nnUNet_n_proc_DA=0``).
+(``nnUNet_n_proc_DA=0``); the fingerprint samples 1e5 foreground voxels and progress.png is saved at 10 dpi
+(Testing/nnunet_harness.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import pytest
 pytest.importorskip("nnunetv2")
 
 import torch  # noqa: E402
-from nnunet_harness import fewer_fingerprint_samples, fp32_accumulation, nnunet_predict, thread_pools  # noqa: E402
+from nnunet_harness import (fewer_fingerprint_samples, fp32_accumulation, nnunet_predict,  # noqa: E402
+                            small_progress_plots, thread_pools)
 
 from pedtumorseg.conventions import CHANNELS  # noqa: E402
 
@@ -88,6 +90,7 @@ def _train(root, mp):
     os.environ["nnUNet_compile"] = "f"
     thread_pools(mp)
     fewer_fingerprint_samples(mp)
+    small_progress_plots(mp)
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
                                                                       preprocess)
     extract_fingerprints([DATASET_ID], num_processes=1, check_dataset_integrity=True, clean=True, verbose=False,

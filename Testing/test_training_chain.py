@@ -19,7 +19,7 @@ import SimpleITK as sitk
 pytest.importorskip("nnunetv2")
 
 import torch  # noqa: E402
-from nnunet_harness import fewer_fingerprint_samples  # noqa: E402
+from nnunet_harness import fewer_fingerprint_samples, small_progress_plots  # noqa: E402
 
 from pedtumorseg.conventions import BRATS_SUFFIXES, CHANNELS  # noqa: E402
 
@@ -51,6 +51,7 @@ def _run(*argv) -> int:
 def chain(tmp_path_factory, restore_env):
     with pytest.MonkeyPatch.context() as mp:
         fewer_fingerprint_samples(mp)
+        small_progress_plots(mp)
         yield _chain(tmp_path_factory)
 
 
