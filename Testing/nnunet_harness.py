@@ -1,8 +1,9 @@
 """nnU-Net reference harness shared by Testing/test_conformance.py, Testing/test_backends.py and the benchmarks:
 a bundle manifest and nnU-Net v2 plans for the same network, nnU-Net's own ``nnUNetPredictor`` initialised manually
 with our network and weights (no trainer lookup), nnU-Net with float32 accumulators, spread random weights, a
-phantom stack, nnU-Net's fingerprint with a test-sized sample of foreground voxels (used by every test that plans a
-dataset), nnU-Net's planning pools on threads, and nnU-Net's progress plot at a low resolution. nnunetv2 is imported only by the functions that run it.
+phantom stack; for the tests that plan and train with nnU-Net: its fingerprint with a test-sized sample of
+foreground voxels, its planning pools on threads, and its progress plot at a low resolution. nnunetv2 is imported
+only by the functions that run it.
 """
 
 from __future__ import annotations
