@@ -164,8 +164,8 @@ def fewer_fingerprint_samples(monkeypatch, total: int = FINGERPRINT_SAMPLES) -> 
     over the cases) instead of its default 1e8. A phantom has a few thousand tumor voxels, so 1e8 draws are ~10^4
     copies of each; with 1e5 draws the 5 phantoms of test_import_nnunet_trained.py get the same min and max, mean,
     median, std and 99.5th percentile within 0.6 %, 0.5th percentile within 2.5 % (these statistics are used only
-    by nnU-Net's CT normalization; these datasets are z-scored). The 1e8 floats (1.6 GB for 4 channels) cost about 15 s per fingerprint on 2 cores, mostly in
-    sending them back from the workers and in ``np.percentile``."""
+    by nnU-Net's CT normalization; these datasets are z-scored). The 1e8 floats (1.6 GB for 4 channels) cost about
+    15 s per fingerprint on 2 cores, mostly in sending them back from the workers and in ``np.percentile``."""
     from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
 
     init = DatasetFingerprintExtractor.__init__
