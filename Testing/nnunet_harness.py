@@ -1,7 +1,9 @@
 """nnU-Net reference harness shared by Testing/test_conformance.py, Testing/test_backends.py and the benchmarks:
 a bundle manifest and nnU-Net v2 plans for the same network, nnU-Net's own ``nnUNetPredictor`` initialised manually
-with our network and weights (no trainer lookup), nnU-Net with float32 accumulators, spread random weights, and a
-phantom stack. nnunetv2 is imported only by the functions that run it.
+with our network and weights (no trainer lookup), nnU-Net with float32 accumulators, spread random weights, a
+phantom stack; for the tests that plan and train with nnU-Net: its fingerprint with a test-sized sample of
+foreground voxels, its planning pools on threads, and its progress plot at a low resolution. nnunetv2 is imported
+only by the functions that run it.
 """
 
 from __future__ import annotations
@@ -151,3 +153,58 @@ def phantom_stack(seed: int = 3, size: str = "small"):
 def build_bundle(folder: Path, manifest: dict, state: dict):
     from pedtumorseg.inference.bundle import load_bundle, write_bundle
     return load_bundle(write_bundle(Path(folder) / "bench", manifest, {0: state}, zip=False))
+
+
+#: foreground voxels nnU-Net's fingerprint draws in all for its intensity statistics in tests (its default: 1e8)
+FINGERPRINT_SAMPLES = 100_000
+
+
+def fewer_fingerprint_samples(monkeypatch, total: int = FINGERPRINT_SAMPLES) -> None:
+    """nnU-Net's own ``DatasetFingerprintExtractor``, drawing ``total`` foreground voxels (with replacement, spread
+    over the cases) instead of its default 1e8. A phantom has a few thousand tumor voxels, so 1e8 draws are ~10^4
+    copies of each; with 1e5 draws the 5 phantoms of test_import_nnunet_trained.py get the same min and max, mean,
+    median, std and 99.5th percentile within 0.6 %, 0.5th percentile within 2.5 % (these statistics are used only
+    by nnU-Net's CT normalization; these datasets are z-scored). The 1e8 floats (1.6 GB for 4 channels) cost about
+    15 s per fingerprint on 2 cores, mostly in sending them back from the workers and in ``np.percentile``."""
+    from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
+
+    init = DatasetFingerprintExtractor.__init__
+
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.num_foreground_voxels_for_intensitystats = total
+
+    monkeypatch.setattr(DatasetFingerprintExtractor, "__init__", __init__)
+
+
+def thread_pools(monkeypatch) -> None:
+    """nnU-Net's ``multiprocessing.get_context("spawn").Pool`` of the dataset integrity check, the fingerprint
+    extractor and the preprocessor as a ``multiprocessing.pool.ThreadPool`` (same ``starmap_async`` and ``_pool``
+    workers, nnU-Net's own per-case code): nothing is spawned inside pytest, and no worker re-imports torch and
+    nnU-Net (seconds per pool on 2 cores). Testing/test_training_chain.py plans with the real spawn pools."""
+    import types
+    from multiprocessing.pool import ThreadPool
+
+    from nnunetv2.experiment_planning import verify_dataset_integrity as verify
+    from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor as fingerprint
+    from nnunetv2.preprocessing.preprocessors import default_preprocessor as preprocessor
+
+    fake = types.SimpleNamespace(get_context=lambda *_: types.SimpleNamespace(Pool=ThreadPool))
+    for mod in (verify, fingerprint, preprocessor):
+        monkeypatch.setattr(mod, "multiprocessing", fake)
+
+
+def small_progress_plots(monkeypatch, dpi: int = 10) -> None:
+    """nnU-Net's own ``progress.png`` (written after every epoch by its ``LocalLogger``), saved at ``dpi`` instead of
+    matplotlib's 100: the same figure, 300 x 540 pixels instead of 3000 x 5400; about 1 s less per epoch on 2 cores.
+    The tests only check that the file is written."""
+    import matplotlib
+    from nnunetv2.training.logging.nnunet_logger import LocalLogger
+
+    plot = LocalLogger.plot_progress_png
+
+    def plot_progress_png(self, output_folder):
+        with matplotlib.rc_context({"savefig.dpi": dpi}):
+            return plot(self, output_folder)
+
+    monkeypatch.setattr(LocalLogger, "plot_progress_png", plot_progress_png)

@@ -3,6 +3,11 @@
 convert once -> for each preset: plan (tiny widths, 32^3 patch, or 32x32 for the 2D preset) -> train one
 epoch of 2 iterations -> export -> the core engine loads the bundle and predicts a held-out phantom -> scored by
 pedtumorseg.evaluation. Then ``pedtumorseg-train compare`` on two of the bundles.
+
+nnU-Net's planning runs its own per-case code on thread pools and samples 1e5 foreground voxels for its
+fingerprint, and its progress.png is saved at 10 dpi (Testing/nnunet_harness.py: ``thread_pools``,
+``fewer_fingerprint_samples``, ``small_progress_plots``); the spawn pools of a plain ``pedtumorseg-train plan``
+are run by Testing/test_training_chain.py.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("nnunetv2")
+
+from nnunet_harness import fewer_fingerprint_samples, small_progress_plots, thread_pools  # noqa: E402
 
 from pedtumorseg.model.presets import BASELINES, MONAI_CLASSES  # noqa: E402
 
@@ -38,6 +45,14 @@ PRESETS = [p for p in BASELINES if p != "demo"]  # demo: test_training_chain.py
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        fewer_fingerprint_samples(mp)
+        thread_pools(mp)
+        small_progress_plots(mp)
+        yield from _work(tmp_path_factory)
+
+
+def _work(tmp_path_factory):
     saved = {k: os.environ.get(k) for k in NNUNET_VARS}
     from pedtumorseg.phantoms.clean import write_phantoms
     from pedtumorseg_train.cli import main

@@ -9,12 +9,13 @@ regions WT / TC / ET with ``regions_class_order``, sigmoid outputs, as BraTS mod
 ``fold_K/checkpoint_final.pth`` files in two real results folders ->
 ``pedtumorseg-train import-nnunet`` -> the engine's labels (before post-processing) against ``nnUNetPredictor``
 initialised from that trained model folder (same folds, mirroring on; float32 accumulators as in
-Testing/nnunet_harness.py) on a held-out phantom, with the torch, onnxruntime and openvino backends.
+Testing/nnunet_harness.py) on a 40^3 block of a held-out phantom, with the torch, onnxruntime and openvino backends.
 
 nnU-Net's fingerprint/preprocessing functions run their per-case work in ``multiprocessing.get_context("spawn")
 .Pool``; here the pool is nnU-Net's own code on a thread pool (``ThreadPool``: same ``starmap_async`` and
 ``_pool`` workers), so nothing forks or spawns inside pytest; augmentation runs in the main process
-(``nnUNet_n_proc_DA=0``).
+(``nnUNet_n_proc_DA=0``); the fingerprint samples 1e5 foreground voxels and progress.png is saved at 10 dpi
+(Testing/nnunet_harness.py).
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
-import types
 from pathlib import Path
-from multiprocessing.pool import ThreadPool
 
 import numpy as np
 import pytest
@@ -32,7 +31,8 @@ import pytest
 pytest.importorskip("nnunetv2")
 
 import torch  # noqa: E402
-from nnunet_harness import fp32_accumulation, nnunet_predict  # noqa: E402
+from nnunet_harness import (fewer_fingerprint_samples, fp32_accumulation, nnunet_predict,  # noqa: E402
+                            small_progress_plots, thread_pools)
 
 from pedtumorseg.conventions import CHANNELS  # noqa: E402
 
@@ -40,6 +40,7 @@ DATASET_ID = 974
 NAME = "Stock"
 N_TRAIN = 5  # nnU-Net's 5-fold split needs 5 cases
 HELD_OUT_SEED = 9100
+HELD_OUT_BLOCK = (40, 40, 40)
 TINY = "3d_tiny"
 # region-based labels in the converted dataset's values (1 ET, 2 NET, 3 CC, 4 ED), painted WT -> ED, TC -> NET, ET
 REGIONS = {"background": 0, "whole tumor": [1, 2, 3, 4], "tumor core": [1, 2, 3], "enhancing tumor": [1]}
@@ -47,16 +48,6 @@ REGION_ORDER = [4, 2, 1]
 REGION_PLANS = "nnUNetPlansRegions"
 NNUNET_VARS = ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_n_proc_DA", "OMP_NUM_THREADS",
                "nnUNet_def_n_proc", "nnUNet_compile")
-
-
-def _thread_pools(monkeypatch):
-    """nnU-Net's spawn pools of the fingerprint extractor, integrity check and preprocessor as thread pools."""
-    from nnunetv2.experiment_planning import verify_dataset_integrity as verify
-    from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor as fingerprint
-    from nnunetv2.preprocessing.preprocessors import default_preprocessor as preprocessor
-    fake = types.SimpleNamespace(get_context=lambda *_: types.SimpleNamespace(Pool=ThreadPool))
-    for mod in (verify, fingerprint, preprocessor):
-        monkeypatch.setattr(mod, "multiprocessing", fake)
 
 
 def _tiny_plans(plans_file) -> dict:
@@ -97,7 +88,9 @@ def _train(root, mp):
     assert main(["convert", "--brats", str(root / "brats"), "--dataset-id", str(DATASET_ID), "--name", NAME,
                  "--work-dir", str(work), "--threads", "2", "--num-workers", "0"]) == 0
     os.environ["nnUNet_compile"] = "f"
-    _thread_pools(mp)
+    thread_pools(mp)
+    fewer_fingerprint_samples(mp)
+    small_progress_plots(mp)
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprints, plan_experiments,
                                                                       preprocess)
     extract_fingerprints([DATASET_ID], num_processes=1, check_dataset_integrity=True, clean=True, verbose=False,
@@ -133,12 +126,15 @@ def _train_folds(plans: dict, dataset_json: dict):
 
 
 def _held_out():
-    """A phantom not trained on, cut to its brain's bounding box (the crop both predictors make anyway)."""
-    from pedtumorseg.arrays import bounding_box, nonzero_mask
+    """A phantom not trained on, cut to a block of HELD_OUT_BLOCK voxels around its tumor (2 x 2 x 2 overlapping
+    32^3 windows instead of the 3 x 4 x 3 of its whole brain: the sliding window, its Gaussian blending and
+    the crop to the image data are all still run; the block reaches past the brain on one side)."""
     from pedtumorseg.phantoms.clean import make_phantom
     ph = make_phantom(HELD_OUT_SEED, "small")
     images = np.stack([ph.images[c] for c in CHANNELS]).astype(np.float32)
-    box = bounding_box(nonzero_mask(images))
+    centre = [int(np.mean(ix)) for ix in np.nonzero(ph.seg)]
+    box = tuple(slice(min(max(0, c - b // 2), n - b), min(max(0, c - b // 2), n - b) + b)
+                for c, b, n in zip(centre, HELD_OUT_BLOCK, images.shape[1:]))
     return np.ascontiguousarray(images[(slice(None), *box)]), tuple(float(s) for s in ph.geometry.spacing_zyx)
 
 

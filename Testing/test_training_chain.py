@@ -19,6 +19,7 @@ import SimpleITK as sitk
 pytest.importorskip("nnunetv2")
 
 import torch  # noqa: E402
+from nnunet_harness import fewer_fingerprint_samples, small_progress_plots  # noqa: E402
 
 from pedtumorseg.conventions import BRATS_SUFFIXES, CHANNELS  # noqa: E402
 
@@ -48,6 +49,13 @@ def _run(*argv) -> int:
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory, restore_env):
+    with pytest.MonkeyPatch.context() as mp:
+        fewer_fingerprint_samples(mp)
+        small_progress_plots(mp)
+        yield _chain(tmp_path_factory)
+
+
+def _chain(tmp_path_factory):
     from pedtumorseg.phantoms.clean import write_phantoms
     root = tmp_path_factory.mktemp("chain")
     brats = root / "brats"
