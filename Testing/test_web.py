@@ -328,45 +328,28 @@ def test_a_dicom_study_opens_applies_and_exports_a_dicom_seg_on_slicer_core(tmp_
     run_cases_in_own_process(REPO / "Testing" / "web_cases.py", tmp_path, timeout=600)
 
 
-def _worker_children() -> list[int]:
-    """This process's children that are session workers (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            command = (stat.parent / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == os.getpid() and b"pedtumorseg.web.worker" in command:
-            found.append(int(stat.parent.name))
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_serve_says_what_rendering_lacks_and_leaves_no_worker(tmp_path, monkeypatch, capsys):
     """The offscreen-rendering check runs while the first session's worker starts: when it fails, serve exits 1
     with the packages to install, and the worker it had started is stopped."""
-    import socket
     import time
 
     from pedtumorseg import cli
+    from web_server import free_port, processes
 
     problem = "VTK cannot render offscreen (no EGL/OSMesa): install the system packages libegl1 libegl-mesa0"
     seen = []
 
     def failing(timeout=60.0):
         time.sleep(0.5)
-        seen.extend(_worker_children())  # the worker was started meanwhile
+        seen.extend(processes(b"pedtumorseg.web.worker", parent=os.getpid()))  # the worker was started meanwhile
         return problem
 
     monkeypatch.setattr(checks, "rendering_problem", failing)
     monkeypatch.setenv("PYTHONPATH", str(REPO / "PedTumorSeg"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    assert cli.main(["serve", "--data", str(tmp_path), "--port", str(port)]) == 1
+    assert cli.main(["serve", "--data", str(tmp_path), "--port", str(free_port())]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"pedtumorseg: error: serve: {problem}"
-    assert len(seen) == 1 and _worker_children() == []
+    assert len(seen) == 1 and processes(b"pedtumorseg.web.worker", parent=os.getpid()) == []
 
 
 def test_serve_refuses_a_bad_bundle_by_its_name_before_starting(tmp_path):

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from conftest import write_tiny_bundle
-from web_server import Server, chromium_path, skip_reason
+from web_server import Server, chromium_path, processes, skip_reason
 
 _SKIP = skip_reason()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(_SKIP is not None, reason=str(_SKIP))]
@@ -117,19 +117,6 @@ def _open_and_apply(page, site) -> None:
     page.wait_for_function("document.querySelector('#pts-status').innerText.includes('Apply')", timeout=60_000)
     page.click("#pts-apply")
     page.wait_for_function("document.querySelector('#pts-status').innerText.startsWith('Done')", timeout=120_000)
-
-
-def _predict_processes() -> list[int]:
-    """Running ``pedtumorseg predict`` processes (the web app's background runs), from /proc."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            parts = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"pedtumorseg" in parts and b"predict" in parts:
-            found.append(int(cmdline.parent.name))
-    return found
 
 
 def _slider_key(page, name: str, key: str) -> None:
@@ -296,9 +283,9 @@ def test_upload_a_case_and_refuse_a_bad_one(site, browser, tmp_path):
                                timeout=60_000)
         assert not page.locator("#pts-volumes").is_visible()
         deadline = time.monotonic() + 10
-        while _predict_processes() and time.monotonic() < deadline:
+        while processes(b"pedtumorseg", b"predict") and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _predict_processes() == []
+        assert processes(b"pedtumorseg", b"predict") == []
         bad = tmp_path / images[0].name
         bad.write_bytes(images[0].read_bytes()[:300])  # cut short
         page.locator("input[type=file]").set_input_files([str(bad)] + [str(p) for p in images[1:]])

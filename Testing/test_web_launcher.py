@@ -6,7 +6,6 @@ requests and websockets reach only that worker, workers refuse anything without 
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
 import time
 
@@ -14,7 +13,7 @@ import pytest
 
 aiohttp = pytest.importorskip("aiohttp")
 
-from pedtumorseg.web.launcher import SessionLauncher  # noqa: E402
+from pedtumorseg.web.launcher import SessionLauncher, free_port  # noqa: E402
 from pedtumorseg.web.security import SECRET_HEADER  # noqa: E402
 
 #: a worker: the real SessionGuard in front of a page that says which session it is and an echo websocket at /ws
@@ -45,12 +44,6 @@ web.run_app(app, host="127.0.0.1", port=port, print=None)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launcher(tmp_path, **kwargs) -> SessionLauncher:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
@@ -58,7 +51,7 @@ def _launcher(tmp_path, **kwargs) -> SessionLauncher:
 
 
 async def _with_launcher(launcher: SessionLauncher, body):
-    port = _free_port()
+    port = free_port()
     serving = asyncio.ensure_future(launcher.serve("127.0.0.1", port))
     base = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:  # cookies of an IP

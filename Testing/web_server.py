@@ -6,13 +6,14 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from pedtumorseg.web.launcher import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("PEDTUMORSEG_CHROMIUM", "/usr/bin/chromium")
@@ -34,10 +35,19 @@ def chromium_path() -> str:
     return CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def processes(*words: bytes, parent: int | None = None) -> list[int]:
+    """Running processes whose command line holds each of ``words`` as an argument (``parent``: only the children
+    of that pid), from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            arguments = (stat.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if all(w in arguments for w in words) and (parent is None or ppid == parent):
+            found.append(int(stat.parent.name))
+    return found
 
 
 class Server:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 import numpy as np
+from scipy import ndimage
 
 from pedtumorseg.conventions import FOREGROUND_LABELS, REGIONS
 
@@ -59,8 +60,6 @@ def nonzero_mask(images) -> np.ndarray:
     mask = np.zeros(images[0].shape, dtype=bool)
     for channel in images:
         mask |= channel != 0
-    from scipy import ndimage  # here: the command line imports this module, most commands never call this
-
     return ndimage.binary_fill_holes(mask)
 
 

@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
 
 from pedtumorseg.arrays import bounding_box
 from pedtumorseg.response.criteria import SLICE_RULES
@@ -64,8 +66,6 @@ def _corner_points(mask2d: np.ndarray, spacing_yx) -> np.ndarray:
 
 def longest_diameter(mask2d: np.ndarray, spacing_yx) -> tuple[float, np.ndarray, np.ndarray]:
     """(LD in mm, end a, end b) of the voxel squares of ``mask2d`` (see the module docstring)."""
-    from scipy.spatial import ConvexHull, QhullError  # here: the command line imports this module for SLICE_RULES
-
     pts = _corner_points(mask2d, spacing_yx)
     if len(pts) == 0:
         return 0.0, np.zeros(2), np.zeros(2)
@@ -184,8 +184,6 @@ def measure_lesion(mask3d: np.ndarray, spacing_zyx, rule: str = "largest_diamete
         return Measurement(rule, None, None, None, 0)
     # measured inside the lesion's box (a whole-grid mask costs a hole filling per slice); shifted back at the end
     z0, y0, x0 = (int(b.start) for b in box)
-    from scipy import ndimage
-
     mask3d = np.stack([ndimage.binary_fill_holes(sl) for sl in np.asarray(mask3d)[box] != 0])
     spacing_yx = tuple(float(s) for s in spacing_zyx[1:])
     slices = [int(z) for z in np.flatnonzero(mask3d.any(axis=(1, 2)))]
