@@ -252,6 +252,10 @@ class PedTumorSegWebApp(TrameApp):
 
     # -- result --------------------------------------------------------------------------------------------------
     def _refreshTable(self) -> None:
+        """The volume table now; a refresh still pending for the modifications before this one is not needed."""
+        if self._tablePending is not None:
+            self._tablePending.cancel()
+            self._tablePending = None
         self.state.pts_rows = [list(row) for row in self.workflow.rows()]
 
     def _controlHandler(self, name):
